@@ -1,0 +1,206 @@
+"""KSG mutual information (Kraskov, Stoegbauer, Grassberger 2004) and Frenzel-Pompe conditional MI.
+
+Every estimator is composed of the ``torch.ops.mipp`` operators only, so the same code runs on the CPU
+(extension or reference) and on CUDA (Triton), and traces under ``torch.compile``. All values are nats.
+
+Shapes: each argument is ``(N,)``, ``(N, d)`` or, batched, ``(B, N, d)``. Batched arguments share one B;
+an argument without a batch dimension is shared by the whole batch and its distances are computed once.
+The result is a 0-d float64 tensor, or ``(B,)`` when any argument is batched (``reduction="none"``:
+the per-sample local values, ``(N,)`` or ``(B, N)``, whose mean is the estimate).
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+import mipp.ops  # noqa: F401  (registers torch.ops.mipp)
+
+_ops = torch.ops.mipp
+
+
+_EULER_GAMMA = 0.57721566490153286061
+
+
+def _digamma(n: int) -> float:
+    """psi(n) for a positive integer n in float64, in plain Python so that it traces under torch.compile:
+    H_{n-1} - gamma below 20, the asymptotic series above (truncation error < 1e-17 there)."""
+    if n < 20:
+        return math.fsum(1.0 / j for j in range(1, n)) - _EULER_GAMMA
+    inv2 = 1.0 / (n * n)
+    return math.log(n) - 0.5 / n - inv2 * (1 / 12 - inv2 * (1 / 120 - inv2 * (1 / 252 - inv2 * (
+        1 / 240 - inv2 * (1 / 132)))))
+
+
+def _as_groups(args: dict[str, torch.Tensor], k: int, normalize: bool):
+    """Validate the named arguments and return them as (B_g, N, d) tensors of one dtype and device,
+    plus whether any of them carried a batch dimension. Inputs are never modified."""
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"k must be an int, got {type(k).__name__}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got k={k}")
+    out: dict[str, torch.Tensor] = {}
+    batched, batch, n_ref, device = False, None, None, None
+    for name, t in args.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"{name} must be float32 or float64, got {t.dtype}; convert it with "
+                            f"{name}.double() (integer data: add jitter explicitly if ties are not wanted)")
+        if t.dim() == 1:
+            g = t[None, :, None]
+        elif t.dim() == 2:
+            g = t[None]
+        elif t.dim() == 3:
+            g = t
+            batched = True
+            if t.shape[0] != 1:
+                if batch is not None and t.shape[0] != batch:
+                    raise ValueError(f"{name} has batch size {t.shape[0]} but an earlier argument has {batch};"
+                                     " batched arguments must share one batch size (or have size 1)")
+                batch = int(t.shape[0])
+        else:
+            raise ValueError(f"{name} must have shape (N,), (N, d) or (B, N, d), got {tuple(t.shape)}")
+        if g.shape[2] < 1:
+            raise ValueError(f"{name} has no columns (shape {tuple(t.shape)})")
+        if n_ref is None:
+            n_ref, device = int(g.shape[1]), t.device
+        elif g.shape[1] != n_ref:
+            raise ValueError(f"{name} has {g.shape[1]} samples but {next(iter(args))} has {n_ref}; "
+                             "all arguments need the same number of samples N")
+        elif t.device != device:
+            raise ValueError(f"{name} is on {t.device} but {next(iter(args))} is on {device}")
+        if not torch.compiler.is_compiling() and not bool(torch.isfinite(g).all()):
+            raise ValueError(f"{name} contains NaN or inf; drop or impute those samples first")
+        out[name] = g
+    if n_ref <= k:
+        raise ValueError(f"k={k} needs more than k samples, got N={n_ref}; lower k or add samples")
+    dtype = out[next(iter(out))].dtype
+    for g in out.values():
+        dtype = torch.promote_types(dtype, g.dtype)
+    groups = [g.to(dtype) for g in out.values()]
+    if normalize:
+        groups = [_zscore(g) for g in groups]
+    return groups, batched, n_ref
+
+
+def _zscore(g: torch.Tensor) -> torch.Tensor:
+    """Columns to mean 0 and sample std 1 (ddof=1), as Kraskov's MILCA does; constant columns -> 0."""
+    centred = g - g.mean(dim=1, keepdim=True)
+    std = centred.std(dim=1, keepdim=True, correction=1)
+    return centred / torch.where(std > 0, std, torch.ones_like(std))
+
+
+def _finish(terms: torch.Tensor, const: float, n: int, batched: bool, reduction: str) -> torch.Tensor:
+    """const - mean of the psi terms (or const - each local term), unbatched results as 0-d/(N,)."""
+    values = const - (terms if reduction == "none" else terms / n)
+    return values if batched else values[0]
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in ("mean", "none"):
+        raise ValueError(f'reduction must be "mean" or "none", got {reduction!r}')
+
+
+def _psi_terms(counts: list[tuple[torch.Tensor, int, float]], reduction: str):
+    """Sum (reduction="mean") or per-sample values of sum_c sign_c * psi(counts_c + offset_c)."""
+    reduce = reduction == "mean"
+    total = None
+    for c, offset, sign in counts:
+        term = _ops.digamma_sum(c, offset, reduce)
+        total = sign * term if total is None else total + sign * term
+    return total
+
+
+def mi(x: torch.Tensor, y: torch.Tensor, k: int = 3, *, algorithm: int = 1, normalize: bool = False,
+       reduction: str = "mean") -> torch.Tensor:
+    """KSG estimate of I(x; y) in nats (algorithm 1 or 2 of Kraskov et al. 2004), max-norm."""
+    _check_reduction(reduction)
+    if algorithm not in (1, 2):
+        raise ValueError(f"algorithm must be 1 or 2, got {algorithm!r}")
+    (gx, gy), batched, n = _as_groups({"x": x, "y": y}, k, normalize)
+    eps = _ops.knn_distance([gx, gy], k)
+    if algorithm == 1:
+        nx = _ops.count_within([gx], eps, True)
+        ny = _ops.count_within([gy], eps, True)
+        terms = _psi_terms([(nx, 1, 1.0), (ny, 1, 1.0)], reduction)
+        const = _digamma(k) + _digamma(n)
+    else:
+        radii = _ops.marginal_radius([gx, gy], eps)
+        nx = _ops.count_within([gx], radii[..., 0].contiguous(), False)
+        ny = _ops.count_within([gy], radii[..., 1].contiguous(), False)
+        terms = _psi_terms([(nx, 0, 1.0), (ny, 0, 1.0)], reduction)
+        const = _digamma(k) - 1.0 / k + _digamma(n)
+    return _finish(terms, const, n, batched, reduction)
+
+
+def cmi(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, k: int = 3, *, normalize: bool = False,
+        reduction: str = "mean") -> torch.Tensor:
+    """Frenzel-Pompe estimate of I(x; y | z) in nats, max-norm."""
+    _check_reduction(reduction)
+    (gx, gy, gz), batched, n = _as_groups({"x": x, "y": y, "z": z}, k, normalize)
+    eps = _ops.knn_distance([gx, gy, gz], k)
+    nxz = _ops.count_within([gx, gz], eps, True)
+    nyz = _ops.count_within([gy, gz], eps, True)
+    nz = _ops.count_within([gz], eps, True)
+    terms = _psi_terms([(nxz, 1, 1.0), (nyz, 1, 1.0), (nz, 1, -1.0)], reduction)
+    return _finish(terms, _digamma(k), n, batched, reduction)
+
+
+def mi_per_feature(X: torch.Tensor, Y: torch.Tensor, k: int = 3, *, algorithm: int = 1,
+                   normalize: bool = False) -> torch.Tensor:
+    """I(X[:, i]; Y) for every column i of X (N, D), as one batched call: Y's distances are computed
+    once for all D problems. Returns (D,) float64."""
+    if not isinstance(X, torch.Tensor) or X.dim() != 2:
+        raise ValueError(f"X must be a 2-D tensor (N, D), got {getattr(X, 'shape', type(X).__name__)}")
+    return mi(X.T.unsqueeze(-1), Y, k, algorithm=algorithm, normalize=normalize)
+
+
+class PermutationResult(NamedTuple):
+    estimate: torch.Tensor  # the statistic on the data: 0-d, or (B,) for batched x
+    p_value: torch.Tensor   # (1 + #{null >= estimate}) / (n_permutations + 1), float64
+    null: torch.Tensor      # the statistic on the surrogates: (n_permutations,) or (B, n_permutations)
+
+
+def permutation_test(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None = None, k: int = 3, *,
+                     n_permutations: int = 100, generator: torch.Generator | None = None,
+                     algorithm: int = 1, normalize: bool = False) -> PermutationResult:
+    """Permutation test of I(x; y) (or I(x; y | z)) > 0.
+
+    The surrogates shuffle the samples of x (each problem of a batched x with its own permutations) and
+    are evaluated, together with the data, as one batched call in which y and z, when not batched, are
+    shared: their distances are computed once for all surrogates. Reproducible with ``generator``."""
+    if isinstance(n_permutations, bool) or not isinstance(n_permutations, int) or n_permutations < 1:
+        raise ValueError(f"n_permutations must be a positive int, got {n_permutations!r}")
+    if not isinstance(x, torch.Tensor) or x.dim() not in (1, 2, 3):
+        raise ValueError(f"x must have shape (N,), (N, d) or (B, N, d), got {getattr(x, 'shape', x)}")
+    xb = x if x.dim() == 3 else (x[None, :, None] if x.dim() == 1 else x[None])
+    batched = x.dim() == 3
+    b, n, d = xb.shape
+    gen_device = generator.device if generator is not None else xb.device
+    perm = torch.rand(b, n_permutations, n, generator=generator, device=gen_device).argsort(dim=-1)
+    perm = perm.to(xb.device)
+    # (b, P + 1, n, d): surrogate 0 is the data itself, so estimate and null come from one call.
+    surrogates = torch.gather(xb[:, None].expand(b, n_permutations, n, d), 2,
+                              perm[..., None].expand(b, n_permutations, n, d))
+    xs = torch.cat([xb[:, None], surrogates], dim=1).reshape(b * (n_permutations + 1), n, d)
+
+    def per_problem(t: torch.Tensor | None) -> torch.Tensor | None:
+        # a batched y/z pairs with its own x: repeat it for that x's surrogates; unbatched stays shared
+        if t is None or t.dim() != 3 or t.shape[0] == 1:
+            return t
+        return t.repeat_interleave(n_permutations + 1, dim=0)
+
+    if z is None:
+        stats = mi(xs, per_problem(y), k, algorithm=algorithm, normalize=normalize)
+    else:
+        if algorithm != 1:
+            raise ValueError("the conditional test uses the Frenzel-Pompe estimator: algorithm must be 1")
+        stats = cmi(xs, per_problem(y), per_problem(z), k, normalize=normalize)
+    stats = stats.reshape(b, n_permutations + 1)
+    estimate, null = stats[:, 0], stats[:, 1:]
+    p_value = (1.0 + (null >= estimate[:, None]).sum(dim=1, dtype=torch.float64)) / (n_permutations + 1)
+    if not batched:
+        estimate, p_value, null = estimate[0], p_value[0], null[0]
+    return PermutationResult(estimate, p_value, null)

@@ -1,0 +1,129 @@
+"""The mipp operators, registered with torch.library in the ``mipp`` namespace.
+
+One registration site for every op: the CUDA kernel is the Triton launcher (or the extension), the CPU
+kernel is the extension's exact CPU kernel when it is built and the pure-torch reference otherwise, and
+the fake kernel gives the static output shape so that ``torch.compile(fullgraph=True)`` traces through.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from mipp import _ext, reference
+
+_warned: set[str] = set()
+
+
+def _fallback_warning(op: str, why: str) -> None:
+    """Warn once per op when a CUDA tensor has to take the slow reference path."""
+    if op not in _warned:
+        _warned.add(op)
+        warnings.warn(f"mipp::{op} on CUDA falls back to the pure-torch reference: {why}", RuntimeWarning,
+                      stacklevel=3)
+
+
+def _triton_module(name: str, op: str):
+    """The mipp_kernels module for a CUDA op, or None (after a one-time warning) when Triton is absent."""
+    try:
+        import importlib
+        return importlib.import_module(f"mipp_kernels.{name}")
+    except ImportError as exc:
+        _fallback_warning(op, f"Triton is not available ({exc})")
+        return None
+
+
+def _batch_rows(groups, radius=None):
+    batch = reference.batch_size(groups)
+    if radius is not None:
+        batch = max(batch, int(radius.shape[0]))
+    return batch, int(groups[0].shape[1])
+
+
+@torch.library.custom_op("mipp::knn_distance", mutates_args=(), device_types="cuda")
+def knn_distance(groups: list[torch.Tensor], k: int) -> torch.Tensor:
+    """(B, N) k-th nearest-neighbour max-norm distance in the joint space of ``groups`` (self excluded)."""
+    mod = _triton_module("knn", "knn_distance")
+    if mod is None:
+        return reference.knn_distance(groups, k)
+    return mod.knn_distance(groups, k)
+
+
+@knn_distance.register_kernel("cpu")
+def _knn_distance_cpu(groups, k):
+    return reference.knn_distance(groups, k)
+
+
+@knn_distance.register_fake
+def _knn_distance_fake(groups, k):
+    return groups[0].new_empty(_batch_rows(groups))
+
+
+@torch.library.custom_op("mipp::count_within", mutates_args=(), device_types="cuda")
+def count_within(groups: list[torch.Tensor], radius: torch.Tensor, strict: bool) -> torch.Tensor:
+    """(B, N) int64 number of j != i within ``radius[b, i]`` (``<`` if strict, else ``<=``)."""
+    mod = _triton_module("count", "count_within")
+    if mod is None:
+        return reference.count_within(groups, radius, strict)
+    return mod.count_within(groups, radius, strict)
+
+
+@count_within.register_kernel("cpu")
+def _count_within_cpu(groups, radius, strict):
+    return reference.count_within(groups, radius, strict)
+
+
+@count_within.register_fake
+def _count_within_fake(groups, radius, strict):
+    return radius.new_empty(_batch_rows(groups, radius), dtype=torch.int64)
+
+
+@torch.library.custom_op("mipp::marginal_radius", mutates_args=(), device_types="cuda")
+def marginal_radius(groups: list[torch.Tensor], radius: torch.Tensor) -> torch.Tensor:
+    """(B, N, G) per-group largest distance to the samples within the joint ``radius`` (KSG-2)."""
+    mod = _triton_module("radius", "marginal_radius")
+    if mod is None:
+        return reference.marginal_radius(groups, radius)
+    return mod.marginal_radius(groups, radius)
+
+
+@marginal_radius.register_kernel("cpu")
+def _marginal_radius_cpu(groups, radius):
+    return reference.marginal_radius(groups, radius)
+
+
+@marginal_radius.register_fake
+def _marginal_radius_fake(groups, radius):
+    return radius.new_empty((*_batch_rows(groups, radius), len(groups)))
+
+
+def _digamma_sum_ext(counts: torch.Tensor, offset: int, reduce: bool, fn) -> torch.Tensor:
+    counts = counts.contiguous()
+    rows = counts.shape[:-1] if reduce else counts.shape
+    out = torch.empty(rows, dtype=torch.float64, device=counts.device)
+    n = int(counts.shape[-1]) if counts.dim() else 1
+    fn(counts.data_ptr(), counts.numel() // max(n, 1) if n else 0, n, int(offset), bool(reduce), out.data_ptr())
+    return out
+
+
+@torch.library.custom_op("mipp::digamma_sum", mutates_args=(), device_types="cuda")
+def digamma_sum(counts: torch.Tensor, offset: int, reduce: bool) -> torch.Tensor:
+    """psi(counts + offset) in float64 (integer counts), summed over the last dim in a fixed order."""
+    if not _ext.has_cuda():
+        _fallback_warning("digamma_sum", _ext.MISSING_REASON or "the extension was built without CUDA")
+        return reference.digamma_sum(counts, offset, reduce)
+    stream = torch.cuda.current_stream(counts.device).cuda_stream
+    return _digamma_sum_ext(counts, offset, reduce,
+                            lambda *a: _ext._C.digamma_sum_cuda(*a, stream))
+
+
+@digamma_sum.register_kernel("cpu")
+def _digamma_sum_cpu(counts, offset, reduce):
+    if _ext._C is None:
+        return reference.digamma_sum(counts, offset, reduce)
+    return _digamma_sum_ext(counts, offset, reduce, _ext._C.digamma_sum_cpu)
+
+
+@digamma_sum.register_fake
+def _digamma_sum_fake(counts, offset, reduce):
+    return counts.new_empty(counts.shape[:-1] if reduce else counts.shape, dtype=torch.float64)

@@ -1,0 +1,117 @@
+"""Pure-torch reference of every mipp op: the specification, the test oracle and the fallback.
+
+Every op takes *column groups*: a list of tensors ``g`` of shape ``(B_g, N, d_g)`` with ``B_g`` either 1
+(shared by the whole batch) or ``B``. The distance between samples i and j in one group is the max-norm
+``max_c |g[b, i, c] - g[b, j, c]|``; the joint distance of several groups is the max of the group
+distances. Max and abs are exact and the subtraction is rounded once, so the result does not depend on
+the order of the reduction: the Triton kernels and the C++ kernels reproduce these values bit for bit.
+
+Work is chunked over query rows so that memory stays at ``O(B * chunk * N)`` and never ``N x N``.
+A group shared by the batch (``B_g == 1``) is computed once per chunk and broadcast, not once per problem.
+"""
+from __future__ import annotations
+
+import torch
+
+# Elements of one (B, rows, N) distance tile: 2**22 float32 = 16 MiB. Large enough to amortise the
+# per-op overhead of torch, small enough to stay far below the machine's memory at N = 10**5.
+_TILE_ELEMENTS = 1 << 22
+
+
+def batch_size(groups: list[torch.Tensor]) -> int:
+    """The batch size B the groups broadcast to (each group has B_g == 1 or B_g == B)."""
+    return max(int(g.shape[0]) for g in groups)
+
+
+def _rows_per_chunk(batch: int, n: int) -> int:
+    return max(1, _TILE_ELEMENTS // max(1, batch * n))
+
+
+def _group_distance(g: torch.Tensor, q0: int, q1: int) -> torch.Tensor:
+    """(B_g, q1 - q0, N) max-norm distances from rows q0:q1 of g to all rows of g.
+
+    Column by column, so the temporary is one tile and not (rows, N, d)."""
+    out = None
+    for c in range(g.shape[2]):
+        col = g[:, :, c]
+        d = (col[:, q0:q1, None] - col[:, None, :]).abs_()
+        out = d if out is None else torch.maximum(out, d, out=out)
+    if out is None:  # a group with no columns has distance 0 everywhere
+        out = g.new_zeros(g.shape[0], q1 - q0, g.shape[1])
+    return out
+
+
+def _joint_distance(groups: list[torch.Tensor], q0: int, q1: int) -> torch.Tensor:
+    """(B, rows, N) joint distance (max over groups); the self pair (i, i) is set to +inf so that it is
+    excluded by index, not by value (duplicated rows have distance 0 and must still count)."""
+    out = None
+    for g in groups:
+        d = _group_distance(g, q0, q1)
+        out = d if out is None else torch.maximum(out, d)
+    rows = torch.arange(q1 - q0, device=out.device)
+    out[:, rows, rows + q0] = float("inf")
+    return out
+
+
+def _chunks(groups: list[torch.Tensor]):
+    batch, n = batch_size(groups), int(groups[0].shape[1])
+    step = _rows_per_chunk(batch, n)
+    for q0 in range(0, n, step):
+        yield q0, min(n, q0 + step)
+
+
+def knn_distance(groups: list[torch.Tensor], k: int) -> torch.Tensor:
+    """(B, N) distance from each sample to its k-th nearest neighbour in the joint space of ``groups``,
+    the sample itself excluded by index. Ties are counted with multiplicity: with duplicated rows the
+    k-th distance can be 0."""
+    batch, n = batch_size(groups), int(groups[0].shape[1])
+    out = groups[0].new_empty(batch, n)
+    for q0, q1 in _chunks(groups):
+        d = _joint_distance(groups, q0, q1)
+        out[:, q0:q1] = torch.kthvalue(d, k, dim=2).values
+    return out
+
+
+def count_within(groups: list[torch.Tensor], radius: torch.Tensor, strict: bool) -> torch.Tensor:
+    """(B, N) int64: #{j != i : d(i, j) < radius[b, i]} (``strict``) or ``<=`` (not strict), d the joint
+    distance of ``groups``. ``radius`` has shape (B, N); a group with B_g == 1 is shared by all B radii."""
+    batch = max(batch_size(groups), int(radius.shape[0]))
+    n = int(groups[0].shape[1])
+    out = torch.empty(batch, n, dtype=torch.int64, device=radius.device)
+    step = _rows_per_chunk(batch, n)
+    for q0 in range(0, n, step):
+        q1 = min(n, q0 + step)
+        d = _joint_distance(groups, q0, q1)
+        r = radius[:, q0:q1, None]
+        inside = d < r if strict else d <= r
+        out[:, q0:q1] = inside.sum(dim=2)
+    return out
+
+
+def marginal_radius(groups: list[torch.Tensor], radius: torch.Tensor) -> torch.Tensor:
+    """(B, N, G): for each group g, the largest distance in g from sample i to the samples j != i whose
+    joint distance is <= radius[b, i] (0 when there are none). With radius = the k-th neighbour distance
+    these are the marginal radii eps_x(i), eps_y(i) of KSG algorithm 2; with ties at the k-th distance
+    every tied sample belongs to the neighbourhood (an order-free rule, identical on every backend)."""
+    batch = max(batch_size(groups), int(radius.shape[0]))
+    n = int(groups[0].shape[1])
+    out = radius.new_empty(batch, n, len(groups))
+    step = _rows_per_chunk(batch, n)
+    for q0 in range(0, n, step):
+        q1 = min(n, q0 + step)
+        parts = [_group_distance(g, q0, q1) for g in groups]
+        joint = parts[0]
+        for p in parts[1:]:
+            joint = torch.maximum(joint, p)
+        rows = torch.arange(q1 - q0, device=joint.device)
+        inside = joint <= radius[:, q0:q1, None]
+        inside[:, rows, rows + q0] = False
+        for gi, p in enumerate(parts):
+            out[:, q0:q1, gi] = torch.where(inside, p, p.new_zeros(())).amax(dim=2)
+    return out
+
+
+def digamma_sum(counts: torch.Tensor, offset: int, reduce: bool) -> torch.Tensor:
+    """psi(counts + offset) in float64, summed over the last dimension when ``reduce``."""
+    values = torch.special.digamma(counts.to(torch.float64) + offset)
+    return values.sum(dim=-1) if reduce else values
