@@ -23,8 +23,11 @@ def batch_size(groups: list[torch.Tensor]) -> int:
     return max(int(g.shape[0]) for g in groups)
 
 
-def _rows_per_chunk(batch: int, n: int) -> int:
-    return max(1, _TILE_ELEMENTS // max(1, batch * n))
+def _chunks(batch: int, n: int):
+    """Query-row ranges (q0, q1) whose (batch, rows, N) distance tile holds about _TILE_ELEMENTS."""
+    step = max(1, _TILE_ELEMENTS // max(1, batch * n))
+    for q0 in range(0, n, step):
+        yield q0, min(n, q0 + step)
 
 
 def _group_distance(g: torch.Tensor, q0: int, q1: int) -> torch.Tensor:
@@ -41,23 +44,17 @@ def _group_distance(g: torch.Tensor, q0: int, q1: int) -> torch.Tensor:
     return out
 
 
-def _joint_distance(groups: list[torch.Tensor], q0: int, q1: int) -> torch.Tensor:
-    """(B, rows, N) joint distance (max over groups); the self pair (i, i) is set to +inf so that it is
-    excluded by index, not by value (duplicated rows have distance 0 and must still count)."""
-    out = None
-    for g in groups:
-        d = _group_distance(g, q0, q1)
-        out = d if out is None else torch.maximum(out, d)
-    rows = torch.arange(q1 - q0, device=out.device)
+def _joint_distance(parts: list[torch.Tensor], q0: int) -> torch.Tensor:
+    """(B, rows, N) joint distance (max over the group distances ``parts``); the self pair (i, i) is set
+    to +inf so that it is excluded by index, not by value (duplicated rows have distance 0 and count)."""
+    out = parts[0]
+    for p in parts[1:]:
+        out = torch.maximum(out, p)
+    if len(parts) == 1:
+        out = out.clone()  # parts[0] may still be needed as a group distance
+    rows = torch.arange(out.shape[1], device=out.device)
     out[:, rows, rows + q0] = float("inf")
     return out
-
-
-def _chunks(groups: list[torch.Tensor]):
-    batch, n = batch_size(groups), int(groups[0].shape[1])
-    step = _rows_per_chunk(batch, n)
-    for q0 in range(0, n, step):
-        yield q0, min(n, q0 + step)
 
 
 def knn_distance(groups: list[torch.Tensor], k: int) -> torch.Tensor:
@@ -66,8 +63,8 @@ def knn_distance(groups: list[torch.Tensor], k: int) -> torch.Tensor:
     k-th distance can be 0."""
     batch, n = batch_size(groups), int(groups[0].shape[1])
     out = groups[0].new_empty(batch, n)
-    for q0, q1 in _chunks(groups):
-        d = _joint_distance(groups, q0, q1)
+    for q0, q1 in _chunks(batch, n):
+        d = _joint_distance([_group_distance(g, q0, q1) for g in groups], q0)
         out[:, q0:q1] = torch.kthvalue(d, k, dim=2).values
     return out
 
@@ -78,10 +75,8 @@ def count_within(groups: list[torch.Tensor], radius: torch.Tensor, strict: bool)
     batch = max(batch_size(groups), int(radius.shape[0]))
     n = int(groups[0].shape[1])
     out = torch.empty(batch, n, dtype=torch.int64, device=radius.device)
-    step = _rows_per_chunk(batch, n)
-    for q0 in range(0, n, step):
-        q1 = min(n, q0 + step)
-        d = _joint_distance(groups, q0, q1)
+    for q0, q1 in _chunks(batch, n):
+        d = _joint_distance([_group_distance(g, q0, q1) for g in groups], q0)
         r = radius[:, q0:q1, None]
         inside = d < r if strict else d <= r
         out[:, q0:q1] = inside.sum(dim=2)
@@ -96,16 +91,9 @@ def marginal_radius(groups: list[torch.Tensor], radius: torch.Tensor) -> torch.T
     batch = max(batch_size(groups), int(radius.shape[0]))
     n = int(groups[0].shape[1])
     out = radius.new_empty(batch, n, len(groups))
-    step = _rows_per_chunk(batch, n)
-    for q0 in range(0, n, step):
-        q1 = min(n, q0 + step)
+    for q0, q1 in _chunks(batch, n):
         parts = [_group_distance(g, q0, q1) for g in groups]
-        joint = parts[0]
-        for p in parts[1:]:
-            joint = torch.maximum(joint, p)
-        rows = torch.arange(q1 - q0, device=joint.device)
-        inside = joint <= radius[:, q0:q1, None]
-        inside[:, rows, rows + q0] = False
+        inside = _joint_distance(parts, q0) <= radius[:, q0:q1, None]
         for gi, p in enumerate(parts):
             out[:, q0:q1, gi] = torch.where(inside, p, p.new_zeros(())).amax(dim=2)
     return out
