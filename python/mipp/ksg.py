@@ -21,13 +21,15 @@ _ops = torch.ops.mipp
 
 
 _EULER_GAMMA = 0.57721566490153286061
+# psi(n) = H_{n-1} - gamma for n < 20, summed once at import (a plain tuple keeps torch.compile happy)
+_PSI_SMALL = tuple(math.fsum(1.0 / j for j in range(1, n)) - _EULER_GAMMA for n in range(20))
 
 
 def _digamma(n: int) -> float:
     """psi(n) for a positive integer n in float64, in plain Python so that it traces under torch.compile:
-    H_{n-1} - gamma below 20, the asymptotic series above (truncation error < 1e-17 there)."""
+    the table below 20, the asymptotic series above (truncation error < 1e-17 there)."""
     if n < 20:
-        return math.fsum(1.0 / j for j in range(1, n)) - _EULER_GAMMA
+        return _PSI_SMALL[n]
     inv2 = 1.0 / (n * n)
     return math.log(n) - 0.5 / n - inv2 * (1 / 12 - inv2 * (1 / 120 - inv2 * (1 / 252 - inv2 * (
         1 / 240 - inv2 * (1 / 132)))))
@@ -116,10 +118,14 @@ def _psi_terms(counts: list[tuple[torch.Tensor, int, float]], reduction: str):
 def mi(x: torch.Tensor, y: torch.Tensor, k: int = 3, *, algorithm: int = 1, normalize: bool = False,
        reduction: str = "mean") -> torch.Tensor:
     """KSG estimate of I(x; y) in nats (algorithm 1 or 2 of Kraskov et al. 2004), max-norm."""
+    return _mi({"x": x, "y": y}, k, algorithm, normalize, reduction)
+
+
+def _mi(args: dict[str, torch.Tensor], k: int, algorithm: int, normalize: bool, reduction: str):
     _check_reduction(reduction)
     if algorithm not in (1, 2):
         raise ValueError(f"algorithm must be 1 or 2, got {algorithm!r}")
-    (gx, gy), batched, n = _as_groups({"x": x, "y": y}, k, normalize)
+    (gx, gy), batched, n = _as_groups(args, k, normalize)
     eps = _ops.knn_distance([gx, gy], k)
     if algorithm == 1:
         nx = _ops.count_within([gx], eps, True)
@@ -152,9 +158,11 @@ def mi_per_feature(X: torch.Tensor, Y: torch.Tensor, k: int = 3, *, algorithm: i
                    normalize: bool = False) -> torch.Tensor:
     """I(X[:, i]; Y) for every column i of X (N, D), as one batched call: Y's distances are computed
     once for all D problems. Returns (D,) float64."""
-    if not isinstance(X, torch.Tensor) or X.dim() != 2:
-        raise ValueError(f"X must be a 2-D tensor (N, D), got {getattr(X, 'shape', type(X).__name__)}")
-    return mi(X.T.unsqueeze(-1), Y, k, algorithm=algorithm, normalize=normalize)
+    if not isinstance(X, torch.Tensor):
+        raise TypeError(f"X must be a torch.Tensor, got {type(X).__name__}")
+    if X.dim() != 2:
+        raise ValueError(f"X must be a 2-D tensor (N, D), got shape {tuple(X.shape)}")
+    return _mi({"X": X.T.unsqueeze(-1), "Y": Y}, k, algorithm, normalize, "mean")
 
 
 class PermutationResult(NamedTuple):
@@ -173,8 +181,10 @@ def permutation_test(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None = 
     shared: their distances are computed once for all surrogates. Reproducible with ``generator``."""
     if isinstance(n_permutations, bool) or not isinstance(n_permutations, int) or n_permutations < 1:
         raise ValueError(f"n_permutations must be a positive int, got {n_permutations!r}")
-    if not isinstance(x, torch.Tensor) or x.dim() not in (1, 2, 3):
-        raise ValueError(f"x must have shape (N,), (N, d) or (B, N, d), got {getattr(x, 'shape', x)}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() not in (1, 2, 3):
+        raise ValueError(f"x must have shape (N,), (N, d) or (B, N, d), got {tuple(x.shape)}")
     xb = x if x.dim() == 3 else (x[None, :, None] if x.dim() == 1 else x[None])
     batched = x.dim() == 3
     b, n, d = xb.shape

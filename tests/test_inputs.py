@@ -1,0 +1,321 @@
+"""Input handling of the public estimators: bad input gets a ValueError/TypeError that names the
+argument; inputs are never modified; layouts and dtypes; result shapes, dtypes and devices."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+import mipp
+
+N = 60
+
+
+def _data(seed: int = 0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, 2, dtype=dtype, generator=g)
+    y = x[:, :1] + 0.5 * torch.randn(N, 1, dtype=dtype, generator=g)
+    z = torch.randn(N, 1, dtype=dtype, generator=g)
+    return x, y, z
+
+
+def _names(argument: str):
+    """A regex that finds the argument as a word (x, not the x in 'max')."""
+    return re.compile(rf"(?<![A-Za-z_]){re.escape(argument)}(?![A-Za-z_])")
+
+
+def _raises(exc, argument: str, fn, *args, **kwargs):
+    with pytest.raises(exc) as info:
+        fn(*args, **kwargs)
+    assert _names(argument).search(str(info.value)), f"message does not name {argument!r}: {info.value}"
+    return info.value
+
+
+ESTIMATORS = {
+    "mi1": lambda x, y, z, **kw: mipp.mi(x, y, algorithm=1, **kw),
+    "mi2": lambda x, y, z, **kw: mipp.mi(x, y, algorithm=2, **kw),
+    "cmi": lambda x, y, z, **kw: mipp.cmi(x, y, z, **kw),
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# errors
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("which", ["x", "y", "z"])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_non_finite(bad, which, normalize):
+    x, y, z = _data()
+    args = {"x": x, "y": y, "z": z}
+    args[which] = args[which].clone()
+    args[which][7, 0] = bad
+    _raises(ValueError, which, mipp.cmi, args["x"], args["y"], args["z"], normalize=normalize)
+    if which != "z":
+        for algorithm in (1, 2):
+            _raises(ValueError, which, mipp.mi, args["x"], args["y"], algorithm=algorithm, normalize=normalize)
+
+
+def test_non_finite_in_one_problem_of_a_batch():
+    x, y, _ = _data()
+    xb = torch.stack([x, x, x])
+    xb[2, 5, 1] = float("nan")
+    _raises(ValueError, "x", mipp.mi, xb, y)
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+@pytest.mark.parametrize("n,k", [(3, 3), (2, 3), (1, 1), (0, 3), (5, 10)])
+def test_too_few_samples(name, n, k):
+    x, y, z = _data()
+    _raises(ValueError, "k", ESTIMATORS[name], x[:n], y[:n], z[:n], k=k)
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_n_equals_k_plus_one_works(name):
+    x, y, z = _data()
+    out = ESTIMATORS[name](x[:4], y[:4], z[:4], k=3)
+    assert torch.isfinite(out)
+
+
+@pytest.mark.parametrize("which", ["y", "z"])
+def test_mismatched_samples(which):
+    x, y, z = _data()
+    if which == "y":
+        _raises(ValueError, "y", mipp.mi, x, y[:-1])
+        _raises(ValueError, "y", mipp.cmi, x, y[:-1], z)
+        _raises(ValueError, "y", mipp.mi, torch.stack([x, x]), y[:-1])
+    else:
+        _raises(ValueError, "z", mipp.cmi, x, y, z[:-1])
+
+
+def test_mismatched_batch_sizes():
+    x, y, z = _data()
+    _raises(ValueError, "y", mipp.mi, torch.stack([x] * 3), torch.stack([y] * 2))
+    _raises(ValueError, "z", mipp.cmi, torch.stack([x] * 3), y, torch.stack([z] * 2))
+
+
+@pytest.mark.parametrize("shape", [(), (1, 1, N, 2), (2, 1, 1, N, 1)])
+def test_wrong_rank(shape):
+    x, y, z = _data()
+    bad = torch.zeros(shape, dtype=torch.float64) if shape else torch.tensor(1.0, dtype=torch.float64)
+    _raises(ValueError, "x", mipp.mi, bad, y)
+    _raises(ValueError, "y", mipp.mi, x, bad)
+    _raises(ValueError, "z", mipp.cmi, x, y, bad)
+
+
+def test_no_columns():
+    x, y, z = _data()
+    _raises(ValueError, "x", mipp.mi, x[:, :0], y)
+    _raises(ValueError, "z", mipp.cmi, x, y, z[:, :0])
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.bool, torch.complex64])
+def test_non_floating_dtype(dtype):
+    x, y, z = _data()
+    _raises(TypeError, "x", mipp.mi, x.to(dtype), y)
+    _raises(TypeError, "y", mipp.mi, x, y.to(dtype))
+    _raises(TypeError, "z", mipp.cmi, x, y, z.to(dtype))
+
+
+@pytest.mark.parametrize("bad", [[1.0, 2.0, 3.0, 4.0, 5.0], None, 3.0])
+def test_not_a_tensor(bad):
+    x, y, z = _data()
+    _raises(TypeError, "x", mipp.mi, bad, y)
+    _raises(TypeError, "y", mipp.mi, x, bad)
+    _raises(TypeError, "z", mipp.cmi, x, y, bad)
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+@pytest.mark.parametrize("k", [0, -1])
+def test_k_below_one(name, k):
+    x, y, z = _data()
+    _raises(ValueError, "k", ESTIMATORS[name], x, y, z, k=k)
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+@pytest.mark.parametrize("k", [3.0, 2.5, "3", True, None])
+def test_k_not_int(name, k):
+    x, y, z = _data()
+    _raises(TypeError, "k", ESTIMATORS[name], x, y, z, k=k)
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+@pytest.mark.parametrize("reduction", ["sum", "MEAN", None, ""])
+def test_bad_reduction(name, reduction):
+    x, y, z = _data()
+    _raises(ValueError, "reduction", ESTIMATORS[name], x, y, z, reduction=reduction)
+
+
+@pytest.mark.parametrize("algorithm", [0, 3, "1", 1.5, None])
+def test_bad_algorithm(algorithm):
+    x, y, _ = _data()
+    _raises(ValueError, "algorithm", mipp.mi, x, y, algorithm=algorithm)
+
+
+def test_mi_per_feature_errors():
+    x, y, _ = _data()
+    _raises(ValueError, "X", mipp.mi_per_feature, x[:, 0], y)
+    _raises(ValueError, "X", mipp.mi_per_feature, torch.stack([x, x]), y)
+    _raises(ValueError, "k", mipp.mi_per_feature, x, y, k=0)
+    _raises(ValueError, "Y", mipp.mi_per_feature, x, y[:-1])
+    _raises(ValueError, "algorithm", mipp.mi_per_feature, x, y, algorithm=3)
+
+
+def test_mi_per_feature_non_finite_names_the_argument():
+    x, y, _ = _data()
+    x = x.clone()
+    x[3, 1] = float("nan")
+    err = _raises(ValueError, "X", mipp.mi_per_feature, x, y)
+    assert "nan" in str(err).lower()
+
+
+def test_permutation_test_errors():
+    x, y, z = _data()
+    for n_permutations in (0, -5, 2.5, True, "10"):
+        _raises(ValueError, "n_permutations", mipp.permutation_test, x, y, n_permutations=n_permutations)
+    _raises(ValueError, "algorithm", mipp.permutation_test, x, y, z, algorithm=2, n_permutations=5)
+    _raises(ValueError, "algorithm", mipp.permutation_test, x, y, algorithm=3, n_permutations=5)
+    _raises(ValueError, "x", mipp.permutation_test, x[None, None], y, n_permutations=5)
+    _raises(ValueError, "k", mipp.permutation_test, x, y, k=0, n_permutations=5)
+    _raises(ValueError, "k", mipp.permutation_test, x[:3], y[:3], n_permutations=5)
+    _raises(ValueError, "y", mipp.permutation_test, x, y[:-1], n_permutations=5)
+    _raises(TypeError, "x", mipp.permutation_test, x.long(), y, n_permutations=5)
+    xn = x.clone()
+    xn[0, 0] = float("nan")
+    _raises(ValueError, "x", mipp.permutation_test, xn, y, n_permutations=5)
+
+
+def test_permutation_test_rejects_non_tensor_briefly():
+    """A list for x: the error names x and does not dump the whole data into the message."""
+    x, y, _ = _data()
+    with pytest.raises(TypeError) as info:
+        mipp.permutation_test(x.tolist(), y, n_permutations=5)
+    assert _names("x").search(str(info.value))
+    assert len(str(info.value)) < 300, f"message of {len(str(info.value))} characters"
+
+
+# ---------------------------------------------------------------------------------------------------
+# inputs are never modified
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_inputs_not_modified(normalize):
+    x, y, z = _data()
+    xb = torch.stack([x, 2 * x + 1, x - 3])
+    args = [x, y, z, xb, 3 + 5 * x.float(), 1e6 + y]
+    clones = [a.clone() for a in args]
+    xx, yy, zz, xxb, x32, ybig = args
+    mipp.mi(xx, yy, normalize=normalize)
+    mipp.mi(xx, yy, algorithm=2, normalize=normalize)
+    mipp.mi(x32, ybig, normalize=normalize, reduction="none")
+    mipp.cmi(xx, yy, zz, normalize=normalize)
+    mipp.mi(xxb, yy, normalize=normalize)
+    mipp.cmi(xxb, ybig, zz, normalize=normalize, reduction="none")
+    mipp.mi_per_feature(xx, ybig, normalize=normalize)
+    mipp.permutation_test(xx, yy, n_permutations=5, normalize=normalize,
+                          generator=torch.Generator().manual_seed(0))
+    mipp.permutation_test(xxb, yy, zz, n_permutations=5, normalize=normalize,
+                          generator=torch.Generator().manual_seed(0))
+    for a, c in zip(args, clones):
+        assert a.dtype == c.dtype and torch.equal(a, c)
+
+
+# ---------------------------------------------------------------------------------------------------
+# layouts and dtypes
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_non_contiguous_equals_contiguous(name):
+    x, y, z = _data(1)
+    # x as every other row of a transposed buffer, y as a column slice, z as a strided 1-D view
+    big = torch.zeros(2, 2 * N, dtype=torch.float64)
+    big[:, ::2] = x.T
+    xv = big.T[::2]
+    yv = torch.cat([y, torch.zeros_like(y), y], dim=1)[:, 2:3]
+    zbuf = torch.zeros(3 * N, dtype=torch.float64)
+    zbuf[::3] = z[:, 0]
+    zv = zbuf[::3]
+    assert not xv.is_contiguous() and not yv.is_contiguous() and not zv.is_contiguous()
+    for reduction in ("mean", "none"):
+        want = ESTIMATORS[name](x, y, z[:, 0], reduction=reduction)
+        assert torch.equal(ESTIMATORS[name](xv, yv, zv, reduction=reduction), want)
+    # batched, non-contiguous (a transposed (B, d, N) buffer)
+    xb = torch.stack([x, x.flip(0)]).transpose(1, 2).contiguous().transpose(1, 2)
+    assert not xb.is_contiguous()
+    assert torch.equal(ESTIMATORS[name](xb, y, z), ESTIMATORS[name](xb.contiguous(), y, z))
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_float32_inputs(name):
+    x, y, z = _data(2)
+    got = ESTIMATORS[name](x.float(), y.float(), z.float())
+    assert got.dtype == torch.float64 and got.dim() == 0 and torch.isfinite(got)
+    assert abs(got.item() - ESTIMATORS[name](x, y, z).item()) < 0.02
+    local = ESTIMATORS[name](x.float(), y.float(), z.float(), reduction="none")
+    assert local.dtype == torch.float64 and local.shape == (N,)
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_mixed_float32_float64_promote(name):
+    """float32 with float64: the float32 argument is promoted (exactly) before any distance is taken."""
+    x, y, z = _data(3)
+    x32 = x.float()
+    got = ESTIMATORS[name](x32, y, z)
+    assert got.dtype == torch.float64
+    assert torch.equal(got, ESTIMATORS[name](x32.double(), y, z))
+    y32, z32 = y.float(), z.float()
+    assert torch.equal(ESTIMATORS[name](x, y32, z32), ESTIMATORS[name](x, y32.double(), z32.double()))
+
+
+# ---------------------------------------------------------------------------------------------------
+# results
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+@pytest.mark.parametrize("normalize", [False, True])
+def test_reduction_none_mean_equals_estimate(name, normalize):
+    x, y, z = _data(4)
+    local = ESTIMATORS[name](x, y, z, reduction="none", normalize=normalize)
+    est = ESTIMATORS[name](x, y, z, normalize=normalize)
+    assert local.shape == (N,) and local.dtype == torch.float64
+    assert abs(local.mean().item() - est.item()) <= 1e-12
+    # batched: (B, N) local values, each row's mean is that problem's estimate
+    xb = torch.stack([x, x + 0.3 * torch.randn(N, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(9))])
+    local_b = ESTIMATORS[name](xb, y, z, reduction="none", normalize=normalize)
+    est_b = ESTIMATORS[name](xb, y, z, normalize=normalize)
+    assert local_b.shape == (2, N) and est_b.shape == (2,)
+    assert (local_b.mean(dim=1) - est_b).abs().max().item() <= 1e-12
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_result_is_0d_float64_on_input_device(name, dtype):
+    x, y, z = _data(5, dtype)
+    out = ESTIMATORS[name](x, y, z)
+    assert out.shape == () and out.dtype == torch.float64 and out.device == x.device
+    assert isinstance(out.item(), float)
+
+
+def test_one_d_and_two_d_inputs_agree():
+    x, y, z = _data(6)
+    for k in (1, 5):
+        assert torch.equal(mipp.mi(x[:, 0], y[:, 0], k), mipp.mi(x[:, :1], y, k))
+        assert torch.equal(mipp.cmi(x[:, 0], y[:, 0], z[:, 0], k), mipp.cmi(x[:, :1], y, z, k))
+
+
+def test_k_as_keyword_and_positional():
+    x, y, z = _data(7)
+    assert torch.equal(mipp.mi(x, y, 5), mipp.mi(x, y, k=5))
+    assert torch.equal(mipp.cmi(x, y, z, 5), mipp.cmi(x, y, z, k=5))
+    assert not torch.equal(mipp.mi(x, y, 5), mipp.mi(x, y, 1))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_result_on_cuda_device():
+    x, y, z = _data(8)
+    for name, fn in ESTIMATORS.items():
+        out = fn(x.cuda(), y.cuda(), z.cuda())
+        assert out.device.type == "cuda" and out.dtype == torch.float64 and out.shape == ()
+        assert torch.equal(out.cpu(), fn(x, y, z)), name
