@@ -51,7 +51,8 @@ def knn_distance(groups: list[torch.Tensor], k: int) -> torch.Tensor:
 
 @knn_distance.register_kernel("cpu")
 def _knn_distance_cpu(groups, k):
-    return reference.knn_distance(groups, k)
+    out = _ext.knn_distance(groups, k)  # the exact C++ kernel; None outside its contract or when not built
+    return reference.knn_distance(groups, k) if out is None else out
 
 
 @knn_distance.register_fake
@@ -70,7 +71,8 @@ def count_within(groups: list[torch.Tensor], radius: torch.Tensor, strict: bool)
 
 @count_within.register_kernel("cpu")
 def _count_within_cpu(groups, radius, strict):
-    return reference.count_within(groups, radius, strict)
+    out = _ext.count_within(groups, radius, strict)
+    return reference.count_within(groups, radius, strict) if out is None else out
 
 
 @count_within.register_fake
@@ -89,7 +91,8 @@ def marginal_radius(groups: list[torch.Tensor], radius: torch.Tensor) -> torch.T
 
 @marginal_radius.register_kernel("cpu")
 def _marginal_radius_cpu(groups, radius):
-    return reference.marginal_radius(groups, radius)
+    out = _ext.marginal_radius(groups, radius)
+    return reference.marginal_radius(groups, radius) if out is None else out
 
 
 @marginal_radius.register_fake
@@ -98,11 +101,17 @@ def _marginal_radius_fake(groups, radius):
 
 
 def _digamma_sum_ext(counts: torch.Tensor, offset: int, reduce: bool, fn) -> torch.Tensor:
-    counts = counts.contiguous()
-    rows = counts.shape[:-1] if reduce else counts.shape
-    out = torch.empty(rows, dtype=torch.float64, device=counts.device)
+    """Run an extension digamma kernel ``fn(counts_ptr, rows, n, offset, reduce, out_ptr)`` on integer counts
+    viewed as (rows, n): n = the last dim (1 for a 0-d tensor), rows = the product of the others (1 for 0-d or
+    1-d), so counts of shape (..., 0) reduce to zeros. Floating counts are outside the kernels' int64
+    contract and take the reference."""
+    if counts.is_floating_point() or counts.is_complex():
+        return reference.digamma_sum(counts, offset, reduce)
+    counts = counts.to(torch.int64).contiguous()
     n = int(counts.shape[-1]) if counts.dim() else 1
-    fn(counts.data_ptr(), counts.numel() // max(n, 1) if n else 0, n, int(offset), bool(reduce), out.data_ptr())
+    rows = counts.shape[:-1].numel()
+    out = torch.empty(counts.shape[:-1] if reduce else counts.shape, dtype=torch.float64, device=counts.device)
+    fn(counts.data_ptr(), rows, n, int(offset), bool(reduce), out.data_ptr())
     return out
 
 
@@ -120,8 +129,15 @@ def digamma_sum(counts: torch.Tensor, offset: int, reduce: bool) -> torch.Tensor
 @digamma_sum.register_kernel("cpu")
 def _digamma_sum_cpu(counts, offset, reduce):
     if _ext._C is None:
+        # The C++ kernel raises on a pole of psi; the reference would return -inf/nan, so check here.
+        if not (counts.is_floating_point() or counts.is_complex()) and counts.numel() and \
+                int(counts.min()) + offset <= 0:
+            raise ValueError(f"digamma_sum: counts + offset must be >= 1 (psi has poles at 0, -1, -2, ...), "
+                             f"got min(counts) = {int(counts.min())} with offset {offset}")
         return reference.digamma_sum(counts, offset, reduce)
-    return _digamma_sum_ext(counts, offset, reduce, _ext._C.digamma_sum_cpu)
+    _ext.paths["digamma_sum:cpu"] += 1
+    threads = torch.get_num_threads()
+    return _digamma_sum_ext(counts, offset, reduce, lambda *a: _ext._C.digamma_sum_cpu(*a, threads))
 
 
 @digamma_sum.register_fake

@@ -1,0 +1,107 @@
+// mipp._C: plain functions over pointers, sizes and streams, and build_info(). Python registers the ops.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <tuple>
+
+#include "kernels.h"
+
+namespace py = pybind11;
+
+#ifndef MIPP_CUDA_OFF_REASON
+#define MIPP_CUDA_OFF_REASON "not recorded by the build"
+#endif
+
+namespace {
+
+using GroupTuple = std::tuple<int64_t, int64_t, int64_t>;
+
+std::vector<mipp::GroupArg> to_groups(const std::vector<GroupTuple>& groups) {
+  std::vector<mipp::GroupArg> out;
+  for (const auto& g : groups) out.push_back({std::get<0>(g), std::get<1>(g), std::get<2>(g)});
+  return out;
+}
+
+std::string compiler() {
+#if defined(__clang__)
+  return std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+  return std::string("gcc ") + __VERSION__;
+#else
+  return "unknown";
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "mipp's compiled kernels: exact digamma sums and exact pairwise max-norm kernels on the CPU";
+  const auto release = py::call_guard<py::gil_scoped_release>();
+
+  m.def(
+      "digamma_sum_cpu",
+      [](int64_t counts, int64_t rows, int64_t n, int64_t offset, bool reduce, int64_t out, int threads) {
+        mipp::digamma_sum_cpu(reinterpret_cast<const int64_t*>(counts), rows, n, offset, reduce,
+                              reinterpret_cast<double*>(out), threads);
+      },
+      py::arg("counts"), py::arg("rows"), py::arg("n"), py::arg("offset"), py::arg("reduce"), py::arg("out"),
+      py::arg("threads") = 0, release,
+      "psi(counts + offset) (int64 -> float64) per element or summed per row; ValueError on a pole");
+#ifdef MIPP_WITH_CUDA
+  m.def(
+      "digamma_sum_cuda",
+      [](int64_t counts, int64_t rows, int64_t n, int64_t offset, bool reduce, int64_t out, int64_t stream) {
+        mipp::digamma_sum_cuda(reinterpret_cast<const int64_t*>(counts), rows, n, offset, reduce,
+                               reinterpret_cast<double*>(out), stream);
+      },
+      py::arg("counts"), py::arg("rows"), py::arg("n"), py::arg("offset"), py::arg("reduce"), py::arg("out"),
+      py::arg("stream"), release, "digamma_sum_cpu on device pointers, enqueued on a CUDA stream (poles give NaN)");
+#endif
+  m.def(
+      "knn_distance_cpu",
+      [](const std::vector<GroupTuple>& groups, int64_t batch, int64_t n, bool f64, int64_t k, int64_t out,
+         const std::string& path, int threads) {
+        return mipp::knn_distance_cpu(to_groups(groups), batch, n, f64, k, out, path, threads);
+      },
+      py::arg("groups"), py::arg("batch"), py::arg("n"), py::arg("f64"), py::arg("k"), py::arg("out"),
+      py::arg("path") = "auto", py::arg("threads") = 0, release,
+      "k-th neighbour max-norm distance; groups are (ptr, B_g, d) of (B_g, d, N) data; returns the path used");
+  m.def(
+      "count_within_cpu",
+      [](const std::vector<GroupTuple>& groups, int64_t batch, int64_t n, bool f64, int64_t radius,
+         int64_t radius_batch, bool strict, int64_t out, const std::string& path, int threads) {
+        return mipp::count_within_cpu(to_groups(groups), batch, n, f64, radius, radius_batch, strict, out, path,
+                                      threads);
+      },
+      py::arg("groups"), py::arg("batch"), py::arg("n"), py::arg("f64"), py::arg("radius"),
+      py::arg("radius_batch"), py::arg("strict"), py::arg("out"), py::arg("path") = "auto",
+      py::arg("threads") = 0, release, "counts within a radius (int64 out); returns the path used");
+  m.def(
+      "marginal_radius_cpu",
+      [](const std::vector<GroupTuple>& groups, int64_t batch, int64_t n, bool f64, int64_t radius,
+         int64_t radius_batch, int64_t out, const std::string& path, int threads) {
+        return mipp::marginal_radius_cpu(to_groups(groups), batch, n, f64, radius, radius_batch, out, path,
+                                         threads);
+      },
+      py::arg("groups"), py::arg("batch"), py::arg("n"), py::arg("f64"), py::arg("radius"),
+      py::arg("radius_batch"), py::arg("out"), py::arg("path") = "auto", py::arg("threads") = 0, release,
+      "per-group largest distance within the joint radius; returns the path used");
+
+  m.def("build_info", [] {
+    py::dict d;
+#ifdef MIPP_WITH_CUDA
+    d["cuda"] = true;
+    d["cuda_off_reason"] = py::none();
+#else
+    d["cuda"] = false;
+    d["cuda_off_reason"] = MIPP_CUDA_OFF_REASON;
+#endif
+    d["compiler"] = compiler();
+    d["threads"] = mipp::resolve_threads(0);
+    d["parallelism"] = MIPP_PARALLELISM;
+    d["isa"] = MIPP_CLONES_ISA;
+    d["cpu_kernels"] = py::make_tuple("digamma_sum", "knn_distance", "count_within", "marginal_radius");
+    d["cpu_paths"] = py::make_tuple("brute", "sweep");
+    return d;
+  });
+}

@@ -1,0 +1,121 @@
+// count_within on the CPU: #{j != i : d(i, j) < radius[b, i]} (strict) or <= (not strict), exactly as
+// python/mipp/reference.py, including its treatment of the sample itself: the reference sets d(i, i) to
+// +inf and compares it like any other, so the count includes i only when inf passes (radius = +inf, not
+// strict). Both paths count the j != i and then add that term.
+//
+// Paths: a sorted sweep for low joint dimension (binary searches find the window of the key column; in
+// one dimension its size is the count, O(log N) per query), brute-force tiles otherwise.
+#include <limits>
+
+#include "kernels.h"
+#include "pairwise.h"
+
+namespace mipp {
+namespace {
+
+template <class T>
+MIPP_INLINE bool inside(T d, T r, bool strict) {
+  return strict ? d < r : d <= r;
+}
+
+// cnt[q] += #{j < jn, j != self0 + q : inside(tile[q][j], r[q])}; the count loop vectorises, the sample
+// itself is taken back out afterwards.
+template <class T>
+MIPP_INLINE void count_tile_impl(const T* tile, int qn, int64_t jn, int64_t self0, const T* r, bool strict,
+                                 int64_t* cnt) {
+  for (int q = 0; q < qn; ++q) {
+    const T* row = tile + q * kJB;
+    const T rq = r[q];
+    int64_t c = 0;
+    if (strict) {
+      for (int64_t j = 0; j < jn; ++j) c += row[j] < rq;
+    } else {
+      for (int64_t j = 0; j < jn; ++j) c += row[j] <= rq;
+    }
+    const int64_t self = self0 + q;
+    if (self >= 0 && self < jn) c -= inside(row[self], rq, strict);
+    cnt[q] += c;
+  }
+}
+
+MIPP_CLONES void count_tile(const double* tile, int qn, int64_t jn, int64_t self0, const double* r, bool strict,
+                            int64_t* cnt) {
+  count_tile_impl(tile, qn, jn, self0, r, strict, cnt);
+}
+MIPP_CLONES void count_tile(const float* tile, int qn, int64_t jn, int64_t self0, const float* r, bool strict,
+                            int64_t* cnt) {
+  count_tile_impl(tile, qn, jn, self0, r, strict, cnt);
+}
+
+template <class T>
+struct CountConsumer {
+  Radius<T> radius;
+  bool strict;
+  int64_t n;
+  int64_t* out;
+  std::vector<int64_t> cnt;  // slots x kQB
+  void reserve(int64_t slots) { cnt.assign(static_cast<size_t>(slots * kQB), 0); }
+  void tile(int64_t s, int64_t b, int64_t i0, int qn, int64_t j0, int64_t jn, const T* const* tiles) {
+    count_tile(tiles[0], qn, jn, i0 - j0, radius.row(b) + i0, strict, cnt.data() + s * kQB);
+  }
+  void end(int64_t s, int64_t b, int64_t i0, int qn) {
+    const T* r = radius.row(b);
+    for (int q = 0; q < qn; ++q)
+      out[b * n + i0 + q] = cnt[s * kQB + q] + inside(std::numeric_limits<T>::infinity(), r[i0 + q], strict);
+  }
+};
+
+template <class T>
+void count_sweep(const Problems<T>& ps, Radius<T> radius, bool strict, int64_t* out, int threads) {
+  sweep(ps, threads, [&](int64_t b, const Sorted<T>& s, int64_t p0, int64_t p1) {
+    const int64_t n = s.n;
+    const T* r_b = radius.row(b);
+    std::vector<T> dist(kJB);
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t i = s.index[p];
+      const T r = r_b[i];
+      int64_t lo, hi;
+      key_window(s, p, [r, strict](T d) { return inside(d, r, strict); }, lo, hi);
+      int64_t c = 0;
+      if (s.dim == 1) {  // the key is the only column: the window is exactly the set
+        c = hi - lo - 1;
+      } else {  // the window holds every candidate; check the other columns
+        for (int64_t j0 = lo; j0 < hi; j0 += kJB) {
+          const int64_t len = std::min(kJB, hi - j0);
+          tile_max(s.cols.data(), n, s.dim, p, 1, j0, len, nullptr, dist.data());
+          count_tile(dist.data(), 1, len, p - j0, &r, strict, &c);
+        }
+      }
+      out[b * n + i] = c + inside(std::numeric_limits<T>::infinity(), r, strict);
+    }
+  });
+}
+
+template <class T>
+Path run(const std::vector<GroupArg>& args, int64_t batch, int64_t n, int64_t radius_ptr, int64_t radius_batch,
+         bool strict, int64_t out_ptr, Path path, int threads) {
+  const Problems<T> ps = make_problems<T>(args, batch, n);
+  const Radius<T> radius{reinterpret_cast<const T*>(radius_ptr), radius_batch, n};
+  int64_t* out = reinterpret_cast<int64_t*>(out_ptr);
+  path = choose_path(path, ps.joint_dim(), kSweepMaxDim);
+  if (path == Path::Sweep) {
+    count_sweep(ps, radius, strict, out, threads);
+  } else {
+    brute_force(ps, false, threads, CountConsumer<T>{radius, strict, n, out, {}});
+  }
+  return path;
+}
+
+}  // namespace
+
+std::string count_within_cpu(const std::vector<GroupArg>& groups, int64_t batch, int64_t n, bool f64,
+                             int64_t radius, int64_t radius_batch, bool strict, int64_t out, const std::string& path,
+                             int threads) {
+  check_problems(groups, batch, n, radius_batch);
+  const Path p = parse_path(path);
+  threads = resolve_threads(threads);
+  return path_name(f64 ? run<double>(groups, batch, n, radius, radius_batch, strict, out, p, threads)
+                       : run<float>(groups, batch, n, radius, radius_batch, strict, out, p, threads));
+}
+
+}  // namespace mipp

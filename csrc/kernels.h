@@ -1,0 +1,37 @@
+// Entry points of the extension's kernels (bound in bindings.cpp). Pointers travel as integers:
+// Python owns the tensors, their validation and the op registration (python/mipp/_ext.py, ops.py).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "pairwise.h"
+
+namespace mipp {
+
+// psi(counts + offset) of `rows` rows of n int64 counts into float64 `out`: one sum per row (reduce) or
+// rows * n values. Throws std::domain_error when some count + offset <= 0 (a pole of psi).
+void digamma_sum_cpu(const int64_t* counts, int64_t rows, int64_t n, int64_t offset, bool reduce, double* out,
+                     int threads);
+
+// The pairwise ops: groups of (B_g, d, N) contiguous float32 (f64 = false) or float64 data; radius
+// (B_r, N) and out in the same dtype (count_within: int64 out). path is "auto", "brute" or "sweep";
+// threads <= 0 means all hardware threads. They return the path that ran.
+std::string knn_distance_cpu(const std::vector<GroupArg>& groups, int64_t batch, int64_t n, bool f64, int64_t k,
+                             int64_t out, const std::string& path, int threads);
+std::string count_within_cpu(const std::vector<GroupArg>& groups, int64_t batch, int64_t n, bool f64,
+                             int64_t radius, int64_t radius_batch, bool strict, int64_t out, const std::string& path,
+                             int threads);
+std::string marginal_radius_cpu(const std::vector<GroupArg>& groups, int64_t batch, int64_t n, bool f64,
+                                int64_t radius, int64_t radius_batch, int64_t out, const std::string& path,
+                                int threads);
+
+#ifdef MIPP_WITH_CUDA
+// The same as digamma_sum_cpu on device pointers, enqueued on `stream` (a cudaStream_t as an integer).
+// A pole (count + offset <= 0) cannot raise from the device without a synchronisation: it gives NaN.
+void digamma_sum_cuda(const int64_t* counts, int64_t rows, int64_t n, int64_t offset, bool reduce, double* out,
+                      int64_t stream);
+#endif
+
+}  // namespace mipp

@@ -1,0 +1,139 @@
+// knn_distance on the CPU: the k-th smallest joint distance from each sample to the others (itself
+// excluded by index; duplicates count with multiplicity), exactly as python/mipp/reference.py.
+//
+// Paths: a sorted sweep for low joint dimension (the scan stops once the key gap reaches the current
+// k-th distance), brute-force tiles otherwise. Both keep the k smallest distances of a query in a small
+// ascending array; a candidate enters only when strictly below the current k-th, so ties never change
+// the k-th value and the result is the k-th element of the multiset, as torch.kthvalue gives.
+#include <limits>
+#include <stdexcept>
+
+#include "kernels.h"
+#include "pairwise.h"
+
+namespace mipp {
+namespace {
+
+// Inserts d (< best[k-1]) into the ascending array best[0..k).
+template <class T>
+MIPP_INLINE void insert_sorted(T* best, int k, T d) {
+  int p = k - 1;
+  while (p > 0 && best[p - 1] > d) {
+    best[p] = best[p - 1];
+    --p;
+  }
+  best[p] = d;
+}
+
+// Feeds one tile into the k-best arrays of its qn queries (best: qn x k). Most candidates are rejected
+// by a vectorised test over chunks of kScan before any scalar work; self0 + q is query q's own column.
+template <class T>
+MIPP_INLINE void knn_tile_impl(const T* tile, int qn, int64_t jn, int64_t self0, int k, T* best) {
+  constexpr int64_t kScan = 32;
+  for (int q = 0; q < qn; ++q) {
+    const T* row = tile + q * kJB;
+    T* bq = best + q * k;
+    const int64_t self = self0 + q;
+    T worst = bq[k - 1];
+    for (int64_t c0 = 0; c0 < jn; c0 += kScan) {
+      const int64_t c1 = std::min(jn, c0 + kScan);
+      int hit = 0;
+      for (int64_t j = c0; j < c1; ++j) hit |= row[j] < worst;
+      if (!hit) continue;
+      for (int64_t j = c0; j < c1; ++j) {
+        if (row[j] < worst && j != self) {
+          insert_sorted(bq, k, row[j]);
+          worst = bq[k - 1];
+        }
+      }
+    }
+  }
+}
+
+MIPP_CLONES void knn_tile(const double* tile, int qn, int64_t jn, int64_t self0, int k, double* best) {
+  knn_tile_impl(tile, qn, jn, self0, k, best);
+}
+MIPP_CLONES void knn_tile(const float* tile, int qn, int64_t jn, int64_t self0, int k, float* best) {
+  knn_tile_impl(tile, qn, jn, self0, k, best);
+}
+
+template <class T>
+struct KnnConsumer {
+  int k;
+  int64_t n;
+  T* out;
+  std::vector<T> best;  // slots x kQB x k
+  void reserve(int64_t slots) { best.assign(static_cast<size_t>(slots * kQB * k), std::numeric_limits<T>::infinity()); }
+  void tile(int64_t s, int64_t, int64_t i0, int qn, int64_t j0, int64_t jn, const T* const* tiles) {
+    knn_tile(tiles[0], qn, jn, i0 - j0, k, best.data() + s * kQB * k);
+  }
+  void end(int64_t s, int64_t b, int64_t i0, int qn) {
+    for (int q = 0; q < qn; ++q) out[b * n + i0 + q] = best[(s * kQB + q) * k + k - 1];
+  }
+};
+
+template <class T>
+void knn_sweep(const Problems<T>& ps, int k, T* out, int threads) {
+  // Candidates are taken kStep at a time on each side: the distances of a step vectorise, and the
+  // scan has no data-dependent branch per candidate. A side closes once its next key gap reaches the
+  // current k-th distance; gaps grow outwards and the k-th distance only shrinks, so it stays closed.
+  constexpr int64_t kStep = 16;
+  const T inf = std::numeric_limits<T>::infinity();
+  sweep(ps, threads, [&](int64_t b, const Sorted<T>& s, int64_t p0, int64_t p1) {
+    std::vector<T> best(k);
+    T dist[kStep];
+    const int64_t n = s.n;
+    for (int64_t p = p0; p < p1; ++p) {
+      std::fill(best.begin(), best.end(), inf);
+      const T x = s.key[p];
+      int64_t left = p, right = p + 1;  // unvisited: [0, left) and [right, n)
+      bool left_open = left > 0, right_open = right < n;
+      while (left_open || right_open) {
+        if (right_open) {
+          const int64_t len = std::min(kStep, n - right);
+          tile_max(s.cols.data(), n, s.dim, p, 1, right, len, nullptr, dist);
+          knn_tile(dist, 1, len, p - right, k, best.data());
+          right += len;
+        }
+        if (left_open) {
+          const int64_t len = std::min(kStep, left);
+          left -= len;
+          tile_max(s.cols.data(), n, s.dim, p, 1, left, len, nullptr, dist);
+          knn_tile(dist, 1, len, p - left, k, best.data());
+        }
+        const T worst = best[k - 1];
+        right_open = right < n && std::fabs(s.key[right] - x) < worst;
+        left_open = left > 0 && std::fabs(s.key[left - 1] - x) < worst;
+      }
+      out[b * n + s.index[p]] = best[k - 1];
+    }
+  });
+}
+
+template <class T>
+Path run(const std::vector<GroupArg>& args, int64_t batch, int64_t n, int64_t k, int64_t out_ptr, Path path,
+         int threads) {
+  const Problems<T> ps = make_problems<T>(args, batch, n);
+  T* out = reinterpret_cast<T*>(out_ptr);
+  path = choose_path(path, ps.joint_dim(), kSweepMaxDim);
+  if (path == Path::Sweep) {
+    knn_sweep(ps, static_cast<int>(k), out, threads);
+  } else {
+    brute_force(ps, false, threads, KnnConsumer<T>{static_cast<int>(k), n, out, {}});
+  }
+  return path;
+}
+
+}  // namespace
+
+std::string knn_distance_cpu(const std::vector<GroupArg>& groups, int64_t batch, int64_t n, bool f64, int64_t k,
+                             int64_t out, const std::string& path, int threads) {
+  check_problems(groups, batch, n);
+  if (k < 1 || k >= n) throw std::invalid_argument("knn_distance_cpu: k must satisfy 1 <= k < N");
+  const Path p = parse_path(path);
+  threads = resolve_threads(threads);
+  return path_name(f64 ? run<double>(groups, batch, n, k, out, p, threads)
+                       : run<float>(groups, batch, n, k, out, p, threads));
+}
+
+}  // namespace mipp

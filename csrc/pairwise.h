@@ -1,0 +1,274 @@
+// The exact pairwise engine shared by knn_distance, count_within and marginal_radius on the CPU.
+//
+// Semantics (python/mipp/reference.py is the specification): the distance of samples i, j in a group is
+// max_c |x[i,c] - x[j,c]|, the subtraction rounded once in the input dtype, abs and max exact; the joint
+// distance of several groups is the max of the group distances. Nothing here reorders or expands that
+// arithmetic, so every path (brute force tiles, sorted sweep) produces the reference's values bit for
+// bit, and the choice of path only changes the speed.
+//
+// Layout: a group is (B_g, d, N) contiguous (column-major per problem: one column's N samples are
+// contiguous, so the brute-force inner loops run over candidates j with unit stride and vectorise).
+// B_g is 1 (shared by all B problems) or B.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "common.h"
+
+namespace mipp {
+
+struct GroupArg {
+  int64_t ptr;    // address of the (B_g, d, N) contiguous data
+  int64_t batch;  // B_g: 1 or B
+  int64_t dim;    // d
+};
+
+template <class T>
+struct Group {
+  const T* data;
+  int64_t batch;
+  int64_t dim;
+  const T* problem(int64_t b, int64_t n) const { return data + (batch == 1 ? 0 : b) * dim * n; }
+};
+
+// One call's problems: B problems of N samples over the column groups.
+template <class T>
+struct Problems {
+  std::vector<Group<T>> groups;
+  int64_t batch;
+  int64_t n;
+  int64_t joint_dim() const {
+    int64_t d = 0;
+    for (const auto& g : groups) d += g.dim;
+    return d;
+  }
+  bool any_shared() const {
+    for (const auto& g : groups)
+      if (g.batch == 1) return true;
+    return false;
+  }
+};
+
+template <class T>
+Problems<T> make_problems(const std::vector<GroupArg>& args, int64_t batch, int64_t n) {
+  Problems<T> p{{}, batch, n};
+  for (const auto& a : args) p.groups.push_back({reinterpret_cast<const T*>(a.ptr), a.batch, a.dim});
+  return p;
+}
+
+// Per-query radii (B_r, N) with B_r in {1, B}.
+template <class T>
+struct Radius {
+  const T* data;
+  int64_t batch;
+  int64_t n;
+  const T* row(int64_t b) const { return data + (batch == 1 ? 0 : b) * n; }
+};
+
+// Throws std::invalid_argument unless there is at least one group, every B_g and B_r is 1 or batch,
+// and the sizes are non-negative.
+void check_problems(const std::vector<GroupArg>& groups, int64_t batch, int64_t n, int64_t radius_batch = 1);
+
+// Joint dimensions up to this take the sorted sweep, higher ones the brute force. Measured (one thread,
+// k = 3, knn_distance / count_within, seconds, brute vs sweep): N = 10000, D = 2: 0.100 / 0.010 and
+// 0.076 / 0.004; D = 8 independent columns: 0.18 / 0.15 and 0.16 / 0.07; D = 8 as (x, x + noise):
+// 0.36 / 0.11 and 0.09 / 0.04; D = 16 independent: 0.40 / 0.88 and 0.56 / 0.44. N = 2000 alike.
+constexpr int64_t kSweepMaxDim = 8;
+
+// Which exact algorithm runs. Auto picks by joint dimension (see choose_path in each op).
+enum class Path { Auto, Brute, Sweep };
+Path parse_path(const std::string& name);
+const char* path_name(Path p);
+// Auto -> Sweep for 1 <= joint_dim <= sweep_max_dim, else Brute; a forced Sweep needs joint_dim >= 1.
+Path choose_path(Path requested, int64_t joint_dim, int64_t sweep_max_dim);
+
+// ---------------------------------------------------------------------------------------------------
+// Brute force: tiles of kQB query rows x kJB candidates.
+//
+// A tile is small enough for L1 (8 x 256 doubles = 16 KiB), and one column of candidates is reused
+// by the kQB query rows. Work items are query blocks; when some group is shared by a batch (B_g = 1 <
+// B), one item runs the whole batch for its rows, so the shared group's tile is computed once and each
+// problem only adds its own groups to it (the "shared marginal" case: one 64-column y, 256 1-D x).
+constexpr int kQB = 8;
+constexpr int64_t kJB = 256;
+
+// dst[q][j] = max(src[q][j] (0 without src), max_c |g[c][j0 + j] - g[c][i0 + q]|), q < qn, j < jn;
+// rows of stride kJB. src may equal dst.
+void tile_max(const double* g, int64_t n, int64_t dim, int64_t i0, int qn, int64_t j0, int64_t jn,
+              const double* src, double* dst);
+void tile_max(const float* g, int64_t n, int64_t dim, int64_t i0, int qn, int64_t j0, int64_t jn,
+              const float* src, float* dst);
+
+// Runs the tiles of every problem through a consumer:
+//   consumer.tile(slot, b, i0, qn, j0, jn, tiles)   rows i0..i0+qn against candidates j0..j0+jn; tiles[0]
+//                                                   is the joint tile (per_group: tiles[g] is group g's)
+//   consumer.end(slot, b, i0, qn)                   after the last tile of those rows
+// slot numbers the problems of one work item (0..batch-1 in a shared item, 0 otherwise). Each work item
+// gets a fresh copy of `proto`, whose reserve(slots) sizes its per-query state.
+template <class T, class Consumer>
+void brute_force(const Problems<T>& ps, bool per_group, int threads, const Consumer& proto) {
+  const int64_t n = ps.n, row_blocks = (n + kQB - 1) / kQB;
+  const int64_t ng = static_cast<int64_t>(ps.groups.size());
+  // A shared item runs all B problems for one row block; otherwise an item is one (problem, row block).
+  const bool shared = ps.batch > 1 && ps.any_shared();
+  const int64_t items = shared ? row_blocks : ps.batch * row_blocks;
+  const int64_t slots = shared ? ps.batch : 1;
+  // about a millisecond of distance work per thread at least (pair-columns, ~3e9 per second)
+  const double work = static_cast<double>(ps.batch) * n * n * (ps.joint_dim() + 1);
+  threads = threads_for(threads, work, 4e6);
+  parallel_for(items, threads, [&](int64_t item) {
+    const int64_t i0 = (item % row_blocks) * kQB;
+    const int qn = static_cast<int>(std::min<int64_t>(kQB, n - i0));
+    const int64_t b_first = shared ? 0 : item / row_blocks;
+    Consumer c = proto;
+    c.reserve(slots);
+    // Tile storage: one per group (per_group) or joint + the shared part (joint).
+    const int64_t n_tiles = per_group ? ng : 2;
+    std::vector<T> store(static_cast<size_t>(n_tiles * kQB * kJB));
+    std::vector<const T*> tiles(static_cast<size_t>(per_group ? ng : 1));
+    auto tile_at = [&](int64_t t) { return store.data() + t * kQB * kJB; };
+    for (int64_t j0 = 0; j0 < n; j0 += kJB) {
+      const int64_t jn = std::min(kJB, n - j0);
+      // Groups shared by the whole item: once per tile, for every problem of the item.
+      T* pre = tile_at(per_group ? 0 : 1);
+      bool have_pre = false;
+      if (shared) {
+        for (int64_t g = 0; g < ng; ++g) {
+          const auto& grp = ps.groups[g];
+          if (grp.batch != 1) continue;
+          if (per_group) {
+            tile_max(grp.data, n, grp.dim, i0, qn, j0, jn, nullptr, tile_at(g));
+          } else {
+            tile_max(grp.data, n, grp.dim, i0, qn, j0, jn, have_pre ? pre : nullptr, pre);
+            have_pre = true;
+          }
+        }
+      }
+      for (int64_t s = 0; s < slots; ++s) {
+        const int64_t b = b_first + s;
+        if (per_group) {
+          for (int64_t g = 0; g < ng; ++g) {
+            const auto& grp = ps.groups[g];
+            if (!(shared && grp.batch == 1))
+              tile_max(grp.problem(b, n), n, grp.dim, i0, qn, j0, jn, nullptr, tile_at(g));
+            tiles[g] = tile_at(g);
+          }
+        } else {
+          T* joint = tile_at(0);
+          const T* src = have_pre ? pre : nullptr;
+          bool any = false;
+          for (const auto& grp : ps.groups) {
+            if (shared && grp.batch == 1) continue;
+            tile_max(grp.problem(b, n), n, grp.dim, i0, qn, j0, jn, any ? joint : src, joint);
+            any = true;
+          }
+          tiles[0] = any ? joint : pre;
+        }
+        c.tile(s, b, i0, qn, j0, jn, tiles.data());
+      }
+    }
+    for (int64_t s = 0; s < slots; ++s) c.end(s, b_first + s, i0, qn);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Sorted sweep: one problem's joint columns, samples reordered by one column (the "key").
+//
+// Max-norm distances are >= the gap in any single column, so scanning outwards from a query in key
+// order can stop exactly once the key gap reaches the current k-th distance (knn), and the samples
+// within a radius lie in the window of positions whose key gap passes the same test (counts). The key
+// gap is the same rounded |x_j - x_i| the full distance uses, and it is monotone in x_j along the
+// sorted order (rounding is monotone), so the window is found by binary search on the exact predicate
+// and never by comparing x_j with x_i +- r, which rounds differently.
+//
+// The sorted copy is column-major like a group, so distances to a run of candidates are computed by
+// tile_max (one query row) and consumed by the same tile functions as the brute force.
+template <class T>
+struct Sorted {
+  int64_t n = 0, dim = 0;
+  std::vector<T> cols;             // dim x n, samples in key order
+  const T* key = nullptr;          // the key column inside cols, ascending
+  std::vector<int64_t> index;      // original sample index of each position
+  std::vector<int64_t> group_end;  // columns of group g: [group_end[g-1], group_end[g])
+};
+
+// Builds problem b's sorted copy; the key is the column with the largest interquartile range (the
+// widest spread gives the narrowest windows; the IQR ignores outliers that a range or std would follow).
+template <class T>
+Sorted<T> sort_problem(const Problems<T>& ps, int64_t b) {
+  Sorted<T> s;
+  const int64_t n = ps.n;
+  s.n = n;
+  s.dim = ps.joint_dim();
+  std::vector<const T*> src;
+  for (const auto& g : ps.groups) {
+    for (int64_t c = 0; c < g.dim; ++c) src.push_back(g.problem(b, n) + c * n);
+    s.group_end.push_back(static_cast<int64_t>(src.size()));
+  }
+  int64_t key_col = 0;
+  if (src.size() > 1 && n > 3) {
+    T best = -1;
+    std::vector<T> tmp(n);
+    for (size_t c = 0; c < src.size(); ++c) {
+      std::copy(src[c], src[c] + n, tmp.begin());
+      std::nth_element(tmp.begin(), tmp.begin() + n / 4, tmp.end());
+      const T q1 = tmp[n / 4];
+      std::nth_element(tmp.begin(), tmp.begin() + (3 * n) / 4, tmp.end());
+      const T iqr = tmp[(3 * n) / 4] - q1;
+      if (iqr > best) best = iqr, key_col = static_cast<int64_t>(c);
+    }
+  }
+  s.index.resize(n);
+  for (int64_t i = 0; i < n; ++i) s.index[i] = i;
+  const T* kc = src[key_col];
+  std::sort(s.index.begin(), s.index.end(),
+            [kc](int64_t a, int64_t c) { return kc[a] < kc[c] || (kc[a] == kc[c] && a < c); });
+  s.cols.resize(n * s.dim);
+  for (int64_t c = 0; c < s.dim; ++c)
+    for (int64_t p = 0; p < n; ++p) s.cols[c * n + p] = src[c][s.index[p]];
+  s.key = s.cols.data() + key_col * n;
+  return s;
+}
+
+// The window [lo, hi) around p: p itself and the positions on either side whose key gap satisfies
+// inside(|key[j] - key[p]|). Two binary searches, one per side, on the exact (monotone) gap predicate.
+template <class T, class Inside>
+void key_window(const Sorted<T>& s, int64_t p, Inside inside, int64_t& lo, int64_t& hi) {
+  const T* key = s.key;
+  const T x = key[p];
+  int64_t a = p + 1, c = s.n;  // first position right of p that fails
+  while (a < c) {
+    const int64_t m = a + (c - a) / 2;
+    if (inside(std::fabs(key[m] - x))) a = m + 1; else c = m;
+  }
+  hi = a;
+  a = 0, c = p;  // first position left of p that passes (all of [a, p) pass)
+  while (a < c) {
+    const int64_t m = a + (c - a) / 2;
+    if (inside(std::fabs(key[m] - x))) c = m; else a = m + 1;
+  }
+  lo = a;
+}
+
+// Runs fn(b, sorted) for every problem, and inside it the caller's per-query loop over sorted positions
+// with `rows_fn(b, sorted, p0, p1)`, threads split over problems when there are enough of them, else
+// over blocks of query positions within a problem.
+template <class T, class RowsFn>
+void sweep(const Problems<T>& ps, int threads, RowsFn&& rows_fn) {
+  constexpr int64_t kRows = 256;
+  threads = threads_for(threads, static_cast<double>(ps.batch) * ps.n, 4096);  // queries per thread
+  const bool over_problems = ps.batch >= threads;
+  parallel_for(ps.batch, over_problems ? threads : 1, [&](int64_t b) {
+    const Sorted<T> s = sort_problem(ps, b);
+    parallel_for((ps.n + kRows - 1) / kRows, over_problems ? 1 : threads, [&](int64_t blk) {
+      rows_fn(b, s, blk * kRows, std::min(ps.n, (blk + 1) * kRows));
+    });
+  });
+}
+
+}  // namespace mipp
