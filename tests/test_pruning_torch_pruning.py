@@ -35,10 +35,12 @@ def _selection(name: str, seed: int = 0):
     return model, x, Selection(plan, keep)
 
 
+@pytest.mark.parametrize("fold", [False, True])
 @pytest.mark.parametrize("name", list(MODELS))
-def test_torch_pruning_apply_equals_apply(name):
+def test_torch_pruning_apply_equals_apply(name, fold):
     model, x, sel = _selection(name)
-    ours, theirs = sel.apply(model), torch_pruning_apply(sel, model, x[:1])
+    sel = sel.record_means(model, x)
+    ours, theirs = sel.apply(model, fold=fold), torch_pruning_apply(sel, model, x[:1], fold=fold)
     torch.testing.assert_close(theirs(x), ours(x), rtol=1e-5, atol=1e-5)
     for n, idx in sel.keep.items():
         assert theirs.get_submodule(n).weight.shape == ours.get_submodule(n).weight.shape
@@ -60,4 +62,4 @@ def test_ratios_and_importance_keep_exact_counts():
         pruner.step()
         assert pruned[0].out_features == (k if exact else k - 1)
     # with the adjusted ratio the importance makes Torch-Pruning keep exactly the selected channels
-    torch.testing.assert_close(pruned(x), sel.apply(model)(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(pruned(x), sel.apply(model, fold=False)(x), rtol=1e-5, atol=1e-5)

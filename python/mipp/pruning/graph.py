@@ -48,6 +48,7 @@ class UnsupportedModelError(ValueError):
 class Consumer:
     name: str        # module name of the consuming Linear/Conv2d
     expansion: int   # input features per node (H*W after a Flatten, else 1)
+    source: str      # fx node the consumer reads (its input; its sample mean is what surgery can fold)
 
 
 @dataclass
@@ -199,7 +200,7 @@ def _follow(gm: fx.GraphModule, root: fx.Node, node: fx.Node, expansion: int, lp
         if kind == "shape":
             continue
         if kind == "producer":
-            lp.consumers.append(Consumer(user.target, expansion))
+            lp.consumers.append(Consumer(user.target, expansion, node.name))
         elif kind in ("norm", "channelwise"):
             if kind == "norm":
                 if expansion > 1:
@@ -232,17 +233,22 @@ def _reduce(value: torch.Tensor, reduce: str) -> torch.Tensor:
 
 
 class _Recorder(fx.Interpreter):
-    """Runs the traced model and keeps, per wanted node, its value reduced to (N, C) in float64."""
+    """Runs the traced model and keeps, per wanted node, its value reduced to (N, C) in float64, and per
+    node in ``mean_of`` the float64 sum over samples of its whole value (for the sample mean)."""
 
-    def __init__(self, gm: fx.GraphModule, wanted: set[str], reduce: str):
+    def __init__(self, gm: fx.GraphModule, wanted: set[str], reduce: str, mean_of: set[str]):
         super().__init__(gm)
-        self.wanted, self.reduce = wanted, reduce
+        self.wanted, self.reduce, self.mean_of = wanted, reduce, mean_of
         self.store: dict[str, list[torch.Tensor]] = {name: [] for name in wanted}
+        self.sums: dict[str, torch.Tensor] = {}
 
     def run_node(self, n: fx.Node):
         out = super().run_node(n)
         if n.name in self.wanted:
             self.store[n.name].append(_reduce(out.detach(), self.reduce).double().cpu())
+        if n.name in self.mean_of:
+            total = out.detach().double().sum(dim=0).cpu()
+            self.sums[n.name] = total + self.sums[n.name] if n.name in self.sums else total
         return out
 
 
@@ -267,18 +273,28 @@ def first_batch(inputs) -> torch.Tensor:
     return next(iter(iterate_inputs(inputs, 2)))
 
 
-def record(gm: fx.GraphModule, inputs, wanted: set[str], n_samples: int, reduce: str) -> dict[str, torch.Tensor]:
-    """Activations (N, C) float64 of the wanted fx nodes on the first n_samples inputs, model in eval mode."""
+def record(gm: fx.GraphModule, inputs, wanted: set[str], n_samples: int, reduce: str,
+           mean_of: set[str] = frozenset()) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """On the first n_samples inputs, model in eval mode: the activations (N, C) float64 of the wanted fx
+    nodes, and the sample means (float64, one sample's shape) of the nodes in ``mean_of``."""
     if reduce not in ("mean", "max"):
         raise ValueError(f'reduce must be "mean" or "max", got {reduce!r}')
-    rec = _Recorder(gm, wanted, reduce)
+    rec = _Recorder(gm, wanted, reduce, set(mean_of))
     was_training = gm.training
     gm.eval()
+    seen = 0
     try:
         with torch.no_grad():
             device = next(gm.parameters()).device
             for x in iterate_inputs(inputs, n_samples):
                 rec.run(x.to(device))
+                seen += x.shape[0]
     finally:
         gm.train(was_training)
-    return {name: torch.cat(chunks) for name, chunks in rec.store.items()}
+    return ({name: torch.cat(chunks) for name, chunks in rec.store.items()},
+            {name: total / seen for name, total in rec.sums.items()})
+
+
+def consumer_sources(plan: ModelPlan) -> set[str]:
+    """The fx nodes read by the consumers of the prunable layers (where surgery folds removed nodes)."""
+    return {c.source for name in plan.prunable for c in plan.layers[name].consumers}

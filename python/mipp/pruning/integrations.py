@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from mipp.pruning.select import Selection
+from mipp.pruning.surgery import fold_means
 
 
 def _tp():
@@ -27,11 +28,15 @@ def _out_channel_fn(tp, module: nn.Module):
     return tp.prune_conv_out_channels if isinstance(module, nn.Conv2d) else tp.prune_linear_out_channels
 
 
-def torch_pruning_apply(selection: Selection, model: nn.Module, example: torch.Tensor) -> nn.Module:
+def torch_pruning_apply(selection: Selection, model: nn.Module, example: torch.Tensor,
+                        fold: bool = True) -> nn.Module:
     """A smaller deep copy of ``model`` pruned by Torch-Pruning's dependency graph with the selection's
-    explicit indices (no ratio, so no truncation)."""
+    explicit indices (no ratio, so no truncation); ``fold`` as in :meth:`Selection.apply`."""
     tp = _tp()
     small = copy.deepcopy(model)
+    means = selection.means_for(fold)
+    if means is not None:
+        fold_means(small, selection.plan, selection.keep, means)
     dg = tp.DependencyGraph().build_dependency(small, example_inputs=example)
     for name, idx in selection.keep.items():
         module = small.get_submodule(name)

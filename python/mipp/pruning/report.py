@@ -51,7 +51,7 @@ def format_report(selection, model: nn.Module | None = None, example: torch.Tens
     if selection.layers:
         lines.append(f"activation capture: {selection.seconds_capture:.1f} s")
     if model is not None and example is not None:
-        small = selection.apply(model)
+        small = selection.apply(model, fold=selection.means is not None)
         p0, p1 = count_params(model), count_params(small)
         m0, m1 = count_macs(model, example), count_macs(small, example)
         lines.append(f"params {p0:,} -> {p1:,} ({p1 / p0:.1%});  MACs {m0:,} -> {m1:,} ({m1 / m0:.1%})")
@@ -86,7 +86,7 @@ def plot_selection(selection, path: str, model: nn.Module | None = None,
         axes[1].legend()
     title = "MIPP selection"
     if model is not None and example is not None:
-        small = selection.apply(model)
+        small = selection.apply(model, fold=selection.means is not None)
         title += (f": params {count_params(small) / count_params(model):.1%}, "
                   f"MACs {count_macs(small, example) / count_macs(model, example):.1%} of the original")
     fig.suptitle(title)
