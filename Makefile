@@ -1,4 +1,5 @@
-# Two commands do all set-up on a fresh machine: `make demo` and `make test`; each creates .venv.
+# Two commands do all set-up on a fresh machine: `make demo` (the pruning experiment) and `make test`;
+# each creates .venv. `make mi-demo` runs the MI estimator demo.
 # torch is pinned (a CPU wheel); override with `make test TORCH_VERSION=...`.
 PYTHON ?= python3
 TORCH_VERSION ?= 2.13.0
@@ -6,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-triton install clean
+.PHONY: demo mi-demo test install clean
 
 $(STAMP): setup.py $(wildcard csrc/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +19,10 @@ $(STAMP): setup.py $(wildcard csrc/*)
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m mipp demo
+	$(PY) -m mipp prune
+
+mi-demo: $(STAMP)
+	$(PY) -m mipp mi-demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
