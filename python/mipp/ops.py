@@ -6,6 +6,7 @@ the fake kernel gives the static output shape so that ``torch.compile(fullgraph=
 """
 from __future__ import annotations
 
+import importlib
 import warnings
 
 import torch
@@ -23,14 +24,22 @@ def _fallback_warning(op: str, why: str) -> None:
                       stacklevel=3)
 
 
-def _triton_module(name: str, op: str):
-    """The mipp_kernels module for a CUDA op, or None (after a one-time warning) when Triton is absent."""
+def _cuda(op: str, module: str, *args):
+    """The Triton launcher mipp_kernels.<module>.<op>, or the reference (after a one-time warning) when
+    Triton is absent. Imported on first use: `import mipp` compiles nothing."""
     try:
-        import importlib
-        return importlib.import_module(f"mipp_kernels.{name}")
+        mod = importlib.import_module(f"mipp_kernels.{module}")
     except ImportError as exc:
         _fallback_warning(op, f"Triton is not available ({exc})")
-        return None
+        return getattr(reference, op)(*args)
+    return getattr(mod, op)(*args)
+
+
+def _cpu(op: str, *args):
+    """The extension's exact C++ kernel; the reference when it is not built or the call is outside the
+    kernel's contract (the reference then also owns the error messages)."""
+    out = getattr(_ext, op)(*args)
+    return getattr(reference, op)(*args) if out is None else out
 
 
 def _batch_rows(groups, radius=None):
@@ -43,16 +52,12 @@ def _batch_rows(groups, radius=None):
 @torch.library.custom_op("mipp::knn_distance", mutates_args=(), device_types="cuda")
 def knn_distance(groups: list[torch.Tensor], k: int) -> torch.Tensor:
     """(B, N) k-th nearest-neighbour max-norm distance in the joint space of ``groups`` (self excluded)."""
-    mod = _triton_module("knn", "knn_distance")
-    if mod is None:
-        return reference.knn_distance(groups, k)
-    return mod.knn_distance(groups, k)
+    return _cuda("knn_distance", "knn", groups, k)
 
 
 @knn_distance.register_kernel("cpu")
 def _knn_distance_cpu(groups, k):
-    out = _ext.knn_distance(groups, k)  # the exact C++ kernel; None outside its contract or when not built
-    return reference.knn_distance(groups, k) if out is None else out
+    return _cpu("knn_distance", groups, k)
 
 
 @knn_distance.register_fake
@@ -63,16 +68,12 @@ def _knn_distance_fake(groups, k):
 @torch.library.custom_op("mipp::count_within", mutates_args=(), device_types="cuda")
 def count_within(groups: list[torch.Tensor], radius: torch.Tensor, strict: bool) -> torch.Tensor:
     """(B, N) int64 number of j != i within ``radius[b, i]`` (``<`` if strict, else ``<=``)."""
-    mod = _triton_module("count", "count_within")
-    if mod is None:
-        return reference.count_within(groups, radius, strict)
-    return mod.count_within(groups, radius, strict)
+    return _cuda("count_within", "count", groups, radius, strict)
 
 
 @count_within.register_kernel("cpu")
 def _count_within_cpu(groups, radius, strict):
-    out = _ext.count_within(groups, radius, strict)
-    return reference.count_within(groups, radius, strict) if out is None else out
+    return _cpu("count_within", groups, radius, strict)
 
 
 @count_within.register_fake
@@ -83,16 +84,12 @@ def _count_within_fake(groups, radius, strict):
 @torch.library.custom_op("mipp::marginal_radius", mutates_args=(), device_types="cuda")
 def marginal_radius(groups: list[torch.Tensor], radius: torch.Tensor) -> torch.Tensor:
     """(B, N, G) per-group largest distance to the samples within the joint ``radius`` (KSG-2)."""
-    mod = _triton_module("radius", "marginal_radius")
-    if mod is None:
-        return reference.marginal_radius(groups, radius)
-    return mod.marginal_radius(groups, radius)
+    return _cuda("marginal_radius", "radius", groups, radius)
 
 
 @marginal_radius.register_kernel("cpu")
 def _marginal_radius_cpu(groups, radius):
-    out = _ext.marginal_radius(groups, radius)
-    return reference.marginal_radius(groups, radius) if out is None else out
+    return _cpu("marginal_radius", groups, radius)
 
 
 @marginal_radius.register_fake
@@ -129,11 +126,6 @@ def digamma_sum(counts: torch.Tensor, offset: int, reduce: bool) -> torch.Tensor
 @digamma_sum.register_kernel("cpu")
 def _digamma_sum_cpu(counts, offset, reduce):
     if _ext._C is None:
-        # The C++ kernel raises on a pole of psi; the reference would return -inf/nan, so check here.
-        if not (counts.is_floating_point() or counts.is_complex()) and counts.numel() and \
-                int(counts.min()) + offset <= 0:
-            raise ValueError(f"digamma_sum: counts + offset must be >= 1 (psi has poles at 0, -1, -2, ...), "
-                             f"got min(counts) = {int(counts.min())} with offset {offset}")
         return reference.digamma_sum(counts, offset, reduce)
     _ext.paths["digamma_sum:cpu"] += 1
     threads = torch.get_num_threads()

@@ -100,6 +100,11 @@ def marginal_radius(groups: list[torch.Tensor], radius: torch.Tensor) -> torch.T
 
 
 def digamma_sum(counts: torch.Tensor, offset: int, reduce: bool) -> torch.Tensor:
-    """psi(counts + offset) in float64, summed over the last dimension when ``reduce``."""
+    """psi(counts + offset) in float64, summed over the last dimension when ``reduce``. Integer counts
+    with counts + offset <= 0 (the poles of psi) are an error, as in the C++ kernel."""
+    if not (counts.is_floating_point() or counts.is_complex()) and counts.numel() and \
+            int(counts.min()) + offset <= 0:
+        raise ValueError(f"digamma_sum: counts + offset must be >= 1 (psi has poles at 0, -1, -2, ...), "
+                         f"got min(counts) = {int(counts.min())} with offset {offset}")
     values = torch.special.digamma(counts.to(torch.float64) + offset)
     return values.sum(dim=-1) if reduce else values
