@@ -197,3 +197,32 @@ def test_conditional_batched_dependence_detected():
     res = mipp.permutation_test(x, y, z, n_permutations=P, generator=_gen(59))
     assert res.p_value[0].item() == 1 / (P + 1)
     assert (res.p_value[1:] > 1 / (P + 1)).any()
+
+
+def test_local_permutation_surrogates_move_samples_to_z_neighbours():
+    """local_neighbors: the null is the CMI of x shuffled by local_permutations (same generator stream),
+    and every surrogate sample comes from one of the 5 nearest z-neighbours of the sample it replaces."""
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(150, 2, dtype=torch.float64, generator=g)
+    x = z[:, 0] + 0.3 * torch.randn(150, dtype=torch.float64, generator=g)
+    y = z[:, 1:] + 0.3 * torch.randn(150, 1, dtype=torch.float64, generator=g)
+    res = mipp.permutation_test(x, y, z, n_permutations=9, local_neighbors=5,
+                                generator=torch.Generator().manual_seed(7))
+    perm = mipp.local_permutations(z, 9, 5, torch.Generator().manual_seed(7))
+    assert torch.equal(res.null, mipp.cmi(x[perm].unsqueeze(-1), y, z))
+    assert torch.equal(res.estimate, mipp.cmi(x, y, z))
+    d = (z[:, None, :] - z[None, :, :]).abs().amax(-1).fill_diagonal_(float("inf"))
+    fifth = d.topk(5, dim=1, largest=False).values[:, -1]
+    assert bool((d[torch.arange(150), perm] <= fifth).all())
+    assert min(len(p.unique()) for p in perm) > 0.8 * 150  # a near permutation
+
+
+def test_local_permutation_needs_an_unbatched_z():
+    x, y, z = torch.randn(3, 50, 1, dtype=torch.float64), torch.randn(50, 1), torch.randn(50, 2)
+    with pytest.raises(ValueError, match="z"):
+        mipp.permutation_test(x[0], y.double(), None, local_neighbors=5, n_permutations=5)
+    with pytest.raises(ValueError, match="z"):
+        mipp.permutation_test(x, y.double(), torch.randn(3, 50, 2, dtype=torch.float64), local_neighbors=5,
+                              n_permutations=5)
+    with pytest.raises(ValueError, match="neighbors"):
+        mipp.local_permutations(z, 5, 0)

@@ -10,7 +10,8 @@ from torch.nn.utils import prune as torch_prune
 
 from mipp.pruning import MIPP, Selection, UnsupportedModelError, build_plan, count_macs, count_params
 import mipp
-from mipp.pruning.select import affine_residuals, local_permutations
+from mipp.ksg import local_permutations
+from mipp.pruning.select import affine_residuals
 
 N = 300
 FAST = dict(k=3, alpha=0.05, n_permutations=19, n_samples=N, progress=False)
@@ -76,7 +77,7 @@ def test_ksg_keeps_an_exact_sum_without_the_affine_rule(k_perm):
     with torch.no_grad():
         H, Y = model[0](x).double(), model(x).double()
     z = H[:, :4]
-    perm = local_permutations(z, 19, k_perm, torch.Generator().manual_seed(0))
+    perm = local_permutations(z, 19, k_perm, torch.Generator().manual_seed(0), normalize=True)
     stats = mipp.cmi(torch.cat([H[:, 5][None], H[:, 5][perm]])[..., None], Y, z, 3, normalize=True)
     assert float(stats[0]) > float(stats[1:].max())
     duplicate = mipp.cmi(H[:, 4], Y, H[:, [0, 1, 2, 3, 5]], 3, normalize=True)
@@ -152,7 +153,7 @@ def test_no_layer_collapses():
 def test_local_permutations_are_near_permutations_among_neighbours():
     torch.manual_seed(0)
     z = torch.randn(200, 2)
-    perm = local_permutations(z, 8, 5, torch.Generator().manual_seed(0))
+    perm = local_permutations(z, 8, 5, torch.Generator().manual_seed(0), normalize=True)
     assert perm.shape == (8, 200)
     zs = (z - z.mean(dim=0)) / z.std(dim=0)   # neighbours are taken on z-scored columns
     d = torch.cdist(zs, zs, p=float("inf")).fill_diagonal_(float("inf"))

@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import mipp
+from mipp.ksg import local_permutations
 from mipp.pruning.graph import ModelPlan, build_plan, consumer_sources, first_batch, record, trace
 from mipp.pruning.surgery import apply_keep, check_keep, mask_keep
 
@@ -58,40 +59,6 @@ def affine_residuals(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     centred = x - x.mean(dim=0)
     residual = centred - u @ (u.T @ centred)
     return residual.norm(dim=0) / centred.norm(dim=0).clamp_min(torch.finfo(x.dtype).tiny)
-
-
-def local_permutations(z: torch.Tensor, n_permutations: int, k_perm: int,
-                       generator: torch.Generator) -> torch.Tensor:
-    """(n_permutations, N) sample indices that shuffle samples only among neighbours in z.
-
-    The test of I(x; y | z) = 0 needs surrogates that keep the dependence of x on z and break only the
-    one of x on y given z; a global shuffle breaks both, and then a node that is a function of the
-    others (a duplicate) scores above its surrogates (whose KSG estimate is biased below 0) and is
-    wrongly kept. (An exact sum still scores above local surrogates too: MIPP._affine handles it.) This is
-    Runge's (2018) nearest-neighbour permutation: samples are visited in random order and each takes,
-    among its k_perm nearest neighbours in z (max-norm on z-scored columns), a random one not yet taken,
-    or any of them when all are taken (a near permutation: about one sample in ten is reused at
-    k_perm=5). Batched over the surrogates: the loop runs over the N samples, not over N * P."""
-    n = z.shape[0]
-    k_perm = min(k_perm, n - 1)
-    d = torch.cdist(_zscored(z)[None], _zscored(z)[None], p=float("inf"))[0]
-    d.fill_diagonal_(float("inf"))
-    neighbours = d.topk(k_perm, dim=1, largest=False).indices                     # (N, k_perm)
-    P = n_permutations
-    order = torch.rand(P, n, generator=generator).argsort(dim=1)                   # visiting order
-    priority = torch.rand(P, n, k_perm, generator=generator)                       # random choice
-    taken = torch.zeros(P, n, dtype=torch.bool)
-    perm = torch.empty(P, n, dtype=torch.long)
-    rows = torch.arange(P)
-    for t in range(n):
-        i = order[:, t]                                                            # (P,)
-        cand = neighbours[i]                                                       # (P, k_perm)
-        free = ~taken.gather(1, cand)
-        score = priority[rows, i] + free.to(priority.dtype)                        # free ones first
-        choice = cand.gather(1, score.argmax(dim=1, keepdim=True))[:, 0]
-        perm[rows, i] = choice
-        taken[rows, choice] = True
-    return perm
 
 
 @dataclass
@@ -168,7 +135,7 @@ class MIPP:
     k: neighbours of the KSG / Frenzel-Pompe estimators. alpha: level of each node's permutation test.
     n_permutations: surrogates per test (the test is decided exactly, but stops as soon as the
     exceedances make significance impossible). k_perm: neighbours in X_rest among which a conditional
-    surrogate shuffles X_i (see local_permutations). n_samples: activations used (N). min_keep: nodes never
+    surrogate shuffles X_i (see mipp.ksg.local_permutations). n_samples: activations used (N). min_keep: nodes never
     removed from a layer. reduce: "mean" or "max" of a conv channel over space.
     direction: "backward" (eliminate, the paper's order) or "forward" (add nodes by CMI until the next
     one is not significant). y_components / z_components: project Y / the conditioning set X_rest onto
@@ -216,7 +183,8 @@ class MIPP:
         res.n_tests += 1
         # all conditional surrogates drawn at once: drawing them is a loop over the N samples whatever
         # their number, so one draw per test costs a quarter of one per block (measured; it dominated)
-        perms = None if z is None else local_permutations(z, self.n_permutations, self.k_perm, gen)
+        perms = None if z is None else local_permutations(z, self.n_permutations, self.k_perm, gen,
+                                                              normalize=True)
         while done < self.n_permutations:
             block = min(self.permutation_block, self.n_permutations - done)
             if z is None:
