@@ -96,26 +96,27 @@ def bench(fn) -> tuple[float, float, float]:
     return tuple(triton.testing.do_bench(fn, warmup=50, rep=200, quantiles=QUANTILES))
 
 
-def brute_knn(joint: torch.Tensor, k: int) -> torch.Tensor:
-    """k-th neighbour max-norm distance by torch.cdist(p=inf) + kthvalue, chunked; self excluded by index."""
-    n = joint.shape[0]
-    out = torch.empty(n, dtype=joint.dtype, device=joint.device)
-    for q0 in range(0, n, CHUNK):
-        d = torch.cdist(joint[q0:q0 + CHUNK], joint, p=float("inf"))
+def _brute_tiles(x: torch.Tensor):
+    """(q0, rows x N max-norm distances by torch.cdist(p=inf)) per chunk, self set to inf (excluded by index)."""
+    for q0 in range(0, x.shape[0], CHUNK):
+        d = torch.cdist(x[q0:q0 + CHUNK], x, p=float("inf"))
         rows = torch.arange(d.shape[0], device=d.device)
         d[rows, rows + q0] = float("inf")
+        yield q0, d
+
+
+def brute_knn(joint: torch.Tensor, k: int) -> torch.Tensor:
+    """k-th neighbour max-norm distance by torch.cdist(p=inf) + kthvalue, chunked."""
+    out = torch.empty(joint.shape[0], dtype=joint.dtype, device=joint.device)
+    for q0, d in _brute_tiles(joint):
         out[q0:q0 + CHUNK] = torch.kthvalue(d, k, dim=1).values
     return out
 
 
 def brute_count(x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """#{j != i : max-norm(x_i - x_j) < eps_i} by torch.cdist(p=inf), chunked."""
-    n = x.shape[0]
-    out = torch.empty(n, dtype=torch.int64, device=x.device)
-    for q0 in range(0, n, CHUNK):
-        d = torch.cdist(x[q0:q0 + CHUNK], x, p=float("inf"))
-        rows = torch.arange(d.shape[0], device=d.device)
-        d[rows, rows + q0] = float("inf")
+    out = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
+    for q0, d in _brute_tiles(x):
         out[q0:q0 + CHUNK] = (d < eps[q0:q0 + CHUNK, None]).sum(dim=1)
     return out
 
