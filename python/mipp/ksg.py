@@ -89,9 +89,10 @@ def _as_groups(args: dict[str, torch.Tensor], k: int, normalize: bool):
 
 
 def _zscore(g: torch.Tensor) -> torch.Tensor:
-    """Columns to mean 0 and sample std 1 (ddof=1), as Kraskov's MILCA does; constant columns -> 0."""
-    centred = g - g.mean(dim=1, keepdim=True)
-    std = centred.std(dim=1, keepdim=True, correction=1)
+    """Columns to mean 0 and sample std 1 (ddof=1), as Kraskov's MILCA does; constant columns -> 0.
+    Samples are the second-to-last dim: (N, d) or (B, N, d)."""
+    centred = g - g.mean(dim=-2, keepdim=True)
+    std = centred.std(dim=-2, keepdim=True, correction=1)
     return centred / torch.where(std > 0, std, torch.ones_like(std))
 
 

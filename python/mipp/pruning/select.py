@@ -22,16 +22,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import mipp
-from mipp.ksg import local_permutations
+from mipp.ksg import _zscore, local_permutations
 from mipp.pruning.graph import ModelPlan, build_plan, consumer_sources, first_batch, record, trace
 from mipp.pruning.surgery import apply_keep, check_keep, mask_keep
-
-
-def _zscored(x: torch.Tensor) -> torch.Tensor:
-    """Columns to mean 0 and std 1 (constant columns to 0), as the estimators' normalize=True does."""
-    centred = x - x.mean(dim=0)
-    std = centred.std(dim=0)
-    return centred / torch.where(std > 0, std, torch.ones_like(std))
 
 
 def principal_components(x: torch.Tensor, m: int | None) -> torch.Tensor:
@@ -39,7 +32,7 @@ def principal_components(x: torch.Tensor, m: int | None) -> torch.Tensor:
     at most m columns or m is None). KSG loses power as dimensions grow; this keeps the leading ones."""
     if m is None or x.shape[1] <= m:
         return x
-    u, s, _ = torch.linalg.svd(_zscored(x), full_matrices=False)
+    u, s, _ = torch.linalg.svd(_zscore(x), full_matrices=False)
     return u[:, :m] * s[:m]
 
 
@@ -54,7 +47,7 @@ def affine_residuals(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """(m,) for x (N, m) and z (N, d): each column's least-squares residual on z's columns and a constant,
     relative to its centred norm; 0 for an exact affine function of z. Rank-deficient z (duplicated nodes)
     is fine: only z's singular directions above 1e-9 of the largest are used."""
-    u, s, _ = torch.linalg.svd(_zscored(z), full_matrices=False)
+    u, s, _ = torch.linalg.svd(_zscore(z), full_matrices=False)
     u = u[:, s > s[0] * 1e-9]
     centred = x - x.mean(dim=0)
     residual = centred - u @ (u.T @ centred)
