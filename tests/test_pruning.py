@@ -1,6 +1,7 @@
-"""MIPP pruner: planted structure is found, pruned models equal masked originals, integrations agree.
+"""MIPP on models: the structure from Torch-Pruning's dependency graph, planted nodes found, pruned models
+equal masked originals, the mean fold and the least-squares re-fit, inputs of every kind, reports.
 
-Networks are tiny and N is a few hundred so that the whole file runs in well under three minutes."""
+Networks are tiny and N is a few hundred, so the file runs in well under a minute."""
 import copy
 
 import pytest
@@ -8,13 +9,10 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from mipp.pruning import MIPP, Selection, UnsupportedModelError, build_plan, count_macs, count_params
-import mipp
-from mipp.ksg import local_permutations
-from mipp.pruning.select import affine_residuals
+from mipp.pruning import MIPP, Selection, UnsupportedModelError, analyse, count_macs_params, count_params
 
-N = 300
-FAST = dict(k=3, alpha=0.05, n_permutations=19, n_samples=N, progress=False)
+N = 400
+FAST = dict(n_samples=N, progress=False)
 
 
 def planted_mlp(seed: int, activation: nn.Module):
@@ -39,96 +37,33 @@ def planted_mlp(seed: int, activation: nn.Module):
     return model, x
 
 
-@pytest.mark.parametrize("direction", ["backward", "forward"])
-def test_mipp_planted_mlp(direction):
+def test_planted_mlp():
     model, x = planted_mlp(0, nn.Tanh())
-    sel = MIPP(direction=direction, **FAST).select(model, x)
+    sel = MIPP(**FAST).select(model, x)
     keep = set(sel.keep["0"].tolist())
     assert 6 not in keep and 7 not in keep          # constant, and noise fed forward nowhere
     assert len(keep & {0, 4}) == 1                  # exactly one of a duplicated pair
     assert 3 in keep                                # an informative node with no substitute
     assert len(keep & {1, 2, 5}) >= 2               # the sum needs two of the three
-    assert not plan_layer(sel, "2").prunable        # the output layer is never pruned
+    assert not sel.structure.groups["2"].prunable   # the output layer is never pruned
+    rules = {r.node: r.rule for r in sel.layers["0"].records}
+    assert rules[6] == "constant"
 
 
-def plan_layer(sel: Selection, name: str):
-    return sel.plan.layers[name]
-
-
-@pytest.mark.parametrize("direction", ["backward", "forward"])
-def test_mipp_removes_linear_combination(direction):
-    """Without an activation node 5 = node 1 + node 2 exactly: the affine rule removes one of the three
-    (any one leaves the other two sufficient), and one of the duplicates 0 and 4."""
+def test_linear_combination_removed_exactly_and_refit_reproduces_the_output():
+    """Without an activation node 5 = node 1 + node 2: the exact rule removes one of the three and one of
+    the duplicates 0 / 4, and the least-squares re-fit then reproduces the model's output exactly."""
     model, x = planted_mlp(0, nn.Identity())
-    sel = MIPP(direction=direction, **FAST).select(model, x)
+    sel = MIPP(**FAST).select(model, x)
     keep = set(sel.keep["0"].tolist())
     assert len(keep & {1, 2, 5}) == 2 and len(keep & {0, 4}) == 1 and 3 in keep
-    removed = ({1, 2, 5} | {0, 4}) - keep
-    assert all(sel.layers["0"].p_values[i] == 1.0 for i in removed)   # by the exact rule, not a test
-
-
-@pytest.mark.parametrize("k_perm", [1, 5, 20])
-def test_ksg_keeps_an_exact_sum_without_the_affine_rule(k_perm):
-    """Why the affine rule exists (measured): for node 5 = node 1 + node 2 the Frenzel-Pompe estimate of
-    I(X_5; Y | X_0..3), whose true value is 0, lies above every local-permutation surrogate whatever k_perm:
-    the sum has Lipschitz constant sqrt(2) in z-scored max-norm units and so tightens the (x, z)
-    neighbourhoods more than a neighbour's value does. A duplicate (constant 1) gives exactly 0."""
-    model, x = planted_mlp(0, nn.Identity())
-    with torch.no_grad():
-        H, Y = model[0](x).double(), model(x).double()
-    z = H[:, :4]
-    perm = local_permutations(z, 19, k_perm, torch.Generator().manual_seed(0), normalize=True)
-    stats = mipp.cmi(torch.cat([H[:, 5][None], H[:, 5][perm]])[..., None], Y, z, 3, normalize=True)
-    assert float(stats[0]) > float(stats[1:].max())
-    duplicate = mipp.cmi(H[:, 4], Y, H[:, [0, 1, 2, 3, 5]], 3, normalize=True)
-    assert abs(float(duplicate)) < 1e-12
-
-
-def test_affine_residuals():
-    torch.manual_seed(0)
-    z = torch.randn(200, 3, dtype=torch.float64)
-    z = torch.cat([z, z[:, :1]], dim=1)                      # rank-deficient: a duplicated column
-    x = torch.stack([2 * z[:, 0] - z[:, 2] + 5, torch.randn(200, dtype=torch.float64), z[:, 1] ** 2], 1)
-    r = affine_residuals(x, z)
-    assert float(r[0]) < 1e-12
-    assert 0.9 < float(r[1]) <= 1.0 and 0.5 < float(r[2]) <= 1.0   # noise; a nonlinear function
-
-
-class PlantedCNN(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(4, 6, 1)
-        self.bn = nn.BatchNorm2d(6)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(6, 3)
-
-    def forward(self, x):
-        return self.fc(torch.flatten(self.pool(self.bn(self.conv(x))), 1))
-
-
-def test_mipp_planted_cnn():
-    """Channels: 0-2 informative (input channels 0-2), 3 = 2 x channel 0, 4 constant, 5 = input channel 3
-    read by nobody. A channel is one node: its spatial mean."""
-    torch.manual_seed(1)
-    model = PlantedCNN().eval()
-    w, b = torch.zeros(6, 4, 1, 1), torch.zeros(6)
-    for i in range(3):
-        w[i, i] = 1.0
-    w[3, 0] = 2.0
-    b[4] = 0.5
-    w[5, 3] = 1.0
-    v = torch.randn(3, 6)
-    v[:, 4:] = 0.0
-    with torch.no_grad():
-        model.conv.weight.copy_(w)
-        model.conv.bias.copy_(b)
-        model.fc.weight.copy_(v)
-    x = torch.randn(N, 4, 3, 3)
-    sel = MIPP(**FAST).select(model, x)
-    keep = set(sel.keep["conv"].tolist())
-    assert {1, 2} <= keep
-    assert len(keep & {0, 3}) == 1
-    assert not keep & {4, 5}
+    removed = [r for r in sel.layers["0"].records if r.removed]
+    assert {r.rule for r in removed if r.node in {0, 1, 2, 4, 5}} == {"affine"}
+    exact = sel.with_keep({"0": torch.tensor(sorted(keep | {7}))})     # every removed node is affine here
+    small = exact.apply(model, refit=x)
+    torch.testing.assert_close(small(x), model(x), rtol=1e-4, atol=1e-4)
+    masked = exact.mask(copy.deepcopy(model), refit=x)
+    torch.testing.assert_close(masked(x), model(x), rtol=1e-4, atol=1e-4)
 
 
 def test_selection_is_reproducible_and_seeded():
@@ -136,30 +71,17 @@ def test_selection_is_reproducible_and_seeded():
     a = MIPP(seed=3, **FAST).select(model, x)
     b = MIPP(seed=3, **FAST).select(model, x)
     assert torch.equal(a.keep["0"], b.keep["0"])
-    assert a.layers["0"].p_values == b.layers["0"].p_values
+    assert [r.upper for r in a.layers["0"].records] == [r.upper for r in b.layers["0"].records]
 
 
 def test_no_layer_collapses():
-    """A hidden layer that the output never reads carries no information about it: every test fails, and
-    still min_keep nodes stay (a layer with none would disconnect the network)."""
+    """A hidden layer that the output never reads: everything is removable, and still min_keep stay."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2))
     with torch.no_grad():
         model[2].weight.zero_()
     sel = MIPP(min_keep=2, **FAST).select(model, torch.randn(N, 4))
     assert sel.counts == {"0": 2, "2": 2}
-
-
-def test_local_permutations_are_near_permutations_among_neighbours():
-    torch.manual_seed(0)
-    z = torch.randn(200, 2)
-    perm = local_permutations(z, 8, 5, torch.Generator().manual_seed(0), normalize=True)
-    assert perm.shape == (8, 200)
-    zs = (z - z.mean(dim=0)) / z.std(dim=0)   # neighbours are taken on z-scored columns
-    d = torch.cdist(zs, zs, p=float("inf")).fill_diagonal_(float("inf"))
-    fifth = d.topk(5, dim=1, largest=False).values[:, -1]
-    assert bool((d[torch.arange(200), perm] <= fifth).all())   # every sample moves to a z-neighbour
-    assert min(len(p.unique()) for p in perm) > 0.85 * 200      # a near permutation: few reused
 
 
 # ---- structural pruning equals masking -------------------------------------------------------------
@@ -208,7 +130,7 @@ class TinyResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-def _randomise_norms(model):
+def randomise_norms(model):
     """Non-trivial BN statistics, so that slicing the wrong channel would show."""
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -227,49 +149,65 @@ MODELS = {
 }
 
 
-@pytest.mark.parametrize("fold", [False, True])
-@pytest.mark.parametrize("name", list(MODELS))
-def test_apply_equals_masked_original(name, fold):
+def half_selection(name: str, seed: int = 0, n: int = 64):
     factory, shape = MODELS[name]
-    torch.manual_seed(0)
-    model = _randomise_norms(factory())
-    x = torch.randn(16, *shape)
-    _, plan = build_plan(model, x[:2])
-    gen = torch.Generator().manual_seed(0)
-    keep = {n: torch.randperm(plan.layers[n].n_nodes, generator=gen)[: max(1, plan.layers[n].n_nodes // 2)]
-            for n in plan.prunable}
-    sel = Selection(plan, keep).record_means(model, x)
+    torch.manual_seed(seed)
+    model = randomise_norms(factory())
+    x = torch.randn(n, *shape)
+    sel = MIPP(**FAST).select(model, x)
+    gen = torch.Generator().manual_seed(seed)
+    keep = {g: torch.randperm(sel.structure.groups[g].n_nodes, generator=gen)[: max(1, sel.structure.groups[g].n_nodes // 2)]
+            for g in sel.keep}
+    return model, x, sel.with_keep(keep)
+
+
+@pytest.mark.parametrize("treatment", ["none", "fold", "refit"])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_apply_equals_masked_original(name, treatment):
+    model, x, sel = half_selection(name)
+    kw = {"none": dict(fold=False), "fold": dict(fold=True), "refit": dict(refit=x)}[treatment]
     before = model(x).detach().clone()
-    small = sel.apply(model, fold=fold)
-    masked = sel.mask(copy.deepcopy(model), fold=fold)
-    torch.testing.assert_close(small(x), masked(x), rtol=1e-5, atol=1e-5)
+    small = sel.apply(model, **kw)
+    masked = sel.mask(copy.deepcopy(model), **kw)
+    torch.testing.assert_close(small(x), masked(x), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(model(x), before)                       # the original is untouched
     assert count_params(small) < count_params(model)
-    assert count_macs(small, x) < count_macs(model, x)
-    for n, idx in sel.keep.items():
-        layer = small.get_submodule(n)
+    assert count_macs_params(small, x[:1])[0] < count_macs_params(model, x[:1])[0]
+    for g, idx in sel.keep.items():
+        layer = small.get_submodule(g)
         assert (layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features) == len(idx)
-    # masks are torch.nn.utils.prune masks, bias included
-    first = plan.prunable[0]
     assert torch_prune.is_pruned(masked)
-    removed = sorted(set(range(plan.layers[first].n_nodes)) - set(sel.keep[first].tolist()))
+    first = next(iter(sel.keep))
+    removed = sorted(set(range(sel.structure.groups[first].n_nodes)) - set(sel.keep[first].tolist()))
     bias = masked.get_submodule(first).bias
     if bias is not None:
         assert bool((bias[removed] == 0).all())
+
+
+def test_refit_beats_fold_in_reconstruction():
+    """The re-fit minimises the consumers' squared error on the recorded samples: the output is closer to the
+    original than with the mean fold or nothing."""
+    model, x, sel = half_selection("mlp", n=400)
+    torch.set_grad_enabled(False)
+    ref = model(x)
+    err = {kw: float((sel.apply(model, **dict([kw]))(x) - ref).pow(2).mean())
+           for kw in (("fold", False), ("fold", True), ("refit", x))[:2]}
+    refit_err = float((sel.apply(model, refit=x)(x) - ref).pow(2).mean())
+    torch.set_grad_enabled(True)
+    assert refit_err < min(err.values())
 
 
 @pytest.mark.parametrize("layer, consumer", [("features.0", "features.4"), ("features.4", "head.1"),
                                              ("head.1", "head.3")])
 def test_fold_keeps_the_consumers_mean_output(layer, consumer):
     """Folding is exact in the mean: the consumer's output averaged over the recorded samples (and over
-    positions for a convolution, whose bias is per channel) is the original's, padding included; without
-    the fold it shifts by the removed nodes' mean contribution."""
+    positions for a convolution) is the original's, padding included; without it the mean shifts."""
     torch.manual_seed(0)
-    model = _randomise_norms(SmallCNN())
+    model = randomise_norms(SmallCNN())
     x = torch.randn(64, 3, 8, 8)
-    _, plan = build_plan(model, x[:2])
-    n = plan.layers[layer].n_nodes
-    sel = Selection(plan, {layer: torch.arange(0, n, 2)}).record_means(model, x)
+    sel = MIPP(**FAST).select(model, x)
+    n = sel.structure.groups[layer].n_nodes
+    sel = sel.with_keep({layer: torch.arange(0, n, 2)})
 
     def mean_output(m):
         out = []
@@ -284,100 +222,104 @@ def test_fold_keeps_the_consumers_mean_output(layer, consumer):
     assert float((mean_output(sel.apply(model, fold=False)) - reference).abs().max()) > 1e-2
 
 
-def test_fold_needs_recorded_means():
-    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2, bias=False))
-    x = torch.randn(32, 3)
-    _, plan = build_plan(model, x[:2])
-    sel = Selection(plan, {"0": torch.tensor([0, 2])})
-    with pytest.raises(ValueError, match="record_means"):
-        sel.apply(model)
-    small = sel.record_means(model, x).apply(model)
-    assert small[2].bias is not None and small[2].weight.shape == (2, 2)   # a bias-free consumer gets one
-    assert sel.apply(model, fold=False)[2].bias is None
+def test_fold_and_refit_need_their_data():
+    model, x, sel = half_selection("mlp")
+    bare = Selection(sel.structure, sel.keep, sel.example)
+    with pytest.raises(ValueError, match="refit=inputs"):
+        bare.apply(model)
+    assert bare.apply(model, fold=False)[2].weight.shape[1] == len(sel.keep["0"])
+    with pytest.raises(ValueError, match="no samples"):
+        sel.apply(model, refit=x[:0])
+    small = bare.apply(model, refit=x)                                   # a re-fit needs no recorded means
+    assert small[2].bias is not None
 
 
-def test_residual_channels_are_left_alone():
+def test_a_changed_model_is_refused():
+    model, x, sel = half_selection("mlp")
+    small = sel.apply(model)
+    with pytest.raises(ValueError, match="structure differs"):
+        sel.apply(small)
+
+
+def test_residual_stream_is_left_alone_by_default():
     model = TinyResNet().eval()
-    _, plan = build_plan(model, torch.randn(2, 3, 8, 8))
-    assert plan.prunable == ["layer1.conv1", "layer2.conv1"]
-    for name in ("stem.0", "layer1.conv2", "layer2.conv2", "layer2.down.0"):
-        assert plan.layers[name].reason.startswith("residual")
-    assert plan.layers["fc"].reason == "output layer"
-    assert plan.layers["layer1.conv1"].norms == ["layer1.bn1"]
+    st = analyse(model, torch.randn(2, 3, 8, 8))
+    assert st.prunable == ["layer1.conv1", "layer2.conv1"]
+    for name in ("stem.0", "layer2.conv2"):
+        assert "residual stream" in st.groups[name].reason and st.groups[name].coupled
+    assert st.groups["fc"].reason.startswith("output layer")
+    joint = analyse(model, torch.randn(2, 3, 8, 8), joint=True)
+    assert set(joint.prunable) == {"stem.0", "layer1.conv1", "layer2.conv1", "layer2.conv2"}
+    consumers = {c.name for c in joint.groups["stem.0"].consumers}
+    assert consumers == {"layer1.conv1", "layer2.conv1", "layer2.down.0"}
 
 
 def test_mipp_on_resnet_runs_and_applies():
     torch.manual_seed(0)
-    model = _randomise_norms(TinyResNet())
+    model = randomise_norms(TinyResNet())
     x = torch.randn(N, 3, 8, 8)
-    sel = MIPP(**FAST).select(model, x)
-    assert set(sel.keep) == {"layer1.conv1", "layer2.conv1"}
-    torch.testing.assert_close(sel.apply(model)(x[:8]), sel.mask(copy.deepcopy(model))(x[:8]),
-                               rtol=1e-5, atol=1e-5)
+    for joint in (False, True):
+        sel = MIPP(joint=joint, **FAST).select(model, x)
+        assert set(sel.keep) == ({"layer1.conv1", "layer2.conv1"} | ({"stem.0", "layer2.conv2"} if joint else set()))
+        torch.testing.assert_close(sel.apply(model, refit=x)(x[:8]), sel.mask(copy.deepcopy(model), refit=x)(x[:8]),
+                                   rtol=1e-4, atol=1e-4)
 
 
-def test_flatten_expansion_is_recorded():
-    _, plan = build_plan(SmallCNN().eval(), torch.randn(2, 3, 8, 8))
-    assert [(c.name, c.expansion) for c in plan.layers["features.4"].consumers] == [("head.1", 16)]
-    assert plan.layers["features.0"].norms == ["features.1"]
-    assert plan.layers["features.0"].observe == "features_3"   # after BN, ReLU and max-pool
+def test_flatten_columns_come_from_torch_pruning():
+    st = analyse(SmallCNN().eval(), torch.randn(2, 3, 8, 8))
+    (consumer,) = st.groups["features.4"].consumers
+    assert consumer.name == "head.1" and consumer.columns[3] == list(range(48, 64))   # channel 3 -> 16 features
+    assert "features.1" in st.groups["features.0"].members                          # its batch norm
 
 
-@pytest.mark.parametrize("bad, needle", [
-    (nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2)), "'1' (LayerNorm)"),
-    (nn.Sequential(nn.Conv2d(4, 4, 1, groups=2), nn.Flatten(), nn.Linear(4, 2)), "groups=2"),
-])
-def test_unsupported_layers_are_named(bad, needle):
-    shape = (2, 4) if isinstance(bad[0], nn.Linear) else (2, 4, 1, 1)
-    with pytest.raises(UnsupportedModelError, match=needle.replace("(", r"\(").replace(")", r"\)")):
-        build_plan(bad, torch.randn(*shape))
+def test_model_without_prunable_layers():
+    with pytest.raises(UnsupportedModelError, match="no Linear / Conv"):
+        analyse(nn.Sequential(nn.ReLU()), torch.randn(2, 3))
 
 
-def test_unsupported_function_is_named():
-    class Softmaxed(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 2)
-
-        def forward(self, x):
-            return self.b(torch.softmax(self.a(x), dim=1))
-
-    with pytest.raises(UnsupportedModelError, match="softmax"):
-        build_plan(Softmaxed(), torch.randn(2, 4))
-
-
-def test_bad_arguments():
-    with pytest.raises(ValueError, match="n_permutations"):
-        MIPP(alpha=0.01, n_permutations=50)
-    with pytest.raises(ValueError, match="min_keep"):
-        MIPP(min_keep=0)
-    _, plan = build_plan(nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)), torch.randn(2, 3))
-    with pytest.raises(ValueError, match="output layer"):
-        Selection(plan, {"1": torch.tensor([0])})
-    with pytest.raises(ValueError, match="indices"):
-        Selection(plan, {"0": torch.tensor([4])})
+def test_select_restores_every_modules_mode():
+    """A model in train mode with a frozen (eval) batch norm comes back exactly so; dropout is off while
+    activations are recorded, so two selections agree."""
+    model = nn.Sequential(nn.Linear(5, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 3))
+    model.train()
+    model[1].eval()
+    x = torch.randn(N, 5)
+    a = MIPP(**FAST).select(model, x)
+    assert model.training and not model[1].training and model[3].training
+    b = MIPP(**FAST).select(model, x)
+    assert torch.equal(a.keep["0"], b.keep["0"])
 
 
-def test_report():
+def test_inputs_of_every_kind_give_the_same_selection():
+    """A tensor, a DataLoader of (x, label) batches, a list and a one-batch generator: the same samples."""
     model, x = planted_mlp(0, nn.Tanh())
-    sel = MIPP(**FAST).select(model, x)
-    text = sel.report(model, x)
-    assert "output layer" in text and "params 75 ->" in text
-    assert sel.layers["0"].n_tests >= 1 and set(sel.layers["0"].seconds) == {"order", "tests", "report_mi"}
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, torch.zeros(N)), batch_size=64)
+    ref = MIPP(**FAST).select(model, x)
+    for inputs in (loader, list(x.split(100)), (b for b in [x]), iter(loader)):
+        assert torch.equal(MIPP(**FAST).select(model, inputs).keep["0"], ref.keep["0"])
 
 
-def test_plot(tmp_path):
+def test_too_few_samples():
+    model, x = planted_mlp(0, nn.Tanh())
+    with pytest.raises(ValueError, match="samples"):
+        MIPP(progress=False).select(model, x[:3])
+
+
+def test_bad_keep_is_named():
+    model, x, sel = half_selection("mlp")
+    with pytest.raises(ValueError, match="output layer"):
+        sel.with_keep({"4": torch.tensor([0])})
+    with pytest.raises(ValueError, match="indices"):
+        sel.with_keep({"0": torch.tensor([10])})
+
+
+def test_report_and_plot(tmp_path):
     pytest.importorskip("matplotlib")
     model, x = planted_mlp(0, nn.Tanh())
     sel = MIPP(**FAST).select(model, x)
-    path = sel.plot(str(tmp_path / "sel.png"), model, x)
+    text = sel.report(model)
+    assert "output layer" in text and "params 75 ->" in text and "MACs" in text
+    assert sel.layers["0"].n_tests >= 1 and {"screen", "tests", "total"} <= set(sel.layers["0"].seconds)
+    path = sel.plot(str(tmp_path / "sel.png"), model)
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-
-
-def test_dataloader_inputs_match_tensor_inputs():
-    model, x = planted_mlp(0, nn.Tanh())
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, torch.zeros(N)), batch_size=64)
-    a = MIPP(**FAST).select(model, x)
-    b = MIPP(**FAST).select(model, loader)
-    assert torch.equal(a.keep["0"], b.keep["0"])

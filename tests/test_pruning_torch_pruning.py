@@ -1,17 +1,16 @@
-"""The Torch-Pruning backend (optional dependency): explicit-index pruning through its dependency graph,
-ratios that keep exactly the selected count, and the importance adapter inside its own pruner."""
+"""The Torch-Pruning bridge: MIPP's decisions inside Torch-Pruning's pruners, without its traps."""
 import copy
 
 import pytest
 import torch
 from torch import nn
 
-from mipp.pruning import Selection, build_plan
-from mipp.pruning.integrations import MIPPImportance, torch_pruning_apply, torch_pruning_ratios
+from mipp.pruning import MIPP
+from mipp.pruning.integrations import MIPPImportance, torch_pruning_pruner
 
 tp = pytest.importorskip("torch_pruning")
 
-from test_pruning import MODELS, _randomise_norms  # noqa: E402
+from test_pruning import TinyResNet, randomise_norms  # noqa: E402
 
 
 def _truncating_pair():
@@ -23,43 +22,60 @@ def _truncating_pair():
     raise AssertionError("no truncating pair below 64")
 
 
-def _selection(name: str, seed: int = 0):
-    factory, shape = MODELS[name]
-    torch.manual_seed(seed)
-    model = _randomise_norms(factory())
-    x = torch.randn(8, *shape)
-    _, plan = build_plan(model, x[:2])
-    gen = torch.Generator().manual_seed(seed)
-    keep = {n: torch.randperm(plan.layers[n].n_nodes, generator=gen)[: max(1, plan.layers[n].n_nodes * 2 // 3)]
-            for n in plan.prunable}
-    return model, x, Selection(plan, keep)
-
-
-@pytest.mark.parametrize("fold", [False, True])
-@pytest.mark.parametrize("name", list(MODELS))
-def test_torch_pruning_apply_equals_apply(name, fold):
-    model, x, sel = _selection(name)
-    sel = sel.record_means(model, x)
-    ours, theirs = sel.apply(model, fold=fold), torch_pruning_apply(sel, model, x[:1], fold=fold)
-    torch.testing.assert_close(theirs(x), ours(x), rtol=1e-5, atol=1e-5)
-    for n, idx in sel.keep.items():
-        assert theirs.get_submodule(n).weight.shape == ours.get_submodule(n).weight.shape
-
-
-def test_ratios_and_importance_keep_exact_counts():
-    n, k = _truncating_pair()
+def mlp_selection(n_hidden=12):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(5, n), nn.ReLU(), nn.Linear(n, 3)).eval()
-    x = torch.randn(4, 5)
-    _, plan = build_plan(model, x[:2])
-    sel = Selection(plan, {"0": torch.randperm(n)[:k]})
-    # the naive ratio drops one channel too many: the trap that the adjusted ratio avoids
-    for exact in (False, True):
-        pruned = copy.deepcopy(model)
-        ratio = torch_pruning_ratios(sel, pruned)[pruned[0]] if exact else (n - k) / n
-        pruner = tp.pruner.MetaPruner(pruned, x[:1], importance=MIPPImportance(sel, pruned),
-                                      pruning_ratio_dict={pruned[0]: ratio}, ignored_layers=[pruned[2]])
+    model = nn.Sequential(nn.Linear(5, n_hidden), nn.ReLU(), nn.Linear(n_hidden, 6), nn.ReLU(),
+                          nn.Linear(6, 3)).eval()
+    x = torch.randn(300, 5)
+    return model, x, MIPP(n_samples=300, progress=False).select(model, x)
+
+
+def test_importance_scores_kept_nodes_and_leaves_undecided_groups_alone():
+    model, x, sel = mlp_selection()
+    sel = sel.with_keep({"0": torch.tensor([1, 4, 7])})            # group "2" undecided
+    imp = MIPPImportance(sel, model)
+    dg = tp.DependencyGraph().build_dependency(model, example_inputs=x[:2])
+    g0 = dg.get_pruning_group(model[0], tp.prune_linear_out_channels, idxs=list(range(12)))
+    g2 = dg.get_pruning_group(model[2], tp.prune_linear_out_channels, idxs=list(range(6)))
+    assert imp(g0).tolist() == [float(i in (1, 4, 7)) for i in range(12)]
+    assert imp(g2) is None
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_pruner_keeps_exactly_mipps_nodes(steps):
+    """The truncation trap (a count whose ratio rounds one channel too far) and iterative steps."""
+    n, k = _truncating_pair()
+    model, x, sel = mlp_selection(n)
+    gen = torch.Generator().manual_seed(1)
+    sel = sel.with_keep({"0": torch.randperm(n, generator=gen)[:k], "2": torch.tensor([0, 2, 5])})
+    pruned = copy.deepcopy(model)
+    pruner = torch_pruning_pruner(sel, pruned, x[:2], iterative_steps=steps)
+    for _ in range(steps):
         pruner.step()
-        assert pruned[0].out_features == (k if exact else k - 1)
-    # with the adjusted ratio the importance makes Torch-Pruning keep exactly the selected channels
+    assert pruned[0].out_features == k and pruned[2].out_features == 3 and pruned[4].out_features == 3
     torch.testing.assert_close(pruned(x), sel.apply(model, fold=False)(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_hand_configured_metapruner_cannot_override_mipp():
+    """The measured traps: pruning_ratio=0.5 used to halve the output layer and drop channels MIPP kept;
+    now undecided groups (the output layer, the residual stream) are left alone, and a ratio beyond MIPP's
+    decision raises at the next iterative step instead of keeping the wrong channels."""
+    torch.manual_seed(0)
+    model = randomise_norms(TinyResNet())
+    x = torch.randn(300, 3, 8, 8)
+    sel = MIPP(n_samples=300, progress=False).select(model, x)
+    sel = sel.with_keep({name: torch.arange(sel.structure.groups[name].n_nodes - 1) for name in sel.keep})
+    pruned = copy.deepcopy(model)
+    pruner = tp.pruner.MetaPruner(pruned, x[:2], importance=MIPPImportance(sel, pruned), pruning_ratio=0.5,
+                                  iterative_steps=2)
+    pruner.step()
+    assert pruned.fc.out_features == 5                      # the output layer is untouched
+    assert pruned.stem[0].out_channels == 8                 # so is the residual stream MIPP left alone
+    with pytest.raises(RuntimeError, match="MIPP kept"):
+        pruner.step()
+
+
+def test_importance_refuses_a_changed_model():
+    model, x, sel = mlp_selection()
+    with pytest.raises(ValueError, match="structure differs"):
+        MIPPImportance(sel, sel.apply(model))

@@ -5,10 +5,6 @@ from __future__ import annotations
 import argparse
 
 
-def _optional_int(text: str) -> int | None:
-    return None if text.lower() == "none" else int(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mipp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -16,28 +12,28 @@ def main(argv: list[str] | None = None) -> int:
                                        "the closed form and an independent k-d tree oracle")
     demo.add_argument("--n", type=int, default=4000, help="samples for the Gaussian checks")
     demo.add_argument("--k", type=int, default=3)
-    prune = sub.add_parser("prune", help="train a LeNet-style CNN on offline MNIST digits, prune it with "
-                                         "MIPP (after training and at init), fine-tune, and compare with "
-                                         "random / L1 / Taylor channels at the same per-layer sparsity")
+    prune = sub.add_parser("prune", help="train a LeNet on offline MNIST digits, prune it with MIPP (after "
+                                         "training and at init), and compare with the least-squares screen, "
+                                         "random, L1 and Taylor at the same per-group counts, re-fitted alike",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    prune.add_argument("--model", choices=["lenet", "lenet5", "lenet300"], default="lenet",
+                       help="lenet: 8/16/32 CNN; lenet5: 6-16-120-84; lenet300: 784-300-100-10")
     prune.add_argument("--seed", type=int, default=0)
-    prune.add_argument("--alpha", type=float, nargs="+", default=[0.01, 0.05, 0.2], help="test level(s)")
+    prune.add_argument("--tolerance", type=float, nargs="+", default=[0.2, 0.5, 1.0],
+                       help="nats a node may add through the tolerance channel and still be removed")
+    prune.add_argument("--noise", type=float, default=0.01,
+                       help="tolerance-channel noise, a fraction of the consumers' pre-activation variance")
+    prune.add_argument("--alpha", type=float, default=0.05, help="1 - confidence of each removal")
     prune.add_argument("--setting", nargs="+", choices=["trained", "init"], default=["trained", "init"])
-    prune.add_argument("--k", type=int, default=3)
-    prune.add_argument("--n-samples", type=int, default=500, help="activations per layer (N)")
-    prune.add_argument("--n-permutations", type=int, default=99, help="surrogates per node test")
-    prune.add_argument("--direction", choices=["backward", "forward"], default="backward")
-    prune.add_argument("--reduce", choices=["max", "mean"], default="max",
-                       help="a conv channel's value per sample: its max or mean over space")
-    prune.add_argument("--y-components", type=_optional_int, default=None,
-                       help="project Y onto this many principal components ('none': never)")
-    prune.add_argument("--z-components", type=_optional_int, default=None,
-                       help="project the conditioning set onto this many principal components")
+    prune.add_argument("--k", type=int, default=3, help="KSG neighbours")
+    prune.add_argument("--n-samples", type=int, default=1000, help="activations per group (N)")
+    prune.add_argument("--methods", nargs="+", default=["mipp", "screen", "random", "l1", "taylor"],
+                       choices=["mipp", "screen", "random", "l1", "taylor"])
     prune.add_argument("--epochs", type=int, default=3)
     prune.add_argument("--finetune-epochs", type=int, default=1)
-    prune.add_argument("--hidden", type=int, default=32, help="width of the hidden Linear layer")
     prune.add_argument("--n-train", type=int, help="training images used (default: all 4,000)")
-    prune.add_argument("--no-fold", action="store_true", help="do not fold the removed nodes' mean "
-                       "contributions into the consumers' biases (every method alike)")
+    prune.add_argument("--no-refit", action="store_true", help="fold the removed nodes' mean contributions "
+                       "into the consumers' biases instead of the least-squares re-fit (every method alike)")
     prune.add_argument("--csv", help="write the result rows to this CSV file")
     prune.add_argument("--plot", help="write a PNG of the first MIPP selection's report")
     prune.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -47,12 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(n=args.n, k=args.k)
     if args.command == "prune":
         from mipp.pruning.experiment import Config, main as run_experiment, write_csv
-        cfg = Config(seed=args.seed, epochs=args.epochs, finetune_epochs=args.finetune_epochs,
-                     alphas=tuple(args.alpha), settings=tuple(args.setting), k=args.k,
-                     n_samples=args.n_samples, n_permutations=args.n_permutations, direction=args.direction,
-                     reduce=args.reduce, y_components=args.y_components, z_components=args.z_components,
-                     hidden=args.hidden, n_train=args.n_train, fold=not args.no_fold,
-                     progress=not args.no_progress, plot=args.plot)
+        cfg = Config(model=args.model, seed=args.seed, epochs=args.epochs, finetune_epochs=args.finetune_epochs,
+                     tolerances=tuple(args.tolerance), settings=tuple(args.setting), k=args.k, alpha=args.alpha,
+                     noise=args.noise, n_samples=args.n_samples, n_train=args.n_train, refit=not args.no_refit,
+                     methods=tuple(args.methods), progress=not args.no_progress, plot=args.plot)
         rows = run_experiment(cfg)
         if args.csv:
             write_csv(rows, args.csv)

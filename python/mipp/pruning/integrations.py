@@ -1,108 +1,82 @@
-"""Drop-in backends for other pruning code: Torch-Pruning (optional dependency) and baseline selections.
+"""The Torch-Pruning bridge: MIPP's decisions inside Torch-Pruning's own pruners.
 
-Torch-Pruning's pruners turn a per-layer ratio r into a kept count int(n * (1 - r)); the float product
-of a ratio of exactly (n - k) / n can fall just below k and keep k - 1 channels. ``torch_pruning_apply``
-therefore prunes by explicit indices through the dependency graph, and ``torch_pruning_ratios`` gives
-ratios half a channel below (n - k) / n for pruners that only take ratios: int(k + 0.5) = k exactly.
+``torch_pruning_pruner(selection, model, example)`` returns a configured ``tp.pruner.MetaPruner`` that removes
+exactly MIPP's nodes from every decided group (in one step or over ``iterative_steps``) and leaves every
+other group alone. Two traps of a hand-configured pruner are closed here:
+
+* Torch-Pruning turns a ratio r into a kept count int(n * (1 - r)); the float product for a ratio of exactly
+  (n - k) / n can fall just below k and keep k - 1 channels. The ratios used are half a channel below it,
+  so int(k + 0.5) = k exactly.
+* after an iterative step the channels are renumbered; :class:`MIPPImportance` maps the current channels
+  back to the original ones through the dependency graph's pruning history, so later steps still score the
+  channels MIPP kept, and it raises when a channel MIPP kept has already been removed (a ``pruning_ratio``
+  larger than MIPP's would do that; Torch-Pruning gives an importance no way to stop it within one step).
 """
 from __future__ import annotations
-
-import copy
 
 import torch
 from torch import nn
 
 from mipp.pruning.select import Selection
-from mipp.pruning.surgery import fold_means
-
-
-def _tp():
-    try:
-        import torch_pruning
-    except ImportError as exc:  # optional dependency
-        raise ImportError("this needs Torch-Pruning: pip install torch-pruning") from exc
-    return torch_pruning
-
-
-def _out_channel_fn(tp, module: nn.Module):
-    return tp.prune_conv_out_channels if isinstance(module, nn.Conv2d) else tp.prune_linear_out_channels
-
-
-def torch_pruning_apply(selection: Selection, model: nn.Module, example: torch.Tensor,
-                        fold: bool = True) -> nn.Module:
-    """A smaller deep copy of ``model`` pruned by Torch-Pruning's dependency graph with the selection's
-    explicit indices (no ratio, so no truncation); ``fold`` as in :meth:`Selection.apply`."""
-    tp = _tp()
-    small = copy.deepcopy(model)
-    means = selection.means_for(fold)
-    if means is not None:
-        fold_means(small, selection.plan, selection.keep, means)
-    dg = tp.DependencyGraph().build_dependency(small, example_inputs=example)
-    for name, idx in selection.keep.items():
-        module = small.get_submodule(name)
-        n = selection.plan.layers[name].n_nodes
-        removed = sorted(set(range(n)) - set(idx.tolist()))
-        if removed:
-            dg.get_pruning_group(module, _out_channel_fn(tp, module), idxs=removed).prune()
-    return small
-
-
-def torch_pruning_ratios(selection: Selection, model: nn.Module) -> dict[nn.Module, float]:
-    """{module: ratio} for Torch-Pruning's ``pruning_ratio_dict`` that keeps exactly the selected count."""
-    out = {}
-    for name, idx in selection.keep.items():
-        n = selection.plan.layers[name].n_nodes
-        out[model.get_submodule(name)] = (n - len(idx) - 0.5) / n
-    return out
+from mipp.pruning.structure import _tp
 
 
 class MIPPImportance:
-    """A Torch-Pruning importance (``tp.importance.Importance`` protocol: group -> per-channel scores)
-    that scores kept channels 1 and removed ones 0, for use with its pruners and
-    ``torch_pruning_ratios``. Unknown layers (not in the selection) score 1: they are kept."""
+    """A Torch-Pruning importance (``tp.importance.Importance`` protocol: group -> per-channel scores): nodes
+    MIPP kept score 1, removed ones 0. For a group MIPP did not decide (the output layer, a residual stream
+    without ``joint``, an unsupported consumer) it returns None, and Torch-Pruning leaves the group alone."""
 
     def __init__(self, selection: Selection, model: nn.Module):
-        self._keep = {model.get_submodule(name): idx for name, idx in selection.keep.items()}
+        selection.structure.check_model(model)
+        modules = dict(model.named_modules())
+        self._names = {modules[name]: name for name in selection.keep}
+        self._keep = {name: set(idx.tolist()) for name, idx in selection.keep.items()}
+        self._n = {name: selection.structure.groups[name].n_nodes for name in selection.keep}
 
-    def __call__(self, group, **kwargs) -> torch.Tensor:
-        dep, idxs = group[0]
-        root_idxs = torch.as_tensor([int(i) for i in group[0].root_idxs])
-        keep = self._keep.get(dep.target.module)
-        if keep is None:
-            return torch.ones(len(idxs))
-        return torch.isin(root_idxs, keep).float()
+    def _alive(self, name: str, group) -> list[int]:
+        """Original indices of the root's current channels, replaying Torch-Pruning's pruning history."""
+        alive = list(range(self._n[name]))
+        dg = getattr(group, "_DG", None)
+        for root_name, is_out, idxs in (dg.pruning_history() if dg is not None else []):
+            if root_name == name and is_out:
+                gone = set(int(i) for i in idxs)
+                alive = [a for j, a in enumerate(alive) if j not in gone]
+        return alive
+
+    def __call__(self, group, **kwargs) -> torch.Tensor | None:
+        name = self._names.get(group[0].dep.target.module)
+        if name is None:
+            return None
+        alive = self._alive(name, group)
+        missing = self._keep[name] - set(alive)
+        if missing:
+            raise RuntimeError(f"Torch-Pruning removed nodes {sorted(missing)[:5]} of {name!r} that MIPP kept: its "
+                               "pruning ratio exceeds MIPP's decision. Use "
+                               "mipp.pruning.integrations.torch_pruning_pruner(selection, model, example)")
+        original = [alive[int(i)] for i in group[0].root_idxs]
+        return torch.tensor([float(o in self._keep[name]) for o in original])
 
 
-def keep_top(selection: Selection, scores: dict[str, torch.Tensor]) -> Selection:
-    """A selection with the same per-layer counts as ``selection`` keeping the highest-scoring nodes."""
-    return selection.with_keep({name: scores[name].topk(len(idx)).indices.sort().values
-                                for name, idx in selection.keep.items()})
-
-
-def random_scores(selection: Selection, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    return {name: torch.rand(selection.plan.layers[name].n_nodes, generator=generator)
-            for name in selection.keep}
-
-
-def l1_scores(selection: Selection, model: nn.Module) -> dict[str, torch.Tensor]:
-    """L1 norm of each node's incoming weights (filter norm for conv channels)."""
-    return {name: model.get_submodule(name).weight.detach().abs().flatten(1).sum(dim=1)
-            for name in selection.keep}
-
-
-def taylor_scores(selection: Selection, model: nn.Module, x: torch.Tensor, target: torch.Tensor,
-                  loss_fn=nn.functional.cross_entropy) -> dict[str, torch.Tensor]:
-    """Torch-Pruning's first-order Taylor importance (its whole dependency group) from the gradient of
-    the loss on (x, target)."""
-    tp = _tp()
-    model = copy.deepcopy(model)
-    dg = tp.DependencyGraph().build_dependency(model, example_inputs=x[:1])
-    model.zero_grad()
-    loss_fn(model(x), target).backward()
-    imp = tp.importance.TaylorImportance()
+def torch_pruning_ratios(selection: Selection, model: nn.Module) -> dict[nn.Module, float]:
+    """{root module: ratio} for ``pruning_ratio_dict`` that keeps exactly MIPP's count in every decided group."""
+    modules = dict(model.named_modules())
     out = {}
-    for name in selection.keep:
-        module = model.get_submodule(name)
-        n = selection.plan.layers[name].n_nodes
-        out[name] = imp(dg.get_pruning_group(module, _out_channel_fn(tp, module), idxs=list(range(n))))
+    for name, idx in selection.keep.items():
+        n = selection.structure.groups[name].n_nodes
+        out[modules[name]] = (n - len(idx) - 0.5) / n if len(idx) < n else 0.0
     return out
+
+
+def torch_pruning_pruner(selection: Selection, model: nn.Module, example=None, iterative_steps: int = 1,
+                         **kwargs):
+    """A ``tp.pruner.MetaPruner`` on ``model`` (pruned in place by ``pruner.step()``, as Torch-Pruning works)
+    that removes exactly MIPP's nodes after ``iterative_steps`` steps and nothing else. Extra keyword
+    arguments go to MetaPruner (those that set ratios or the importance are MIPP's and refused)."""
+    tp = _tp()
+    for key in ("importance", "pruning_ratio", "pruning_ratio_dict", "global_pruning"):
+        if key in kwargs:
+            raise TypeError(f"{key!r} is set by MIPP's selection and cannot be passed")
+    return tp.pruner.MetaPruner(model, selection.example if example is None else example,
+                                importance=MIPPImportance(selection, model), pruning_ratio=0.0,
+                                pruning_ratio_dict=torch_pruning_ratios(selection, model),
+                                iterative_steps=iterative_steps, global_pruning=False, **kwargs)

@@ -1,57 +1,27 @@
-"""MIPP node selection with KSG estimates (see DESIGN.md, "The MIPP pruner").
+"""MIPP node selection: groups visited from the output back to the input, each decided by decide.py.
 
-Layers are visited from the last hidden layer back to the first, so that the kept nodes of a layer's
-consumers are known when the layer is pruned: X = the layer's node activations (a conv channel reduced
-over space), Y = the kept nodes of its consumers (the network output for the last hidden layer). A node
-is removed when the permutation test of I(X_i; Y | X_rest) is not significant at level ``alpha``.
-
-Every estimate z-scores its columns (``normalize=True``): the max-norm would otherwise let the channel
-with the widest range decide all neighbourhoods. Two cases are decided exactly, without a test: a constant
-node, and a node that is an exact affine function of the nodes it is tested against (AFFINE_TOL), whose
-conditional MI is 0 but whose KSG estimate lies above its surrogates (tests/test_pruning.py measures it).
+For each prunable group (structure.py) the target is what its consumers compute: their pre-activations
+restricted to the outputs that are kept (a consumer that is itself pruned was decided first, since groups
+are visited in reverse execution order). The consumer's inputs are captured by hooks (capture.py); the
+decision (decide.py) removes a node only when the KSG upper confidence bound of the information it adds
+through the tolerance channel is below ``tolerance``.
 """
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-import mipp
-from mipp.ksg import _zscore, local_permutations
-from mipp.pruning.graph import ModelPlan, build_plan, consumer_sources, first_batch, record, trace
-from mipp.pruning.surgery import apply_keep, check_keep, mask_keep
-
-
-def principal_components(x: torch.Tensor, m: int | None) -> torch.Tensor:
-    """The first ``m`` principal component scores of the z-scored columns of ``x`` (x itself when it has
-    at most m columns or m is None). KSG loses power as dimensions grow; this keeps the leading ones."""
-    if m is None or x.shape[1] <= m:
-        return x
-    u, s, _ = torch.linalg.svd(_zscore(x), full_matrices=False)
-    return u[:, :m] * s[:m]
-
-
-# A node whose least-squares residual on the other nodes (and a constant) is below this fraction of its
-# centred norm is treated as an exact affine function of them. float32 activations carry about 6e-8 relative
-# rounding per operation, and sums of thousands of terms stay below 1e-6; the nodes of the LeNet layers in
-# the experiment, trained or not, are all above 0.2 (measured), so the rule only meets true identities.
-AFFINE_TOL = 1e-5
-
-
-def affine_residuals(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """(m,) for x (N, m) and z (N, d): each column's least-squares residual on z's columns and a constant,
-    relative to its centred norm; 0 for an exact affine function of z. Rank-deficient z (duplicated nodes)
-    is fine: only z's singular directions above 1e-9 of the largest are used."""
-    u, s, _ = torch.linalg.svd(_zscore(z), full_matrices=False)
-    u = u[:, s > s[0] * 1e-9]
-    centred = x - x.mean(dim=0)
-    residual = centred - u @ (u.T @ centred)
-    return residual.norm(dim=0) / centred.norm(dim=0).clamp_min(torch.finfo(x.dtype).tiny)
+from mipp.pruning.capture import _batch_size, _slice, capture, flat_weight, kernel_size, materialise
+from mipp.pruning.decide import Block, NodeRecord, decide_layer
+from mipp.pruning.refit import consumer_plan, fold_means, mask_groups, refit as refit_consumers, removed_nodes
+from mipp.pruning.structure import Structure, analyse, producer_channels, prune_groups
 
 
 @dataclass
@@ -59,268 +29,278 @@ class LayerResult:
     name: str
     n_before: int
     n_after: int
-    mi_before: float      # I(X_all; Y), nats
-    mi_kept: float        # I(X_kept; Y), nats
-    y_dims: int           # columns of Y as tested (after projection)
-    p_values: dict[int, float] = field(default_factory=dict)   # node -> p-value (or lower bound) when tested
-    seconds: dict[str, float] = field(default_factory=dict)    # where the time went
-    n_tests: int = 0
-    n_surrogates: int = 0   # surrogate estimates evaluated (early stopping makes this < n_tests * P)
+    consumers: list[str]
+    recon_error: float           # relative LS error of the consumers' pre-activations from the kept nodes
+    info_removed: float          # sum of the removed nodes' estimated Delta (nats)
+    records: list[NodeRecord] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_tests(self) -> int:
+        return sum(r.rule == "test" for r in self.records)
+
+
+def _check_inputs_2d(name: str, t) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() == 1:
+        t = t[:, None]
+    if t.dim() != 2:
+        raise ValueError(f"{name} must have shape (N, d), got {tuple(t.shape)}")
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor, got {t.dtype}")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+    return t.detach().to(torch.float64).cpu()
 
 
 class Selection:
-    """The result of :meth:`MIPP.select`: ``keep`` maps module names to kept output-node indices; ``means``
-    maps the consumers' input fx nodes to their sample means on the model the selection was made on."""
+    """The result of :meth:`MIPP.select`: ``keep`` maps each decided group (its root module's name) to the
+    kept node indices. ``apply`` / ``mask`` turn it into a smaller model or masks (with the mean fold, or a
+    least-squares re-fit of the consumers with ``refit=inputs``)."""
 
-    def __init__(self, plan: ModelPlan, keep: dict[str, torch.Tensor],
-                 layers: dict[str, LayerResult] | None = None, seconds_capture: float = 0.0,
-                 means: dict[str, torch.Tensor] | None = None):
-        self.plan = plan
-        self.keep = check_keep(plan, keep)
+    def __init__(self, structure: Structure, keep: dict[str, torch.Tensor], example,
+                 layers: dict[str, LayerResult] | None = None, means: dict[str, torch.Tensor] | None = None,
+                 seconds: dict[str, float] | None = None,
+                 settings: dict | None = None):
+        self.structure = structure
+        self.keep = self._check_keep(structure, keep)
+        self.example = example
         self.layers = layers or {}
-        self.seconds_capture = seconds_capture
         self.means = means
+        self.seconds = seconds or {}
+        self.settings = settings or {}
 
-    def means_for(self, fold: bool) -> dict[str, torch.Tensor] | None:
-        """The recorded means when ``fold`` (an error when there are none), else None."""
-        if fold and self.means is None:
-            raise ValueError("fold=True needs the consumers' mean inputs: use selection.record_means(model, "
-                             "inputs) first, or fold=False")
-        return self.means if fold else None
-
-    def apply(self, model: nn.Module, fold: bool = True) -> nn.Module:
-        """A new, physically smaller model with the same forward API; ``model`` is untouched. ``fold``: add
-        the removed nodes' mean contribution to the consumers' biases (surgery.fold_means); ``model`` must
-        then be the one whose means were recorded."""
-        return apply_keep(model, self.plan, self.keep, self.means_for(fold))
-
-    def mask(self, model: nn.Module, fold: bool = True) -> nn.Module:
-        """torch.nn.utils.prune structured masks of this selection, applied to ``model`` in place (with
-        ``fold``, the consumers' biases are folded in place too)."""
-        return mask_keep(model, self.plan, self.keep, self.means_for(fold))
-
-    def with_keep(self, keep: dict[str, torch.Tensor]) -> "Selection":
-        """Another selection on the same model (a baseline at the same sparsity, for instance)."""
-        return Selection(self.plan, keep, means=self.means)
-
-    def record_means(self, model: nn.Module, inputs, n_samples: int = 2000) -> "Selection":
-        """This selection with the consumers' mean inputs recorded on ``model`` (first n_samples inputs)."""
-        _, means = record(trace(model), inputs, set(), n_samples, "mean", consumer_sources(self.plan))
-        return Selection(self.plan, self.keep, self.layers, self.seconds_capture, means)
+    @staticmethod
+    def _check_keep(structure: Structure, keep: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, idx in keep.items():
+            group = structure.groups.get(name)
+            if group is None or not group.prunable:
+                reason = group.reason if group is not None else "not the root of a pruning group"
+                raise ValueError(f"group {name!r} cannot be pruned: {reason}")
+            idx = torch.as_tensor(idx, dtype=torch.long).unique(sorted=True)
+            if len(idx) == 0 or int(idx[0]) < 0 or int(idx[-1]) >= group.n_nodes:
+                raise ValueError(f"keep[{name!r}] must hold 1..{group.n_nodes} indices in [0, {group.n_nodes})"
+                                 f", got {idx.tolist()}")
+            out[name] = idx
+        return {name: out[name] for name in structure.groups if name in out}
 
     @property
     def counts(self) -> dict[str, int]:
         return {name: len(idx) for name, idx in self.keep.items()}
 
-    def report(self, model: nn.Module | None = None, example: torch.Tensor | None = None) -> str:
-        from mipp.pruning.report import format_report
-        return format_report(self, model, example)
+    @property
+    def sparsity(self) -> float:
+        """Fraction of the decided groups' nodes removed."""
+        total = sum(self.structure.groups[n].n_nodes for n in self.keep)
+        return 1.0 - sum(self.counts.values()) / max(total, 1)
 
-    def plot(self, path: str, model: nn.Module | None = None, example: torch.Tensor | None = None) -> str:
+    def with_keep(self, keep: dict[str, torch.Tensor]) -> "Selection":
+        """Another selection on the same model (a baseline at the same counts, for instance)."""
+        return Selection(self.structure, keep, self.example, means=self.means)
+
+    def _removed_channels(self) -> dict[str, list[int]]:
+        return producer_channels(self.structure, removed_nodes(self.structure, self.keep))
+
+    def _prepare(self, model: nn.Module, fold: bool, refit_inputs, n_refit: int | None):
+        self.structure.check_model(model)
+        plan = consumer_plan(self.structure, self.keep, model)
+        batches = None
+        if refit_inputs is not None:
+            batches = materialise(refit_inputs, n_refit or 10 ** 12)
+        elif fold and self.means is None:
+            raise ValueError("fold=True needs the consumers' mean inputs, which this selection lacks: pass "
+                             "refit=inputs, or fold=False")
+        return plan, batches
+
+    def apply(self, model: nn.Module, fold: bool = True, refit=None, n_refit: int | None = None) -> nn.Module:
+        """A new, physically smaller model (Torch-Pruning removes the groups' channels); ``model`` is
+        untouched. ``refit``: inputs (tensor or iterable of batches) on which each consumer is re-fitted by
+        least squares to the original pre-activations (in place of the mean fold); otherwise ``fold`` adds
+        the removed nodes' mean contributions to the consumers' biases."""
+        return self._treat(copy.deepcopy(model), model, False, fold, refit, n_refit)
+
+    def mask(self, model: nn.Module, fold: bool = True, refit=None, n_refit: int | None = None) -> nn.Module:
+        """``torch.nn.utils.prune`` masks of this selection on ``model``, in place (as torch.nn.utils.prune
+        works); returns ``model``. ``fold`` / ``refit`` as in :meth:`apply` (the re-fit needs a copy of the
+        unmasked model, made here)."""
+        original = copy.deepcopy(model) if refit is not None else model
+        return self._treat(model, original, True, fold, refit, n_refit)
+
+    def _treat(self, target: nn.Module, original: nn.Module, masked: bool, fold: bool, refit_inputs,
+               n_refit: int | None) -> nn.Module:
+        """Fold (before removal) or re-fit (after) the consumers of ``target`` and remove or mask the nodes."""
+        plan, batches = self._prepare(original, fold, refit_inputs, n_refit)
+        if batches is None and fold:
+            fold_means(target, plan, self.means)
+        (mask_groups if masked else prune_groups)(target, self.example, self._removed_channels())
+        if batches is not None:
+            refit_consumers(target, original, batches, plan, self.structure.order, masked=masked)
+        return target
+
+    def report(self, model: nn.Module | None = None) -> str:
+        from mipp.pruning.report import format_report
+        return format_report(self, model)
+
+    def plot(self, path: str, model: nn.Module | None = None) -> str:
         from mipp.pruning.report import plot_selection
-        return plot_selection(self, path, model, example)
+        return plot_selection(self, path, model)
 
 
 @dataclass
 class MIPP:
-    """Mutual Information Preserving Pruning with exact KSG estimates.
+    """Mutual Information Preserving Pruning with KSG decisions that hold on wide layers.
 
-    k: neighbours of the KSG / Frenzel-Pompe estimators. alpha: level of each node's permutation test.
-    n_permutations: surrogates per test (the test is decided exactly, but stops as soon as the
-    exceedances make significance impossible). k_perm: neighbours in X_rest among which a conditional
-    surrogate shuffles X_i (see mipp.ksg.local_permutations). n_samples: activations used (N). min_keep: nodes never
-    removed from a layer. reduce: "mean" or "max" of a conv channel over space.
-    direction: "backward" (eliminate, the paper's order) or "forward" (add nodes by CMI until the next
-    one is not significant). y_components / z_components: project Y / the conditioning set X_rest onto
-    their leading principal components when wider (None: never).
-    seed: the permutations' generator. progress: tqdm bars on stderr.
+    A node is removed only when the data show, at confidence 1 - ``alpha``, that the information it adds
+    about its consumers' pre-activations beyond the other kept nodes is below ``tolerance`` nats, with the
+    pre-activations seen through Gaussian noise of ``noise`` times their mean variance (the tolerance
+    channel; see mipp.pruning.decide). Larger ``tolerance`` or ``noise`` prune more; a smaller ``alpha``
+    (more confidence required) prunes less.
+
+    k: KSG neighbours. n_samples: input samples whose activations are used (N). min_keep: nodes never
+    removed from a group (no layer collapse). joint: decide residual streams (groups of several producers)
+    against all their consumers at once. ridge: relative ridge of the least-squares regressions. m_max:
+    signal directions estimated by KSG per node (the rest by the Gaussian closed form). seed: the
+    generator of sampled positions and channel noise. progress: tqdm bars on stderr.
     """
     k: int = 3
     alpha: float = 0.05
-    n_permutations: int = 100
-    n_samples: int = 2000
+    tolerance: float = 0.2
+    noise: float = 0.01
+    n_samples: int = 1000
     min_keep: int = 1
-    reduce: str = "mean"
-    direction: str = "backward"
-    y_components: int | None = None
-    z_components: int | None = None
-    k_perm: int = 5
-    permutation_block: int = 25
+    joint: bool = False
+    ridge: float = 1e-9
+    m_max: int = 2
     seed: int = 0
     progress: bool = True
 
     def __post_init__(self):
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
-        if self.max_exceedances < 0:
-            raise ValueError(f"n_permutations={self.n_permutations} cannot reach p <= alpha={self.alpha}: "
-                             f"use at least {math.ceil(1 / self.alpha) - 1}")
-        if self.direction not in ("backward", "forward"):
-            raise ValueError(f'direction must be "backward" or "forward", got {self.direction!r}')
-        if self.min_keep < 1:
-            raise ValueError(f"min_keep must be >= 1 (a layer with no node disconnects the network), "
-                             f"got {self.min_keep}")
+        def integer(name, low):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
+        integer("k", 1)
+        integer("n_samples", 2)
+        integer("min_keep", 1)
+        integer("m_max", 1)
+        if not (isinstance(self.alpha, (int, float)) and 0 < self.alpha < 1):
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha!r}")
+        if not (isinstance(self.tolerance, (int, float)) and 0 <= self.tolerance < math.inf):
+            raise ValueError(f"tolerance must be a finite number of nats >= 0, got {self.tolerance!r}")
+        if not (isinstance(self.noise, (int, float)) and 0 < self.noise < math.inf):
+            raise ValueError(f"noise must be > 0 (a fraction of the consumers' pre-activation variance), got "
+                             f"{self.noise!r}")
+        if not (isinstance(self.ridge, (int, float)) and 0 <= self.ridge < 1):
+            raise ValueError(f"ridge must be in [0, 1), got {self.ridge!r}")
 
-    @property
-    def max_exceedances(self) -> int:
-        """The largest number b of surrogates >= the estimate with p = (1 + b) / (P + 1) <= alpha."""
-        return math.floor(self.alpha * (self.n_permutations + 1) + 1e-9) - 1
+    def _decide(self, blocks: list[Block], n_nodes: int, gen: torch.Generator, bar, drop=None):
+        return decide_layer(blocks, n_nodes, k=self.k, alpha=self.alpha, tolerance=self.tolerance,
+                            noise=self.noise, min_keep=self.min_keep, generator=gen, ridge=self.ridge,
+                            m_max=self.m_max, drop=drop, bar=bar)
 
-    # -- the test ---------------------------------------------------------------------------------------
-    def _test(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None, gen: torch.Generator,
-              res: LayerResult) -> tuple[bool, float]:
-        """Permutation test of I(x; y | z) > 0 (z None: I(x; y)). Surrogates run in blocks; the test stops
-        when more than ``max_exceedances`` surrogates reach the estimate: the decision is the one the full
-        test would take, the returned p-value is then a lower bound."""
-        exceed, done = 0, 0
-        res.n_tests += 1
-        # all conditional surrogates drawn at once: drawing them is a loop over the N samples whatever
-        # their number, so one draw per test costs a quarter of one per block (measured; it dominated)
-        perms = None if z is None else local_permutations(z, self.n_permutations, self.k_perm, gen,
-                                                              normalize=True)
-        while done < self.n_permutations:
-            block = min(self.permutation_block, self.n_permutations - done)
-            if z is None:
-                r = mipp.permutation_test(x, y, None, self.k, n_permutations=block, generator=gen,
-                                          normalize=True)
-                estimate, null = r.estimate, r.null
-            else:
-                # data and surrogates in one batched call; y and z are shared by all of them
-                xs = torch.cat([x[None], x[perms[done:done + block]]])[..., None]
-                stats = mipp.cmi(xs, y, z, self.k, normalize=True)
-                estimate, null = stats[0], stats[1:]
-            exceed += int((null >= estimate).sum())
-            done += block
-            res.n_surrogates += block
-            if exceed > self.max_exceedances:
-                return False, (1 + exceed) / (self.n_permutations + 1)
-        return True, (1 + exceed) / (self.n_permutations + 1)
-
-    @staticmethod
-    def _affine(X: torch.Tensor, candidates: list[int], S: list[int]) -> list[bool]:
-        """Which candidates are exact affine functions of the nodes S (never with N <= |S| + 1 samples,
-        where every column is one). Such a node carries nothing beyond S: I(X_i; Y | X_S) = 0 exactly,
-        but KSG's estimate of it exceeds its surrogates (a deterministic sum tightens the joint
-        neighbourhoods, a shuffled one less), so the test would keep it."""
-        if not S or X.shape[0] <= len(S) + 1:
-            return [False] * len(candidates)
-        return (affine_residuals(X[:, candidates], X[:, S]) < AFFINE_TOL).tolist()
-
-    def _condition(self, X: torch.Tensor, S: list[int]) -> torch.Tensor | None:
-        return principal_components(X[:, S], self.z_components) if S else None
-
-    # -- one layer --------------------------------------------------------------------------------------
-    def select_layer(self, X: torch.Tensor, Y: torch.Tensor, gen: torch.Generator | None = None,
-                     name: str = "layer", bar: tqdm | None = None) -> tuple[list[int], LayerResult]:
-        """Kept node indices (sorted) of a layer with activations X (N, D) for target Y (N, dy)."""
-        gen = gen if gen is not None else torch.Generator().manual_seed(self.seed)
-        D = X.shape[1]
-        Y = principal_components(Y, self.y_components)
-        res = LayerResult(name, D, D, float("nan"), float("nan"), Y.shape[1])
+    # -- activations and a target alone --------------------------------------------------------------
+    def select_layer(self, X: torch.Tensor, Y: torch.Tensor, name: str = "layer") -> tuple[list[int], LayerResult]:
+        """Kept node indices (sorted) of a layer with activations X (N, D) for a target Y (N, q), without a
+        model: Y's columns are z-scored and the consumer's weights are estimated from (X, Y) by least
+        squares (W = Cov(Y, X) Cov(X)^-1), so the decision preserves what a linear read-out of X gives Y."""
+        X, Y = _check_inputs_2d("X", X), _check_inputs_2d("Y", Y)
+        if X.shape[0] != Y.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} samples but Y has {Y.shape[0]}")
+        if X.shape[0] <= self.k + 1:
+            raise ValueError(f"got N={X.shape[0]} samples; the decision needs more than k + 1 = {self.k + 1}")
         t0 = time.perf_counter()
-        # A constant node carries no information (every surrogate equals the data): drop it untested,
-        # unless min_keep needs it.
-        constant = [i for i in range(D) if bool((X[:, i] == X[0, i]).all())]
-        varying = [i for i in range(D) if i not in constant]
-        if len(varying) < self.min_keep:
-            varying = varying + constant[: self.min_keep - len(varying)]
-        mi_each = mipp.mi_per_feature(X[:, varying], Y, self.k, normalize=True)
-        res.seconds["order"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        if bar is not None:
-            bar.reset(total=len(varying))
-            bar.set_description(name)
-        if self.direction == "backward":
-            kept = self._backward(X, Y, [varying[j] for j in mi_each.argsort().tolist()], gen, res, bar)
-        else:
-            kept = self._forward(X, Y, varying, mi_each, gen, res, bar)
-        res.seconds["tests"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        kept = sorted(kept)
-        res.n_after = len(kept)
-        res.mi_before = float(mipp.mi(X, Y, self.k, normalize=True))
-        res.mi_kept = float(mipp.mi(X[:, kept], Y, self.k, normalize=True))
-        res.seconds["report_mi"] = time.perf_counter() - t0
-        return kept, res
-
-    def _backward(self, X, Y, order, gen, res, bar):
-        kept = list(order)
-        for i in order:
-            if len(kept) <= self.min_keep:
-                break
-            rest = [j for j in kept if j != i]
-            if self._affine(X, [i], rest)[0]:
-                significant, p = False, 1.0
-            else:
-                significant, p = self._test(X[:, i], Y, self._condition(X, rest), gen, res)
-            res.p_values[i] = p
-            if not significant:
-                kept.remove(i)
-            if bar is not None:
-                bar.update()
-        return kept
-
-    def _forward(self, X, Y, candidates, mi_each, gen, res, bar):
-        kept: list[int] = []
-        remaining = list(candidates)
-        score = mi_each.clone()
-        while remaining:
-            best = remaining[int(score.argmax())]
-            significant, p = self._test(X[:, best], Y, self._condition(X, kept), gen, res)
-            res.p_values[best] = p
-            if bar is not None:
-                bar.update()
-            if not significant and len(kept) >= self.min_keep:
-                break
-            kept.append(best)
-            remaining.remove(best)
-            dependent = self._affine(X, remaining, kept)
-            res.p_values.update({j: 1.0 for j, d in zip(remaining, dependent) if d})
-            remaining = [j for j, d in zip(remaining, dependent) if not d]
-            if remaining:
-                # every remaining candidate's CMI given the new set, one batched call (Z shared)
-                xs = X[:, remaining].T.unsqueeze(-1)
-                score = mipp.cmi(xs, Y, self._condition(X, kept), self.k, normalize=True)
-        return kept
-
-    # -- the model --------------------------------------------------------------------------------------
-    def select(self, model: nn.Module, inputs) -> Selection:
-        """Select the nodes to keep in every prunable layer of ``model`` from activations on ``inputs`` (a
-        tensor of inputs or an iterable of batches such as a DataLoader; the first n_samples are used)."""
-        t0 = time.perf_counter()
-        gm, plan = build_plan(model, first_batch(inputs))
-        wanted = {plan.output} | {lp.observe for lp in plan.layers.values()}
-        acts, means = record(gm, inputs, wanted, self.n_samples, self.reduce, consumer_sources(plan))
-        n = acts[plan.output].shape[0]
-        if n <= self.k + 1:
-            raise ValueError(f"got {n} samples from inputs; MIPP needs many more than k={self.k} (n_samples="
-                             f"{self.n_samples})")
-        seconds_capture = time.perf_counter() - t0
+        Yz = (Y - Y.mean(0)) / Y.std(0).clamp_min(1e-300)
+        mean = X.mean(0)
+        Xc = X - mean
+        cov = Xc.T @ Xc / len(X)
+        lam = self.ridge * float(cov.diagonal().mean())
+        weight = torch.linalg.solve(cov + lam * torch.eye(len(cov), dtype=cov.dtype), Xc.T @ Yz / len(X)).T
+        block = Block(cov, mean, X, len(X), weight, [torch.tensor([i]) for i in range(X.shape[1])], name)
         gen = torch.Generator().manual_seed(self.seed)
-        keep: dict[str, torch.Tensor] = {}
-        results: dict[str, LayerResult] = {}
-        order = list(reversed(plan.prunable))
-        outer = tqdm(order, desc="MIPP layers", file=sys.stderr, disable=not self.progress, leave=False)
-        inner = tqdm(total=0, desc="nodes", file=sys.stderr, disable=not self.progress, leave=False)
-        try:
-            for name in outer:
-                lp = plan.layers[name]
-                X = acts[lp.observe]
-                kept, res = self.select_layer(X, self._target(plan, acts, name, keep), gen, name, inner)
-                keep[name] = torch.tensor(kept, dtype=torch.long)
-                results[name] = res
-        finally:
-            inner.close()
-            outer.close()
-        return Selection(plan, keep, results, seconds_capture, means)
+        with tqdm(total=X.shape[1], desc=name, file=sys.stderr, disable=not self.progress, leave=False) as bar:
+            d = self._decide([block], X.shape[1], gen, bar)
+        res = _result(name, X.shape[1], d, ["target"])
+        res.seconds["total"] = time.perf_counter() - t0
+        return d.kept, res
 
-    @staticmethod
-    def _target(plan: ModelPlan, acts: dict[str, torch.Tensor], name: str,
-                keep: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Y of a layer: the (kept) observed activations of each consumer, side by side."""
-        parts = []
-        for consumer in plan.layers[name].consumers:
-            q = plan.layers[consumer.name]
-            value = acts[q.observe]
-            parts.append(value[:, keep[q.name]] if q.name in keep else value)
-        return torch.cat(parts, dim=1)
+    # -- a model -------------------------------------------------------------------------------------
+    def select(self, model: nn.Module, inputs) -> Selection:
+        """Decide every prunable group of ``model`` from its activations on ``inputs`` (a tensor of inputs,
+        or an iterable of batches such as a DataLoader: tensors, (inputs, labels) tuples or dicts of
+        keyword inputs; the first ``n_samples`` samples are used, an iterable is consumed once)."""
+        gen = torch.Generator().manual_seed(self.seed)
+
+        def decide(group, blocks, drops, bar):
+            d = self._decide(blocks, group.n_nodes, gen, bar, drops)
+            return d.kept, _result(group.name, group.n_nodes, d, [c.name for c in group.consumers])
+        settings = {k: v for k, v in asdict(self).items() if k != "progress"}
+        return walk(model, inputs, decide, n_samples=self.n_samples, joint=self.joint, seed=self.seed,
+                    min_samples=self.k + 2, progress=self.progress, settings=settings)
+
+
+def walk(model: nn.Module, inputs, decide, *, n_samples: int, joint: bool = False, seed: int = 0,
+         min_samples: int = 2, progress: bool = False, settings: dict | None = None) -> Selection:
+    """Visit the prunable groups of ``model`` from the output back to the input and let ``decide(group,
+    blocks, drops, bar) -> (kept nodes, LayerResult or None)`` choose each group's nodes. ``blocks`` are the
+    group's consumers (decide.Block: captured features, weights restricted to the outputs kept so far) and
+    ``drops`` their feature columns already removed by decided groups. MIPP and the baselines that need
+    activations (the least-squares screen, ThiNet) share this walk."""
+    t0 = time.perf_counter()
+    batches = materialise(inputs, n_samples)
+    example = _slice(batches[0], min(2, _batch_size(batches[0])))
+    structure = analyse(model, example, joint=joint)
+    groups = [structure.groups[n] for n in structure.prunable]
+    consumers = sorted({c.name for g in groups for c in g.consumers})
+    stats = capture(model, batches, consumers, seed=seed)
+    n = next(iter(stats.values())).rows.shape[0] if stats else 0
+    if n < min_samples:
+        raise ValueError(f"got {n} samples from inputs; at least {min_samples} are needed (n_samples="
+                         f"{n_samples})")
+    seconds = {"capture": time.perf_counter() - t0}
+    modules = dict(model.named_modules())
+    keep: dict[str, torch.Tensor] = {}
+    results: dict[str, LayerResult] = {}
+    cut_in: dict[str, set[int]] = {}        # consumer -> input channels removed by decided groups
+    cut_out: dict[str, set[int]] = {}       # producer -> output rows removed by decided groups
+    outer = tqdm(list(reversed(groups)), desc="MIPP groups", file=sys.stderr, disable=not progress, leave=False)
+    inner = tqdm(total=0, desc="nodes", file=sys.stderr, disable=not progress, leave=False)
+    try:
+        for group in outer:
+            inner.set_description(group.name)
+            blocks, drops = [], []
+            for c in group.consumers:
+                m, st = modules[c.name], stats[c.name]
+                kk = kernel_size(m)
+                w = flat_weight(m).double().cpu()
+                gone_rows = cut_out.get(c.name, set())
+                if gone_rows:
+                    w = w[[j for j in range(w.shape[0]) if j not in gone_rows]]
+                cols = [(torch.tensor(ch, dtype=torch.long)[:, None] * kk + torch.arange(kk)).reshape(-1)
+                        for ch in c.columns]
+                drop = torch.zeros(st.cov.shape[0], dtype=torch.bool)
+                for ch in cut_in.get(c.name, ()):
+                    drop[ch * kk:(ch + 1) * kk] = True
+                blocks.append(Block(st.cov, st.mean, st.rows, st.n_rows, w, cols, c.name))
+                drops.append(drop)
+            kept, res = decide(group, blocks, drops, inner)
+            keep[group.name] = torch.tensor(kept, dtype=torch.long)
+            if res is not None:
+                results[group.name] = res
+            gone = set(range(group.n_nodes)) - set(kept)
+            for c in group.consumers:
+                cut_in.setdefault(c.name, set()).update(j for i in gone for j in c.columns[i])
+            for prod, rows in group.producers.items():
+                cut_out.setdefault(prod, set()).update(j for i in gone for j in rows[i])
+    finally:
+        inner.close()
+        outer.close()
+    seconds["decisions"] = time.perf_counter() - t0 - seconds["capture"]
+    return Selection(structure, keep, example, results, {name: st.mean for name, st in stats.items()},
+                     seconds, settings)
+
+
+def _result(name: str, n_nodes: int, d, consumers: list[str]) -> LayerResult:
+    info = sum(r.estimate for r in d.records if r.removed and not math.isnan(r.estimate))
+    return LayerResult(name, n_nodes, len(d.kept), consumers, d.recon_error, info, d.records, dict(d.seconds))

@@ -1,0 +1,64 @@
+"""Planted layers whose answer is known, for tests and benchmarks of layer decisions.
+
+A layer of D nodes built from ``n_latents`` informative latents: each latent is seen by ``copies`` noisy
+copies (node = latent + copy_noise * N(0, 1)); ``n_mixtures`` nodes are exact sums of two copies of
+different latents (exact affine combinations: removable without loss); the remaining nodes are unrelated
+N(0, 1) noise. The target Y (N, q) is a nonlinear function of the latents, tanh(L A / sqrt(n_latents))
+plus small noise, so every latent matters and nothing else does. Node order is shuffled.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class PlantedLayer:
+    X: torch.Tensor                 # (N, D) float64
+    Y: torch.Tensor                 # (N, q) float64
+    groups: list[list[int]]         # per latent: the nodes that are its noisy copies
+    mixtures: list[int]             # exact sums of two copies
+    unrelated: list[int]            # independent noise nodes
+
+    def score(self, kept: list[int]) -> dict[str, float]:
+        """Fraction of latent groups with a kept copy, fraction of unrelated nodes removed, mean and max kept
+        copies per group, and the fraction of mixtures removed."""
+        kept = set(kept)
+        per_group = [len(kept & set(g)) for g in self.groups]
+        return {"groups_covered": sum(c > 0 for c in per_group) / len(per_group),
+                "unrelated_removed": 1 - len(kept & set(self.unrelated)) / max(len(self.unrelated), 1),
+                "copies_mean": sum(per_group) / len(per_group), "copies_max": max(per_group),
+                "mixtures_removed": 1 - len(kept & set(self.mixtures)) / max(len(self.mixtures), 1)}
+
+
+def planted_layer(D: int, n: int, seed: int, *, copies: int = 3, latent_fraction: float = 0.25,
+                  mixture_fraction: float = 0.125, copy_noise: float = 0.1, q: int = 16) -> PlantedLayer:
+    g = torch.Generator().manual_seed(seed)
+    n_latents = max(1, int(D * latent_fraction / copies))
+    n_mix = int(D * mixture_fraction)
+    n_unrelated = D - n_latents * copies - n_mix
+    if n_unrelated < 0:
+        raise ValueError(f"D={D} is too small for {n_latents} latents x {copies} copies and {n_mix} mixtures")
+    L = torch.randn(n, n_latents, generator=g, dtype=torch.float64)
+    cols, groups = [], []
+    for j in range(n_latents):
+        groups.append(list(range(len(cols), len(cols) + copies)))
+        cols += [L[:, j] + copy_noise * torch.randn(n, generator=g, dtype=torch.float64) for _ in range(copies)]
+    mixtures = []
+    for _ in range(n_mix):
+        a, b = torch.randperm(n_latents, generator=g)[:2].tolist() if n_latents > 1 else (0, 0)
+        ca = groups[a][int(torch.randint(copies, (1,), generator=g))]
+        cb = groups[b][int(torch.randint(copies, (1,), generator=g))]
+        mixtures.append(len(cols))
+        cols.append(cols[ca] + cols[cb])
+    unrelated = list(range(len(cols), len(cols) + n_unrelated))
+    cols += [torch.randn(n, generator=g, dtype=torch.float64) for _ in range(n_unrelated)]
+    X = torch.stack(cols, dim=1)
+    A = torch.randn(n_latents, q, generator=g, dtype=torch.float64)
+    Y = torch.tanh(L @ A / n_latents ** 0.5) + 0.05 * torch.randn(n, q, generator=g, dtype=torch.float64)
+    perm = torch.randperm(D, generator=g)
+    where = torch.empty(D, dtype=torch.long)
+    where[perm] = torch.arange(D)       # new position of old column c: where[c]
+    remap = lambda idx: sorted(int(where[i]) for i in idx)  # noqa: E731
+    return PlantedLayer(X[:, perm], Y, [remap(gr) for gr in groups], remap(mixtures), remap(unrelated))

@@ -1,0 +1,183 @@
+"""The layer decision (mipp.pruning.decide): closed forms against brute-force least squares, the KSG
+statistic against the Gaussian channel, the non-inferiority rule, exact rules, planted wide layers."""
+import math
+
+import pytest
+import torch
+
+from mipp.pruning import MIPP
+from mipp.pruning.decide import Block, _State, decide_layer, gaussian_scores, screen_keep
+from mipp.pruning.planted import planted_layer
+
+
+def dense_block(X, W):
+    Xc = X - X.mean(0)
+    return Block(Xc.T @ Xc / len(X), X.mean(0), X, len(X), W, [torch.tensor([i]) for i in range(X.shape[1])])
+
+
+def lstsq_error(X, Z, cols):
+    """Mean squared residual of Z regressed (with intercept) on X[:, cols]: the brute-force re-fit error."""
+    A = torch.cat([X[:, cols], torch.ones(len(X), 1, dtype=X.dtype)], 1)
+    sol = torch.linalg.lstsq(A, Z).solution
+    return float(((Z - A @ sol) ** 2).sum(1).mean())
+
+
+def test_gaussian_score_and_downdates_equal_brute_force_least_squares():
+    """The closed form's reconstruction error ||w_i||^2 Var(x_i | rest) equals the increase of the re-fitted
+    error when node i goes, at the start and after rank-one removals (a correlated layer)."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(500, 12, generator=g, dtype=torch.float64) @ torch.randn(12, 12, generator=g, dtype=torch.float64)
+    W = torch.randn(5, 12, generator=g, dtype=torch.float64)
+    Z = X @ W.T
+    st = _State(dense_block(X, W), torch.zeros(12, dtype=torch.bool), ridge=0.0)
+    st.sigma2 = 1.0
+    kept = list(range(12))
+    for victim in (3, 7, 0):
+        scores = gaussian_scores([st], kept)
+        for j, i in enumerate(kept):
+            rest = [c for c in kept if c != i]
+            brute = lstsq_error(X, Z, rest) - lstsq_error(X, Z, kept)
+            assert math.expm1(2 * float(scores[j])) == pytest.approx(brute, rel=1e-8, abs=1e-9)
+        e, Pgg = st.residual(st.cols(victim))
+        st.remove(st.cols(victim), e, Pgg)
+        kept.remove(victim)
+        # the downdated weights are the least-squares re-fit on the kept nodes
+        A = torch.cat([X[:, kept], torch.ones(len(X), 1, dtype=X.dtype)], 1)
+        refit = torch.linalg.lstsq(A, Z).solution[:-1].T
+        torch.testing.assert_close(st.W, refit, rtol=1e-8, atol=1e-8)
+        st_fresh = _State(dense_block(X, W), torch.tensor([c not in kept for c in range(12)]), ridge=0.0)
+        torch.testing.assert_close(st.P, st_fresh.P, rtol=1e-8, atol=1e-8)
+
+
+def test_group_score_is_the_logdet_of_the_removed_block():
+    """A node of several columns (a conv channel, a flattened map): 1/2 logdet(I + W_G V_G W_G^T / s2)."""
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(800, 9, generator=g, dtype=torch.float64) @ torch.randn(9, 9, generator=g, dtype=torch.float64)
+    W = torch.randn(4, 9, generator=g, dtype=torch.float64)
+    Xc = X - X.mean(0)
+    block = Block(Xc.T @ Xc / 800, X.mean(0), X, 800, W, [torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5]),
+                                                         torch.tensor([6, 7, 8])])
+    st = _State(block, torch.zeros(9, dtype=torch.bool), ridge=0.0)
+    st.sigma2 = 0.5
+    scores = gaussian_scores([st], [0, 1, 2])
+    C = block.cov
+    for node, G in enumerate(([0, 1, 2], [3, 4, 5], [6, 7, 8])):
+        R = [c for c in range(9) if c not in G]
+        V = C[G][:, G] - C[G][:, R] @ torch.linalg.solve(C[R][:, R], C[R][:, G])   # Var(x_G | rest)
+        expected = 0.5 * torch.logdet(torch.eye(4, dtype=torch.float64) + W[:, G] @ V @ W[:, G].T / 0.5)
+        assert float(scores[node]) == pytest.approx(float(expected), rel=1e-9)
+
+
+def test_ksg_statistic_matches_the_gaussian_channel():
+    """For Gaussian nodes the KSG estimate of Delta is the closed form: one node, several SNRs."""
+    g = torch.Generator().manual_seed(2)
+    X = torch.randn(3000, 2, generator=g, dtype=torch.float64)
+    for w in (0.05, 0.15, 0.4):
+        W = torch.tensor([[w, 1.0]], dtype=torch.float64)
+        d = decide_layer([dense_block(X, W)], 2, k=3, alpha=0.05, tolerance=-1.0, noise=0.01, min_keep=1,
+                         generator=torch.Generator().manual_seed(0))
+        rec = next(r for r in d.records if r.node == 0)
+        truth = 0.5 * math.log1p(w ** 2 / (0.01 * (1 + w ** 2)))
+        assert rec.gaussian == pytest.approx(truth, rel=0.05)
+        assert rec.estimate == pytest.approx(truth, abs=0.05)
+        # the bound: the smaller of KSG's and the closed form's upper bounds, both above the point values
+        assert min(rec.estimate, rec.gaussian) <= rec.upper <= 1.1 * rec.gaussian
+
+
+def test_burden_of_proof_is_on_removing():
+    """A node whose information (0.016 nats) is just below the tolerance (0.02) is removed when the data show
+    it (large N) and kept when they cannot (small N: wide confidence bounds). A weak test keeps nodes."""
+    def layer(n, seed):
+        g = torch.Generator().manual_seed(seed)
+        X = torch.randn(n, 4, generator=g, dtype=torch.float64)
+        W = torch.tensor([[0.0312, 1.0, 1.0, 1.0]], dtype=torch.float64)
+        return decide_layer([dense_block(X, W)], 4, k=3, alpha=0.05, tolerance=0.02, noise=0.01,
+                            min_keep=1, generator=torch.Generator().manual_seed(0))
+    big = layer(20000, 0)
+    assert next(r for r in big.records if r.node == 0).gaussian == pytest.approx(0.016, abs=0.001)
+    assert 0 not in big.kept
+    assert sum(0 in layer(60, s).kept for s in range(5)) >= 4
+    for s in range(3):       # and nothing informative is removed by a weak test
+        assert {1, 2, 3} <= set(layer(60, s).kept)
+
+
+def test_chi2_upper_factor():
+    from mipp.pruning.decide import chi2_upper_factor
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for dof in (5, 40, 700):
+        for alpha in (0.05, 0.2):
+            assert chi2_upper_factor(dof, alpha) == pytest.approx(dof / scipy_stats.chi2.ppf(alpha, dof), rel=0.02)
+
+
+def test_exact_rules_remove_constants_duplicates_and_affine_combinations_untested():
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(400, 4, generator=g, dtype=torch.float64)
+    X = torch.cat([base, base[:, :1], 2 * base[:, 1:2] - base[:, 2:3] + 5, torch.full((400, 1), 3.0,
+                                                                                     dtype=torch.float64)], 1)
+    W = torch.randn(3, 7, generator=g, dtype=torch.float64)
+    d = decide_layer([dense_block(X, W)], 7, k=3, alpha=0.05, tolerance=1e-3, noise=1e-4, min_keep=1,
+                     generator=torch.Generator().manual_seed(0))
+    rules = {r.node: r.rule for r in d.records if r.removed}
+    assert rules.pop(6) == "constant"
+    assert len(rules) == 2 and set(rules.values()) == {"affine"}
+    assert len({0, 4} & set(d.kept)) == 1 and len({1, 2, 5} & set(d.kept)) == 2 and 3 in d.kept
+    assert d.recon_error < 1e-9       # exact: the kept nodes reproduce the consumer
+
+
+def test_min_keep_and_no_collapse():
+    X = torch.randn(300, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    W = torch.zeros(2, 6, dtype=torch.float64)       # nobody reads the layer: everything is removable
+    W[0, 0] = 1e-12
+    d = decide_layer([dense_block(X, W)], 6, k=3, alpha=0.05, tolerance=0.1, noise=0.01, min_keep=2,
+                     generator=torch.Generator().manual_seed(0))
+    assert len(d.kept) == 2
+    assert sum(r.rule == "min_keep" for r in d.records) == 2
+
+
+def test_screen_keep_is_greedy_least_squares():
+    p = planted_layer(48, 1500, 0)
+    kept = screen_keep([dense_block(p.X, torch.linalg.lstsq(p.X - p.X.mean(0), p.Y - p.Y.mean(0)).solution.T)],
+                       48, len(p.groups))
+    assert len(kept) == len(p.groups)
+    assert p.score(kept)["unrelated_removed"] == 1.0
+
+
+@pytest.mark.parametrize("D", [64, 128])
+def test_planted_wide_layer(D):
+    """Noisy copies of informative latents, exact mixtures, unrelated nodes; Y nonlinear in the latents."""
+    p = planted_layer(D, 1500, seed=D)
+    kept, res = MIPP(progress=False).select_layer(p.X, p.Y)
+    score = p.score(kept)
+    assert score["unrelated_removed"] >= 0.9
+    # every latent keeps its information: a copy, or an exact mixture with a kept partner copy
+    Xk = torch.cat([p.X[:, kept], torch.ones(len(p.X), 1, dtype=p.X.dtype)], 1)
+    for group in p.groups:
+        target = p.X[:, group].mean(1, keepdim=True)
+        resid = target - Xk @ torch.linalg.lstsq(Xk, target).solution
+        assert float(resid.var() / target.var()) < 0.05
+    assert score["copies_mean"] <= 2.5      # of 3: averaging copies only pays for latents that dominate Y
+    assert res.n_tests > 0 and res.recon_error < 0.05
+
+
+def test_select_layer_is_seeded_and_checks_its_arguments():
+    p = planted_layer(64, 800, 1)
+    a, ra = MIPP(progress=False, seed=5).select_layer(p.X, p.Y)
+    b, rb = MIPP(progress=False, seed=5).select_layer(p.X, p.Y)
+    assert a == b and [r.upper for r in ra.records] == [r.upper for r in rb.records]
+    with pytest.raises(ValueError, match="samples"):
+        MIPP(progress=False).select_layer(p.X, p.Y[:10])
+    with pytest.raises(ValueError, match="NaN"):
+        MIPP(progress=False).select_layer(p.X.clone().fill_(float("nan")), p.Y)
+    with pytest.raises(TypeError, match="X"):
+        MIPP(progress=False).select_layer(p.X.numpy(), p.Y)
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(tolerance=-0.1), "tolerance"), (dict(tolerance=float("inf")), "tolerance"),
+    (dict(noise=0.0), "noise"), (dict(alpha=1.0), "alpha"), (dict(alpha=0), "alpha"),
+    (dict(min_keep=0), "min_keep"), (dict(k=0), "k"), (dict(k=2.5), "k"), (dict(n_samples=True), "n_samples"),
+    (dict(ridge=-1.0), "ridge"), (dict(m_max=0), "m_max"),
+])
+def test_bad_settings_are_named(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        MIPP(**kwargs)
