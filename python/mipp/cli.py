@@ -16,11 +16,19 @@ def main(argv: list[str] | None = None) -> int:
                                          "training and at init), and compare with the least-squares screen, "
                                          "random, L1 and Taylor at the same per-group counts, re-fitted alike",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    prune.add_argument("--model", choices=["lenet", "lenet5", "lenet300"], default="lenet",
-                       help="lenet: 8/16/32 CNN; lenet5: 6-16-120-84; lenet300: 784-300-100-10")
+    prune.add_argument("--model", default="lenet",
+                       help="a built-in experiment (lenet: 8/16/32 CNN; lenet5: 6-16-120-84; lenet300: "
+                            "784-300-100-10), or your own model as package.module:factory (a callable "
+                            "returning it), pruned with --inputs and written to --out")
+    prune.add_argument("--weights", help="your model: a state_dict file (torch.save) loaded into it")
+    prune.add_argument("--inputs", help="your model: a file holding a tensor of input samples (torch.save)")
+    prune.add_argument("--out", default="mipp-out", help="your model: the output folder (pruned.pt, "
+                       "selection.json, report.txt, selection.png)")
+    prune.add_argument("--joint", action="store_true", help="decide residual streams against all consumers")
     prune.add_argument("--seed", type=int, default=0)
-    prune.add_argument("--tolerance", type=float, nargs="+", default=[0.2, 0.5, 1.0],
-                       help="nats a node may add through the tolerance channel and still be removed")
+    prune.add_argument("--tolerance", type=float, nargs="+",
+                       help="nats a node may add through the tolerance channel and still be removed (the "
+                            "experiment sweeps 0.2 0.5 1.0 by default; your own model: one value, default 0.2)")
     prune.add_argument("--noise", type=float, default=0.01,
                        help="tolerance-channel noise, a fraction of the consumers' pre-activation variance")
     prune.add_argument("--alpha", type=float, default=0.05, help="1 - confidence of each removal")
@@ -41,10 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "mi-demo":
         from mipp.demo import run_demo
         return run_demo(n=args.n, k=args.k)
+    if args.command == "prune" and ":" in args.model:
+        return prune_own_model(args)
     if args.command == "prune":
-        from mipp.pruning.experiment import Config, main as run_experiment, write_csv
+        from mipp.pruning.experiment import MODELS, Config, main as run_experiment, write_csv
+        if args.model not in MODELS:
+            parser.error(f"--model must be one of {sorted(MODELS)} or package.module:factory, got {args.model!r}")
         cfg = Config(model=args.model, seed=args.seed, epochs=args.epochs, finetune_epochs=args.finetune_epochs,
-                     tolerances=tuple(args.tolerance), settings=tuple(args.setting), k=args.k, alpha=args.alpha,
+                     tolerances=tuple(args.tolerance or Config.tolerances), settings=tuple(args.setting), k=args.k, alpha=args.alpha,
                      noise=args.noise, n_samples=args.n_samples, n_train=args.n_train, refit=not args.no_refit,
                      methods=tuple(args.methods), progress=not args.no_progress, plot=args.plot)
         rows = run_experiment(cfg)
@@ -52,3 +64,59 @@ def main(argv: list[str] | None = None) -> int:
             write_csv(rows, args.csv)
         return 0
     return 2
+
+
+def load_factory(spec: str):
+    """``package.module:factory`` -> the callable (``factory`` may be a dotted attribute path)."""
+    import importlib
+    module_name, _, attr = spec.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SystemExit(f"mipp prune: cannot import {module_name!r} from --model {spec!r}: {exc}") from exc
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise SystemExit(f"mipp prune: {module_name!r} has no attribute {attr!r} (--model {spec!r})")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise SystemExit(f"mipp prune: {spec!r} is not callable")
+    return obj
+
+
+def prune_own_model(args) -> int:
+    """Select with MIPP on the user's model and inputs; write the pruned model, the selection and the report."""
+    import os
+
+    import torch
+
+    from mipp.pruning import MIPP
+    if not args.inputs:
+        raise SystemExit("mipp prune: --inputs is required with --model package.module:factory")
+    if args.tolerance is not None and len(args.tolerance) != 1:
+        raise SystemExit("mipp prune: give one --tolerance for your own model")
+    tolerance = args.tolerance[0] if args.tolerance else MIPP.tolerance
+    model = load_factory(args.model)()
+    if not isinstance(model, torch.nn.Module):
+        raise SystemExit(f"mipp prune: {args.model} returned {type(model).__name__}, not a torch.nn.Module")
+    if args.weights:
+        model.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
+    inputs = torch.load(args.inputs, map_location="cpu", weights_only=True)
+    if not isinstance(inputs, torch.Tensor):
+        raise SystemExit(f"mipp prune: --inputs must hold a tensor of samples, got {type(inputs).__name__}")
+    sel = MIPP(k=args.k, alpha=args.alpha, tolerance=tolerance, noise=args.noise,
+               n_samples=args.n_samples, joint=args.joint, seed=args.seed,
+               progress=not args.no_progress).select(model, inputs)
+    small = sel.apply(model) if args.no_refit else sel.apply(model, refit=inputs[: args.n_samples])
+    os.makedirs(args.out, exist_ok=True)
+    torch.save(small, os.path.join(args.out, "pruned.pt"))
+    sel.save(os.path.join(args.out, "selection.json"))
+    report = sel.report(model)
+    with open(os.path.join(args.out, "report.txt"), "w") as f:
+        f.write(report + "\n")
+    print(report)
+    try:
+        sel.plot(os.path.join(args.out, "selection.png"), model)
+    except ImportError:
+        print("mipp prune: matplotlib is missing, no plot (pip install matplotlib)")
+    print(f"wrote {args.out}/pruned.pt (torch.load(..., weights_only=False)), selection.json, report.txt")
+    return 0

@@ -4,14 +4,12 @@ its KSG decisions). Every baseline is a :class:`Selection` on the same structure
 mean fold or least-squares re-fit."""
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
 from mipp.pruning.decide import screen_keep
 from mipp.pruning.select import Selection, walk
-from mipp.pruning.structure import _tp, build_graph, eval_mode
+from mipp.pruning.structure import _tp, build_graph, clone_model, eval_mode
 
 
 def keep_top(selection: Selection, scores: dict[str, torch.Tensor]) -> Selection:
@@ -36,7 +34,7 @@ def taylor_scores(selection: Selection, model: nn.Module, x: torch.Tensor, targe
     """Torch-Pruning's first-order Taylor importance of each group (all its coupled layers) from the gradient
     of the loss on (x, target)."""
     tp = _tp()
-    model = copy.deepcopy(model)
+    model = clone_model(model, unmask=True)
     dg = build_graph(model, selection.example)
     with eval_mode(model):
         model.zero_grad()

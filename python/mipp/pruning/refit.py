@@ -193,7 +193,9 @@ def mask_groups(model: nn.Module, example, removed: dict[str, list[int]]) -> Non
             if not isinstance(module, nn.Module) or module not in known:
                 continue
             if dg.is_in_channel_pruning_fn(item.dep.handler):
-                if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+                # a depthwise convolution's input channels are its output rows, masked as such
+                if isinstance(module, nn.Linear) or (isinstance(module, nn.modules.conv._ConvNd)
+                                                     and module.groups == 1):
                     cut(module, "weight", 1, idx)
                 continue
             for pname, p in list(module.named_parameters(recurse=False)):

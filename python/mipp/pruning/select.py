@@ -8,11 +8,11 @@ through the tolerance channel is below ``tolerance``.
 """
 from __future__ import annotations
 
-import copy
+import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch import nn
@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from mipp.pruning.capture import _batch_size, _slice, capture, flat_weight, kernel_size, materialise
 from mipp.pruning.decide import Block, NodeRecord, decide_layer
 from mipp.pruning.refit import consumer_plan, fold_means, mask_groups, refit as refit_consumers, removed_nodes
-from mipp.pruning.structure import Structure, analyse, producer_channels, prune_groups
+from mipp.pruning.structure import Structure, analyse, clone_model, producer_channels, prune_groups
 
 
 @dataclass
@@ -119,13 +119,13 @@ class Selection:
         untouched. ``refit``: inputs (tensor or iterable of batches) on which each consumer is re-fitted by
         least squares to the original pre-activations (in place of the mean fold); otherwise ``fold`` adds
         the removed nodes' mean contributions to the consumers' biases."""
-        return self._treat(copy.deepcopy(model), model, False, fold, refit, n_refit)
+        return self._treat(clone_model(model, unmask=True), model, False, fold, refit, n_refit)
 
     def mask(self, model: nn.Module, fold: bool = True, refit=None, n_refit: int | None = None) -> nn.Module:
         """``torch.nn.utils.prune`` masks of this selection on ``model``, in place (as torch.nn.utils.prune
         works); returns ``model``. ``fold`` / ``refit`` as in :meth:`apply` (the re-fit needs a copy of the
         unmasked model, made here)."""
-        original = copy.deepcopy(model) if refit is not None else model
+        original = clone_model(model) if refit is not None else model
         return self._treat(model, original, True, fold, refit, n_refit)
 
     def _treat(self, target: nn.Module, original: nn.Module, masked: bool, fold: bool, refit_inputs,
@@ -138,6 +138,63 @@ class Selection:
         if batches is not None:
             refit_consumers(target, original, batches, plan, self.structure.order, masked=masked)
         return target
+
+    # -- persistence -----------------------------------------------------------------------------------
+    FORMAT_VERSION = 1
+    EXAMPLE_MAX_ELEMENTS = 1 << 16
+
+    def save(self, path: str) -> str:
+        """Write the selection as JSON: kept nodes per group (module names), the settings, the per-group
+        results and decisions, the consumers' mean inputs (for the fold), the model's structure signature and
+        the example input when it is a tensor of at most 65,536 elements. A ``version`` field guards loads."""
+        ex = self.example
+        data = {
+            "format": "mipp.Selection", "version": self.FORMAT_VERSION, "settings": self.settings,
+            "keep": {name: idx.tolist() for name, idx in self.keep.items()},
+            "groups": {name: {"n_nodes": g.n_nodes, "prunable": g.prunable, "reason": g.reason,
+                              "consumers": [c.name for c in g.consumers], "members": g.members}
+                       for name, g in self.structure.groups.items()},
+            "signature": {name: [t, [[n, list(sh)] for n, sh in shapes]]
+                          for name, (t, shapes) in self.structure.signature.items()},
+            "layers": {name: {**{f.name: getattr(r, f.name) for f in fields(r) if f.name != "records"},
+                              "records": [_finite(asdict(rec)) for rec in r.records]}
+                       for name, r in self.layers.items()},
+            "means": None if self.means is None else {k: v.tolist() for k, v in self.means.items()},
+            "seconds": self.seconds,
+            "example": ex.tolist() if isinstance(ex, torch.Tensor) and ex.numel() <= self.EXAMPLE_MAX_ELEMENTS
+            else None,
+            "example_dtype": str(ex.dtype).removeprefix("torch.") if isinstance(ex, torch.Tensor) else None,
+        }
+        with open(path, "w") as f:
+            json.dump(_finite(data), f, indent=1, allow_nan=False)
+        return path
+
+    @classmethod
+    def load(cls, path: str, model: nn.Module, example=None) -> "Selection":
+        """A selection saved by :meth:`save`, for ``model`` (the unpruned model it was made on, or a masked
+        copy of it). ``example``: a small input batch, needed when the file holds none."""
+        with open(path) as f:
+            data = json.load(f)
+        if data.get("format") != "mipp.Selection" or data.get("version") != cls.FORMAT_VERSION:
+            raise ValueError(f"{path} is not a mipp selection of format version {cls.FORMAT_VERSION} (found "
+                             f"{data.get('format')!r} version {data.get('version')!r})")
+        if example is None:
+            if data["example"] is None:
+                raise ValueError(f"{path} holds no example input: pass example= (a small input batch)")
+            example = torch.tensor(data["example"], dtype=getattr(torch, data["example_dtype"]))
+        structure = analyse(model, example, joint=data["settings"].get("joint", False))
+        saved = {name: (t, tuple((n, tuple(sh)) for n, sh in shapes)) for name, (t, shapes) in data["signature"].items()}
+        if saved != structure.signature:
+            raise ValueError(f"the model's structure differs from the one {path} was made on")
+        layers = {}
+        for name, r in data["layers"].items():
+            records = [NodeRecord(**{k: (math.nan if v is None else v) for k, v in rec.items()})
+                       for rec in r.pop("records")]
+            layers[name] = LayerResult(**r, records=records)
+        means = None if data["means"] is None else {k: torch.tensor(v, dtype=torch.float64)
+                                                    for k, v in data["means"].items()}
+        return cls(structure, {k: torch.tensor(v, dtype=torch.long) for k, v in data["keep"].items()}, example,
+                   layers, means, data["seconds"], data["settings"])
 
     def report(self, model: nn.Module | None = None) -> str:
         from mipp.pruning.report import format_report
@@ -299,6 +356,17 @@ def walk(model: nn.Module, inputs, decide, *, n_samples: int, joint: bool = Fals
     seconds["decisions"] = time.perf_counter() - t0 - seconds["capture"]
     return Selection(structure, keep, example, results, {name: st.mean for name, st in stats.items()},
                      seconds, settings)
+
+
+def _finite(value):
+    """NaN / inf -> None, recursively (strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _result(name: str, n_nodes: int, d, consumers: list[str]) -> LayerResult:

@@ -98,8 +98,31 @@ class Structure:
 
 
 def signature(model: nn.Module) -> dict[str, tuple]:
-    return {name: (type(m).__name__, tuple(tuple(p.shape) for p in m.parameters(recurse=False)))
+    """Module name -> (type, parameter names and shapes); a torch.nn.utils.prune mask (weight_orig) counts
+    as the parameter it masks, so a masked model has its unmasked original's signature."""
+    return {name: (type(m).__name__, tuple(sorted((p_name.removesuffix("_orig"), tuple(p.shape))
+                                                  for p_name, p in m.named_parameters(recurse=False))))
             for name, m in model.named_modules() if name}
+
+
+def _pruning_hooks(model: nn.Module):
+    from torch.nn.utils import prune as torch_prune
+    for m in model.modules():
+        for hook in list(m._forward_pre_hooks.values()):
+            if isinstance(hook, torch_prune.BasePruningMethod):
+                yield m, hook._tensor_name
+
+
+def clone_model(model: nn.Module, unmask: bool = False) -> nn.Module:
+    """A deep copy of ``model``, also when it carries torch.nn.utils.prune masks (whose computed ``weight``
+    deepcopy refuses); ``unmask``: make the copy's masks permanent (plain parameters, masked entries 0)."""
+    memo = {id(getattr(m, name)): getattr(m, name).detach().clone() for m, name in _pruning_hooks(model)}
+    copied = copy.deepcopy(model, memo)
+    if unmask:
+        from torch.nn.utils import prune as torch_prune
+        for m, name in list(_pruning_hooks(copied)):
+            torch_prune.remove(m, name)
+    return copied
 
 
 def execution_order(model: nn.Module, example) -> list[str]:
@@ -166,6 +189,7 @@ def analyse(model: nn.Module, example, joint: bool = False) -> Structure:
         root = tp_group[0].dep.target.module
         group = Group(name=names[root], n_nodes=len(tp_group[0].idxs))
         problems: list[str] = []
+        norms: list[str] = []      # cross-channel normalisations in the group
         for item in tp_group:
             module, handler = item.dep.target.module, item.dep.handler
             if not isinstance(module, nn.Module) or module not in names:
@@ -177,7 +201,7 @@ def analyse(model: nn.Module, example, joint: bool = False) -> Structure:
             depthwise = isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 \
                 and module.groups == module.in_channels == module.out_channels
             if isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
-                problems.append(f"{type(module).__name__} {name!r} normalises across the channels")
+                norms.append(name)
             elif isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) and not depthwise:
                 if not is_in:
                     group.producers[name] = _per_node(item, group.n_nodes)
@@ -189,8 +213,11 @@ def analyse(model: nn.Module, example, joint: bool = False) -> Structure:
             elif is_in and not isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.PReLU)) \
                     and not depthwise:
                 problems.append(f"{type(module).__name__} {name!r} reads it")
+        if norms:
+            problems.insert(0, f"{', '.join(sorted(norms))} normalise{'s' if len(norms) == 1 else ''} across "
+                               "the channels")
         if not group.consumers:
-            group.prunable, group.reason = False, "output layer (no Linear / Conv reads its channels)"
+            group.prunable, group.reason = False, "no Linear / Conv reads its channels (the output layer)"
         elif problems:
             group.prunable, group.reason = False, "; ".join(problems)
         elif len(group.producers) > 1:
@@ -199,8 +226,13 @@ def analyse(model: nn.Module, example, joint: bool = False) -> Structure:
                 group.prunable = False
                 group.reason = (f"residual stream of {len(group.producers)} layers (decided only with "
                                 "joint=True)")
-        if group.prunable and _reaches_output(model, example, tp_group, out_shapes):
-            group.prunable, group.reason = False, "its channels reach the model output"
+        if group.prunable:
+            try:
+                if _reaches_output(model, example, tp_group, out_shapes):
+                    group.prunable, group.reason = False, "its channels reach the model output"
+            except Exception as exc:   # e.g. a reshape into attention heads that one channel less breaks
+                group.prunable = False
+                group.reason = f"removing a node breaks the forward pass ({type(exc).__name__}: {exc})"[:200]
         groups[group.name] = group
     rank = {name: i for i, name in enumerate(order)}
     for key in list(groups):
@@ -211,13 +243,18 @@ def analyse(model: nn.Module, example, joint: bool = False) -> Structure:
         groups[group.name] = group
     ordered = dict(sorted(groups.items(), key=lambda kv: rank.get(kv[0], len(rank))))
     if not ordered:
-        raise UnsupportedModelError(f"{type(model).__name__} has no Linear / Conv layer to prune")
+        has_layers = any(isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) for m in model.modules())
+        raise UnsupportedModelError(
+            f"Torch-Pruning found no pruning group in {type(model).__name__}: its dependency graph follows "
+            "autograd from the Linear / Conv layers to the output, and this model's output has no such path "
+            "(e.g. an argmax or a detached output)" if has_layers else
+            f"{type(model).__name__} has no Linear / Conv layer to prune")
     return Structure(ordered, signature(model), order)
 
 
 def _reaches_output(model: nn.Module, example, tp_group, out_shapes: list[tuple]) -> bool:
     """Whether removing one node of the group changes the shape of the model's output (tried on a copy)."""
-    trial = copy.deepcopy(model)
+    trial = clone_model(model, unmask=True)
     dg = build_graph(trial, example)
     root = dict(trial.named_modules())[_module_name(model, tp_group[0].dep.target.module)]
     dg.get_pruning_group(root, dg.get_pruner_of_module(root).prune_out_channels, idxs=[0]).prune()

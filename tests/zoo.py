@@ -1,0 +1,173 @@
+"""Small versions of the architectures people prune, written here (torchvision does not install beside the
+CPU torch of this project): ResNet-18-style, MobileNetV2-style, VGG-11-BN, a DenseNet-style block, a
+transformer encoder block, a Conv1d network. Same structure as the originals, few channels."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 layout (stem, 4 stages of 2 BasicBlocks, global pooling, fc), widths 8-16-24-32."""
+
+    def __init__(self, classes=10, widths=(8, 16, 24, 32)):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
+        layers, cin = [], widths[0]
+        for i, w in enumerate(widths):
+            layers += [BasicBlock(cin, w, 1 if i == 0 else 2), BasicBlock(w, w)]
+            cin = w
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x):
+        return self.fc(self.layers(self.stem(x)).mean((2, 3)))
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin, cout, stride, expand):
+        super().__init__()
+        hidden = cin * expand
+        self.use_res = stride == 1 and cin == cout
+        self.conv = nn.Sequential(
+            nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
+            nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        return x + self.conv(x) if self.use_res else self.conv(x)
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2 layout: stem, inverted residual blocks (1x1 expand, 3x3 depthwise, 1x1 project), head."""
+
+    def __init__(self, classes=10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU6())
+        self.blocks = nn.Sequential(InvertedResidual(8, 8, 1, 2), InvertedResidual(8, 12, 2, 3),
+                                    InvertedResidual(12, 12, 1, 3))
+        self.head = nn.Sequential(nn.Conv2d(12, 32, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6())
+        self.fc = nn.Linear(32, classes)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(self.head(self.blocks(self.stem(x))), 1).flatten(1))
+
+
+class VGG11BN(nn.Module):
+    """VGG-11 with batch norm (8 convolutions, 3 fully connected layers; a 2x2 map flattened into the first),
+    widths / 8, for 32x32 inputs."""
+
+    def __init__(self, classes=10, cfg=(8, "M", 16, "M", 32, 32, "M", 64, 64, "M", 64, 64)):
+        super().__init__()
+        layers, cin = [], 3
+        for v in cfg:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers += [nn.Conv2d(cin, v, 3, padding=1), nn.BatchNorm2d(v), nn.ReLU()]
+                cin = v
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(cin * 2 * 2, 64), nn.ReLU(), nn.Dropout(),
+                                        nn.Linear(64, 64), nn.ReLU(), nn.Dropout(), nn.Linear(64, classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class DenseBlockNet(nn.Module):
+    """A DenseNet-style block: each layer reads the concatenation of everything before it (torch.cat)."""
+
+    def __init__(self, classes=10, growth=6, layers=3):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.layers = nn.ModuleList()
+        c = 8
+        for _ in range(layers):
+            self.layers.append(nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, growth, 3, padding=1)))
+            c += growth
+        self.transition = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, 16, 1))
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x):
+        features = [self.stem(x)]
+        for layer in self.layers:
+            features.append(layer(torch.cat(features, 1)))
+        return self.fc(self.transition(torch.cat(features, 1)).mean((2, 3)))
+
+
+class EncoderBlockNet(nn.Module):
+    """A ViT-style encoder: patch embedding, pre-norm blocks (LayerNorm, multi-head attention with
+    hand-written q/k/v projections, GELU FFN), mean pooling, a classification head."""
+
+    def __init__(self, classes=10, dim=16, heads=2, ffn=32, depth=2, patch=4):
+        super().__init__()
+        self.patch, self.heads = patch, heads
+        self.embed = nn.Linear(3 * patch * patch, dim)
+        self.blocks = nn.ModuleList(_Block(dim, heads, ffn) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        p = self.patch
+        tokens = x.unfold(2, p, p).unfold(3, p, p).permute(0, 2, 3, 1, 4, 5).reshape(n, -1, c * p * p)
+        z = self.embed(tokens)
+        for block in self.blocks:
+            z = block(z)
+        return self.head(self.norm(z).mean(1))
+
+
+class _Block(nn.Module):
+    def __init__(self, dim, heads, ffn):
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.fc1, self.fc2 = nn.Linear(dim, ffn), nn.Linear(ffn, dim)
+
+    def forward(self, z):
+        n, t, d = z.shape
+        q, k, v = self.qkv(self.norm1(z)).reshape(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        att = (q @ k.transpose(-2, -1) / (d // self.heads) ** 0.5).softmax(-1)
+        z = z + self.proj((att @ v).transpose(1, 2).reshape(n, t, d))
+        return z + self.fc2(F.gelu(self.fc1(self.norm2(z))))
+
+
+class Conv1dNet(nn.Module):
+    """A 1-D convolutional sequence classifier (Conv1d, BatchNorm1d, ReLU, pooling)."""
+
+    def __init__(self, classes=5):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv1d(3, 12, 5, padding=2), nn.BatchNorm1d(12), nn.ReLU(), nn.MaxPool1d(2),
+                                      nn.Conv1d(12, 16, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean(2))
+
+
+ZOO = {
+    "resnet18": (ResNet18, (3, 16, 16)),
+    "mobilenetv2": (MobileNetV2, (3, 16, 16)),
+    "vgg11bn": (VGG11BN, (3, 32, 32)),
+    "densenet": (DenseBlockNet, (3, 8, 8)),
+    "encoder": (EncoderBlockNet, (3, 16, 16)),
+    "conv1d": (Conv1dNet, (3, 32)),
+}
