@@ -10,9 +10,11 @@ from mipp.pruning.structure import _tp, eval_mode
 
 
 def count_macs_params(model: nn.Module, example) -> tuple[int, int]:
-    """(MACs, parameters) of one forward pass on ``example`` as Torch-Pruning's counter reports them."""
+    """(MACs, parameters) of a forward pass on the first sample of ``example`` as Torch-Pruning's counter
+    reports them."""
+    from mipp.pruning.capture import _slice
     with eval_mode(model), torch.no_grad():
-        macs, params = _tp().utils.count_ops_and_params(model, example)
+        macs, params = _tp().utils.count_ops_and_params(model, _slice(example, 1))
     return int(macs), int(params)
 
 
@@ -33,7 +35,7 @@ def format_report(selection, model: nn.Module | None = None) -> str:
         if res is None:
             lines.append(f"{name:<26}{kept:>5}/{group.n_nodes:<6}")
             continue
-        exact = sum(r.rule in ("constant", "affine") for r in res.records)
+        exact = sum(r.rule in ("constant", "affine", "unread") for r in res.records)
         lines.append(f"{name:<26}{kept:>5}/{group.n_nodes:<6}{res.recon_error:>11.2e}{res.info_removed:>10.2f}"
                      f"{res.n_tests:>7}{exact:>7}{res.seconds.get('total', 0.0):>9.2f}")
     if selection.seconds:

@@ -230,6 +230,8 @@ class MIPP:
     joint: bool = False
     ridge: float = 1e-9
     m_max: int = 2
+    sparsity: float | None = None
+    macs: float | None = None
     seed: int = 0
     progress: bool = True
 
@@ -251,17 +253,21 @@ class MIPP:
                              f"{self.noise!r}")
         if not (isinstance(self.ridge, (int, float)) and 0 <= self.ridge < 1):
             raise ValueError(f"ridge must be in [0, 1), got {self.ridge!r}")
-
-    def _decide(self, blocks: list[Block], n_nodes: int, gen: torch.Generator, bar, drop=None):
-        return decide_layer(blocks, n_nodes, k=self.k, alpha=self.alpha, tolerance=self.tolerance,
-                            noise=self.noise, min_keep=self.min_keep, generator=gen, ridge=self.ridge,
-                            m_max=self.m_max, drop=drop, bar=bar)
+        if self.sparsity is not None and self.macs is not None:
+            raise ValueError("give one budget: sparsity (fraction of nodes removed) or macs (fraction kept)")
+        if self.sparsity is not None and not (isinstance(self.sparsity, (int, float)) and 0 < self.sparsity < 1):
+            raise ValueError(f"sparsity must be in (0, 1) (the fraction of prunable nodes removed), got "
+                             f"{self.sparsity!r}")
+        if self.macs is not None and not (isinstance(self.macs, (int, float)) and 0 < self.macs < 1):
+            raise ValueError(f"macs must be in (0, 1) (the fraction of the dense MACs kept), got {self.macs!r}")
 
     # -- activations and a target alone --------------------------------------------------------------
     def select_layer(self, X: torch.Tensor, Y: torch.Tensor, name: str = "layer") -> tuple[list[int], LayerResult]:
         """Kept node indices (sorted) of a layer with activations X (N, D) for a target Y (N, q), without a
         model: Y's columns are z-scored and the consumer's weights are estimated from (X, Y) by least
         squares (W = Cov(Y, X) Cov(X)^-1), so the decision preserves what a linear read-out of X gives Y."""
+        if self.sparsity is not None or self.macs is not None:
+            raise ValueError("select_layer decides by tolerance; the sparsity / macs budgets apply to select(model)")
         X, Y = _check_inputs_2d("X", X), _check_inputs_2d("Y", Y)
         if X.shape[0] != Y.shape[0]:
             raise ValueError(f"X has {X.shape[0]} samples but Y has {Y.shape[0]}")
@@ -277,7 +283,9 @@ class MIPP:
         block = Block(cov, mean, X, len(X), weight, [torch.tensor([i]) for i in range(X.shape[1])], name)
         gen = torch.Generator().manual_seed(self.seed)
         with tqdm(total=X.shape[1], desc=name, file=sys.stderr, disable=not self.progress, leave=False) as bar:
-            d = self._decide([block], X.shape[1], gen, bar)
+            d = decide_layer([block], X.shape[1], k=self.k, alpha=self.alpha, tolerance=self.tolerance,
+                             noise=self.noise, min_keep=self.min_keep, generator=gen, ridge=self.ridge,
+                             m_max=self.m_max, bar=bar)
         res = _result(name, X.shape[1], d, ["target"])
         res.seconds["total"] = time.perf_counter() - t0
         return d.kept, res
@@ -286,37 +294,146 @@ class MIPP:
     def select(self, model: nn.Module, inputs) -> Selection:
         """Decide every prunable group of ``model`` from its activations on ``inputs`` (a tensor of inputs,
         or an iterable of batches such as a DataLoader: tensors, (inputs, labels) tuples or dicts of
-        keyword inputs; the first ``n_samples`` samples are used, an iterable is consumed once)."""
+        keyword inputs; the first ``n_samples`` samples are used, an iterable is consumed once).
+
+        With a budget (``sparsity`` or ``macs``) the tolerance is not used: it is searched (bisection on a
+        log scale, one capture, every pass the same decisions as an emergent run at that tolerance) for the
+        smallest value whose selection meets the budget, so MIPP's own statistics decide which nodes go and
+        how the budget spreads over the groups. ``settings["tolerance"]`` then holds the value found. The
+        search stops at 2% of the tolerance; a node budget is then met exactly by giving back the removed
+        nodes with the largest decision statistics (rule "budget" in the records).""" 
+        cap = capture_model(model, inputs, n_samples=self.n_samples, joint=self.joint, seed=self.seed,
+                            min_samples=self.k + 2)
+        t0 = time.perf_counter()
+        settings = {k: v for k, v in asdict(self).items() if k != "progress"}
+        if self.sparsity is None and self.macs is None:
+            keep, results = self._pass(cap, self.tolerance, self.progress)
+        else:
+            keep, results, settings["tolerance"], settings["budget_passes"] = self._budget(cap)
+        means = {n: st.mean for n, st in cap.stats.items()}
+        return Selection(cap.structure, keep, cap.example, results, means,
+                         {"capture": cap.seconds, "decisions": time.perf_counter() - t0}, settings)
+
+    def _pass(self, cap: Captured, tolerance: float, progress: bool):
         gen = torch.Generator().manual_seed(self.seed)
 
         def decide(group, blocks, drops, bar):
-            d = self._decide(blocks, group.n_nodes, gen, bar, drops)
+            d = decide_layer(blocks, group.n_nodes, k=self.k, alpha=self.alpha, tolerance=tolerance,
+                             noise=self.noise, min_keep=self.min_keep, generator=gen, ridge=self.ridge,
+                             m_max=self.m_max, drop=drops, bar=bar)
             return d.kept, _result(group.name, group.n_nodes, d, [c.name for c in group.consumers])
-        settings = {k: v for k, v in asdict(self).items() if k != "progress"}
-        return walk(model, inputs, decide, n_samples=self.n_samples, joint=self.joint, seed=self.seed,
-                    min_samples=self.k + 2, progress=self.progress, settings=settings)
+        return walk_captured(cap, decide, progress)
+
+    def _budget(self, cap: Captured):
+        """Bisection over the tolerance for the smallest one whose selection meets the budget."""
+        from mipp.pruning.report import count_macs_params
+        groups = cap.structure.prunable
+        total = sum(cap.structure.groups[n].n_nodes for n in groups)
+        floor = sum(min(self.min_keep, cap.structure.groups[n].n_nodes) for n in groups)
+        dense_macs = count_macs_params(cap.model, cap.example)[0] if self.macs is not None else 0
+
+        def measure(keep) -> float:       # how far the budget is met: >= 0 when it is
+            if self.sparsity is not None:
+                return (1 - sum(len(v) for v in keep.values()) / total) - self.sparsity
+            sel = Selection(cap.structure, keep, cap.example)
+            return self.macs - count_macs_params(sel.apply(cap.model, fold=False), cap.example)[0] / dense_macs
+
+        if self.sparsity is not None and self.sparsity > 1 - floor / total:
+            raise ValueError(f"sparsity={self.sparsity} removes more than the {1 - floor / total:.4f} of the nodes "
+                             f"that min_keep={self.min_keep} allows")
+        bar = tqdm(desc="MIPP budget search", file=sys.stderr, disable=not self.progress, leave=False)
+        passes, lo, hi, best = 0, None, None, None
+
+        def attempt(t):
+            nonlocal passes, best, lo, hi
+            keep, results = self._pass(cap, t, False)
+            passes += 1
+            bar.update()
+            met = measure(keep)
+            if met >= 0:
+                hi, best = t, (keep, results, t)
+            else:
+                lo = t
+            return met
+        try:
+            t = self.tolerance if self.tolerance > 0 else 0.2
+            if attempt(t) >= 0:                    # bracket: shrink until the budget is no longer met
+                while lo is None and t > 1e-6:
+                    t /= 4
+                    attempt(t)
+            else:                                  # or grow until it is
+                while hi is None:
+                    if t > 1e4:
+                        raise ValueError(f"the budget cannot be met with min_keep={self.min_keep} (the "
+                                         "smallest model MIPP can reach still exceeds it)")
+                    t *= 4
+                    attempt(t)
+            while lo is not None and hi / lo > 1.02:   # geometric bisection to 2% of the tolerance
+                if attempt(math.sqrt(lo * hi)) == 0:
+                    break
+        finally:
+            bar.close()
+        keep, results, tol = best
+        if self.sparsity is not None:
+            keep = self._restore(keep, results, round(self.sparsity * total))
+        return keep, results, tol, passes
+
+    @staticmethod
+    def _restore(keep, results, n_remove: int):
+        """Meet a node budget exactly: give back the removed nodes whose decision statistic (the upper bound
+        of the information they add) was largest, i.e. closest to the tolerance, until ``n_remove`` remain
+        removed."""
+        removed = [(r.upper if not math.isnan(r.upper) else 0.0, r.gaussian, name, r.node)
+                   for name, res in results.items() for r in res.records if r.removed]
+        extra = len(removed) - n_remove
+        if extra <= 0:
+            return keep
+        back: dict[str, list[int]] = {}
+        for _, _, name, node in sorted(removed, reverse=True)[:extra]:
+            back.setdefault(name, []).append(node)
+        out = dict(keep)
+        for name, nodes in back.items():
+            out[name] = torch.cat([keep[name], torch.tensor(nodes, dtype=torch.long)]).sort().values
+            for r in results[name].records:
+                if r.node in nodes:
+                    r.removed, r.rule = False, "budget"
+            results[name].n_after = len(out[name])
+        return out
 
 
-def walk(model: nn.Module, inputs, decide, *, n_samples: int, joint: bool = False, seed: int = 0,
-         min_samples: int = 2, progress: bool = False, settings: dict | None = None) -> Selection:
-    """Visit the prunable groups of ``model`` from the output back to the input and let ``decide(group,
-    blocks, drops, bar) -> (kept nodes, LayerResult or None)`` choose each group's nodes. ``blocks`` are the
-    group's consumers (decide.Block: captured features, weights restricted to the outputs kept so far) and
-    ``drops`` their feature columns already removed by decided groups. MIPP and the baselines that need
-    activations (the least-squares screen, ThiNet) share this walk."""
+@dataclass
+class Captured:
+    """A model's structure and its consumers' captured features: what every decision pass over the groups
+    reads (MIPP's budget search runs many passes over one capture)."""
+    model: nn.Module
+    structure: Structure
+    example: object
+    stats: dict
+    seconds: float
+
+
+def capture_model(model: nn.Module, inputs, *, n_samples: int, joint: bool = False, seed: int = 0,
+                  min_samples: int = 2) -> Captured:
     t0 = time.perf_counter()
     batches = materialise(inputs, n_samples)
     example = _slice(batches[0], min(2, _batch_size(batches[0])))
     structure = analyse(model, example, joint=joint)
-    groups = [structure.groups[n] for n in structure.prunable]
-    consumers = sorted({c.name for g in groups for c in g.consumers})
+    consumers = sorted({c.name for n in structure.prunable for c in structure.groups[n].consumers})
     stats = capture(model, batches, consumers, seed=seed)
     n = next(iter(stats.values())).rows.shape[0] if stats else 0
     if n < min_samples:
         raise ValueError(f"got {n} samples from inputs; at least {min_samples} are needed (n_samples="
                          f"{n_samples})")
-    seconds = {"capture": time.perf_counter() - t0}
-    modules = dict(model.named_modules())
+    return Captured(model, structure, example, stats, time.perf_counter() - t0)
+
+
+def walk_captured(cap: Captured, decide, progress: bool = False):
+    """Visit the prunable groups from the output back to the input and let ``decide(group, blocks, drops,
+    bar) -> (kept nodes, LayerResult or None)`` choose each group's nodes. ``blocks`` are the group's
+    consumers (decide.Block: captured features, weights restricted to the outputs kept so far) and ``drops``
+    their feature columns already removed by decided groups. Returns (keep, results)."""
+    modules = dict(cap.model.named_modules())
+    groups = [cap.structure.groups[n] for n in cap.structure.prunable]
     keep: dict[str, torch.Tensor] = {}
     results: dict[str, LayerResult] = {}
     cut_in: dict[str, set[int]] = {}        # consumer -> input channels removed by decided groups
@@ -328,7 +445,7 @@ def walk(model: nn.Module, inputs, decide, *, n_samples: int, joint: bool = Fals
             inner.set_description(group.name)
             blocks, drops = [], []
             for c in group.consumers:
-                m, st = modules[c.name], stats[c.name]
+                m, st = modules[c.name], cap.stats[c.name]
                 kk = kernel_size(m)
                 w = flat_weight(m).double().cpu()
                 gone_rows = cut_out.get(c.name, set())
@@ -353,9 +470,18 @@ def walk(model: nn.Module, inputs, decide, *, n_samples: int, joint: bool = Fals
     finally:
         inner.close()
         outer.close()
-    seconds["decisions"] = time.perf_counter() - t0 - seconds["capture"]
-    return Selection(structure, keep, example, results, {name: st.mean for name, st in stats.items()},
-                     seconds, settings)
+    return keep, results
+
+
+def walk(model: nn.Module, inputs, decide, *, n_samples: int, joint: bool = False, seed: int = 0,
+         min_samples: int = 2, progress: bool = False, settings: dict | None = None) -> Selection:
+    """Capture, then one decision pass (walk_captured). MIPP and the baselines that need activations (the
+    least-squares screen, ThiNet) share it."""
+    cap = capture_model(model, inputs, n_samples=n_samples, joint=joint, seed=seed, min_samples=min_samples)
+    t0 = time.perf_counter()
+    keep, results = walk_captured(cap, decide, progress)
+    return Selection(cap.structure, keep, cap.example, results, {n: st.mean for n, st in cap.stats.items()},
+                     {"capture": cap.seconds, "decisions": time.perf_counter() - t0}, settings)
 
 
 def _finite(value):

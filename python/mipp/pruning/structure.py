@@ -224,8 +224,8 @@ def analyse(model: nn.Module, example, joint: bool = False) -> Structure:
             group.coupled = True
             if not joint:
                 group.prunable = False
-                group.reason = (f"residual stream of {len(group.producers)} layers (decided only with "
-                                "joint=True)")
+                group.reason = (f"coupled: {len(group.producers)} layers produce these channels (a residual "
+                                "stream, or projections multiplied together); decided only with joint=True")
         if group.prunable:
             try:
                 if _reaches_output(model, example, tp_group, out_shapes):

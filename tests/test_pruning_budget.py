@@ -1,0 +1,119 @@
+"""Budgets (MIPP(sparsity=...), MIPP(macs=...)) and the paper's baselines made structured."""
+import pytest
+import torch
+from torch import nn
+
+from mipp.pruning import MIPP, count_macs_params
+from mipp.pruning.baselines import (attached_scores, global_keep, grasp_scores, keep_top, obd_scores,
+                                    synflow_scores, thinet_keep, thinet_selection)
+from mipp.pruning.decide import Block
+
+N = 400
+
+
+def mlp(seed=0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(6, 24), nn.ReLU(), nn.Linear(24, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    return model, torch.randn(N, 6)
+
+
+@pytest.mark.parametrize("sparsity", [0.3, 0.6, 0.9])
+def test_sparsity_budget_is_met_exactly_and_spread_by_mipp(sparsity):
+    model, x = mlp()
+    sel = MIPP(sparsity=sparsity, n_samples=N, progress=False).select(model, x)
+    assert sum(sel.counts.values()) == 40 - round(sparsity * 40)
+    assert all(c >= 1 for c in sel.counts.values())               # no collapse
+    assert sel.settings["tolerance"] > 0 and sel.settings["budget_passes"] >= 2
+    # the same decisions as an emergent run at the tolerance found, up to the nodes given back
+    free = MIPP(tolerance=sel.settings["tolerance"], n_samples=N, progress=False).select(model, x)
+    for name in sel.keep:
+        assert set(free.keep[name].tolist()) <= set(sel.keep[name].tolist())
+
+
+def test_macs_budget_is_met():
+    model, x = mlp(1)
+    sel = MIPP(macs=0.4, n_samples=N, progress=False).select(model, x)
+    m0 = count_macs_params(model, x[:1])[0]
+    m1 = count_macs_params(sel.apply(model, fold=False), x[:1])[0]
+    assert m1 / m0 <= 0.4
+
+
+def test_budget_arguments_are_checked():
+    with pytest.raises(ValueError, match="one budget"):
+        MIPP(sparsity=0.5, macs=0.5)
+    with pytest.raises(ValueError, match="sparsity"):
+        MIPP(sparsity=1.0)
+    with pytest.raises(ValueError, match="macs"):
+        MIPP(macs=0.0)
+    model, x = mlp()
+    with pytest.raises(ValueError, match="min_keep"):
+        MIPP(sparsity=0.99, min_keep=2, n_samples=N, progress=False).select(model, x)
+    with pytest.raises(ValueError, match="select_layer"):
+        MIPP(sparsity=0.5).select_layer(torch.randn(50, 4), torch.randn(50, 2))
+
+
+def test_attached_scores_sum_rows_and_consumer_columns():
+    """A node's score: the L1 norm of the scores of its producer's row (and bias) and of its consumers'
+    columns. With a score equal to 1 everywhere it counts the attached weights."""
+    model, x = mlp()
+    sel = MIPP(n_samples=N, progress=False).select(model, x)
+    ones = {n: torch.ones_like(p) for n, p in model.named_parameters()}
+    s = attached_scores(sel, model, ones)
+    assert torch.equal(s["0"], torch.full((24,), 6 + 1 + 16, dtype=torch.float64))   # row, bias, column
+    assert torch.equal(s["2"], torch.full((16,), 24 + 1 + 3, dtype=torch.float64))
+
+
+def test_synflow_grasp_obd_score_every_node():
+    model, x = mlp()
+    y = torch.randint(0, 3, (N,))
+    sel = MIPP(n_samples=N, progress=False).select(model, x)
+    for scores in (synflow_scores(sel, model), grasp_scores(sel, model, x[:64], y[:64]),
+                   obd_scores(sel, model, x[:64], y[:64])):
+        assert set(scores) == set(sel.keep) and all(bool(torch.isfinite(v).all()) for v in scores.values())
+        assert all(float(v.max()) > 0 for v in scores.values())
+        kept = keep_top(sel, scores)
+        assert kept.counts == sel.counts
+
+
+def test_obd_equals_a_loop_over_samples():
+    """Per-sample gradients by torch.func equal a loop over samples."""
+    model, x = mlp(2)
+    y = torch.randint(0, 3, (N,))
+    sel = MIPP(n_samples=N, progress=False).select(model, x)
+    fisher = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for i in range(20):
+        model.zero_grad()
+        nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
+        for n, p in model.named_parameters():
+            fisher[n] += p.grad ** 2
+    expect = attached_scores(sel, model, {n: 0.5 * p.detach() ** 2 * fisher[n] / 20
+                                          for n, p in model.named_parameters()})
+    got = obd_scores(sel, model, x[:20], y[:20])
+    for n in got:
+        torch.testing.assert_close(got[n], expect[n], rtol=1e-5, atol=1e-12)
+
+
+def test_thinet_greedy_matches_brute_force_on_a_small_layer():
+    """ThiNet removes the node set whose summed contributions have the least energy; greedy on 5 nodes
+    matches exhaustive search for the first removal, and the second given it."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(300, 5, generator=g, dtype=torch.float64) @ torch.randn(5, 5, generator=g, dtype=torch.float64)
+    W = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    Xc = X - X.mean(0)
+    block = Block(Xc.T @ Xc / 300, X.mean(0), X, 300, W, [torch.tensor([i]) for i in range(5)])
+    kept = thinet_keep([block], 5, 3)
+    energy = lambda T: float(((X[:, T] @ W[:, T].T) ** 2).sum(1).mean())   # noqa: E731
+    first = min(range(5), key=lambda i: energy([i]))
+    second = min((i for i in range(5) if i != first), key=lambda i: energy([first, i]))
+    assert sorted(set(range(5)) - {first, second}) == kept
+
+
+def test_thinet_selection_and_global_collapse_report():
+    model, x = mlp()
+    sel = MIPP(sparsity=0.5, n_samples=N, progress=False).select(model, x)
+    assert thinet_selection(sel, model, x, n_samples=N).counts == sel.counts
+    scores = {"0": torch.arange(24, dtype=torch.float64) + 100, "2": torch.arange(16, dtype=torch.float64)}
+    chosen, collapsed = global_keep(sel, scores, 0.6)
+    # 24 of 40 go: all 16 of "2" (the lowest scores) and 8 of "0"; "2" collapses and keeps its best node
+    assert collapsed == ["2"] and chosen.counts == {"0": 16, "2": 1}
+    assert chosen.keep["2"].tolist() == [15]
