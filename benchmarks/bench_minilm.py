@@ -215,8 +215,13 @@ def taylor_minilm(sel, model, batches) -> dict[str, torch.Tensor]:
     scores = {n: torch.zeros(sel.structure.groups[n].n_nodes, dtype=torch.float64) for n in sel.keep}
     modules = dict(model.named_modules())
     acts = {}
-    hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: (o.retain_grad(), acts.__setitem__(n, o)))
-             for n in sel.keep]
+    def keep_grad(name):
+        def hook(module, inputs, output):
+            if output.requires_grad:
+                output.retain_grad()
+                acts[name] = output
+        return hook
+    hooks = [modules[n].register_forward_hook(keep_grad(n)) for n in sel.keep]
     g = torch.Generator().manual_seed(0)
     try:
         for b in batches:

@@ -90,14 +90,18 @@ def test_radius_batch_differs_from_groups():
 
 
 def test_special_radii():
-    # 0, negative, +inf (the reference counts the sample itself at +inf when not strict) and NaN
+    # 0 and negative radii count nothing (strict) or the zero-distance duplicates; +inf and NaN are outside
+    # the ops' contract (a +inf radius would count the sample itself, excluded by index as +inf): refused
     x = _data("ties", 1, 40, 1, torch.float64, seed=9)
-    radius = torch.tensor([0.0, -1.0, float("inf"), float("nan")] * 10, dtype=torch.float64)[None]
+    radius = torch.tensor([0.0, -1.0, 0.5, 2.0] * 10, dtype=torch.float64)[None]
     for path in PATHS:
         with _ext.force_path(path):
             for strict in (True, False):
                 assert torch.equal(ops.count_within([x], radius, strict), reference.count_within([x], radius, strict))
             assert torch.equal(ops.marginal_radius([x], radius), reference.marginal_radius([x], radius))
+    for bad in (float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="radius contains NaN or inf"):
+            ops.count_within([x], radius.clone().fill_(bad), False)
 
 
 def test_non_contiguous_inputs():
@@ -151,13 +155,14 @@ def test_same_result_for_any_thread_count():
         assert all(torch.equal(a, b) for a, b in zip(r, results[0]))
 
 
-def test_outside_contract_falls_back_to_reference():
+def test_outside_contract_is_refused_before_the_kernels():
     x64 = _data("continuous", 1, 50, 2, torch.float64, seed=17)
     before = sum(_ext.paths.values())
-    eps = ops.knn_distance([x64, x64.float()], 3)  # mixed dtypes: the reference promotes
-    assert torch.equal(eps, reference.knn_distance([x64, x64.float()], 3))
-    assert torch.equal(ops.knn_distance([x64[:, :3]], 3), reference.knn_distance([x64[:, :3]], 3))  # k = N
-    assert sum(_ext.paths.values()) == before  # neither call reached the extension
+    with pytest.raises(ValueError, match="groups\\[1\\] is torch.float32"):
+        ops.knn_distance([x64, x64.float()], 3)        # mixed dtypes (the estimators promote first)
+    with pytest.raises(ValueError, match="k=3 must be in"):
+        ops.knn_distance([x64[:, :3]], 3)               # k = N
+    assert sum(_ext.paths.values()) == before           # neither call reached the extension
 
 
 def test_mi_matches_sklearn_ksg():

@@ -118,7 +118,7 @@ def test_non_floating_dtype(dtype):
     _raises(TypeError, "z", mipp.cmi, x, y, z.to(dtype))
 
 
-@pytest.mark.parametrize("bad", [[1.0, 2.0, 3.0, 4.0, 5.0], None, 3.0])
+@pytest.mark.parametrize("bad", [None, 3.0, "abc", {"a": 1}, [[1.0], [2.0, 3.0]]])
 def test_not_a_tensor(bad):
     x, y, z = _data()
     _raises(TypeError, "x", mipp.mi, bad, y)
@@ -186,13 +186,52 @@ def test_permutation_test_errors():
     _raises(ValueError, "x", mipp.permutation_test, xn, y, n_permutations=5)
 
 
-def test_permutation_test_rejects_non_tensor_briefly():
-    """A list for x: the error names x and does not dump the whole data into the message."""
+def test_array_likes_are_float64_tensors():
+    """numpy arrays and lists are accepted (as float64 CPU tensors) by every entry point."""
+    np = pytest.importorskip("numpy")
+    x, y, z = _data()
+    assert float(mipp.mi(x.numpy(), y.tolist())) == float(mipp.mi(x, y))
+    assert float(mipp.cmi(x.numpy(), y.numpy(), z.numpy().astype(np.float32))) == float(mipp.cmi(x, y, z))
+    assert torch.equal(mipp.mi_per_feature(x.numpy(), y.numpy()), mipp.mi_per_feature(x, y))
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    a = mipp.permutation_test(x.tolist(), y.numpy(), z.numpy(), n_permutations=5, generator=g(), local_neighbors=3)
+    b = mipp.permutation_test(x, y, z, n_permutations=5, generator=g(), local_neighbors=3)
+    assert torch.equal(a.null, b.null)
+    ints = np.arange(N)[:, None] % 7
+    assert mipp.mi(ints, y).dtype == torch.float64
+
+
+def test_integer_like_k_and_a_bool_algorithm():
+    np = pytest.importorskip("numpy")
     x, y, _ = _data()
-    with pytest.raises(TypeError) as info:
-        mipp.permutation_test(x.tolist(), y, n_permutations=5)
-    assert _names("x").search(str(info.value))
-    assert len(str(info.value)) < 300, f"message of {len(str(info.value))} characters"
+    assert float(mipp.mi(x, y, k=np.int64(3))) == float(mipp.mi(x, y, k=3))
+    _raises(ValueError, "algorithm", mipp.mi, x, y, algorithm=True)
+
+
+def test_more_bad_inputs_are_named():
+    x, y, z = _data()
+    _raises(ValueError, "x", mipp.mi, torch.empty(N, 2, device="meta"), y)
+    _raises(ValueError, "x", mipp.mi, torch.empty(0, N, 1, dtype=torch.float64), y)
+    _raises(ValueError, "X", mipp.mi_per_feature, x[:, :0], y)
+    for bad in (0, -2, True, 2.5):
+        _raises(ValueError, "local_neighbors", mipp.permutation_test, x, y, z, n_permutations=5,
+                local_neighbors=bad)
+    for n in (0, 1):
+        _raises(ValueError, "z", mipp.local_permutations, z[:n], 5)
+    for bad in (-1, 2.5):
+        _raises(ValueError, "n_permutations", mipp.local_permutations, z, bad)
+    for bad in (z.long(), z.to(torch.complex64), torch.empty(N, 1, device="meta")):
+        _raises(TypeError, "z", mipp.local_permutations, bad, 5)
+    for value in (float("nan"), float("inf")):
+        bad = z.clone()
+        bad[3, 0] = value
+        _raises(ValueError, "z", mipp.local_permutations, bad, 5)
+
+
+def test_requires_grad_warns():
+    x, y, _ = _data()
+    with pytest.warns(UserWarning, match="no gradient"):
+        mipp.mi(x.clone().requires_grad_(), y)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ the per-sample local values, ``(N,)`` or ``(B, N)``, whose mean is the estimate)
 from __future__ import annotations
 
 import math
+import operator
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -36,18 +38,50 @@ def _digamma(n: int) -> float:
         1 / 240 - inv2 * (1 / 132)))))
 
 
+def _integer(name: str, value, low: int, error: type = TypeError) -> int:
+    """An int (numpy and other integer-like numbers accepted; bool and floats refused with ``error``) >= low."""
+    if isinstance(value, bool):
+        raise error(f"{name} must be an integer, got {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise error(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {name}={value}")
+    return value
+
+
+def as_tensor(name: str, value) -> torch.Tensor:
+    """A tensor as it is, or an array-like (numpy array, nested lists) as a float64 CPU tensor."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if value is None or isinstance(value, (str, bytes, dict)):
+        raise TypeError(f"{name} must be a tensor or an array-like of numbers, got {type(value).__name__}")
+    try:
+        import numpy as np
+        arr = np.asarray(value)
+    except Exception as exc:   # ragged lists and the like
+        raise TypeError(f"{name} could not be read as an array of numbers: {exc}") from exc
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got an array of dtype {arr.dtype}")
+    if arr.ndim == 0:
+        raise TypeError(f"{name} must be an array of samples, got the scalar {arr.item()!r}")
+    return torch.as_tensor(arr.astype(np.float64))
+
+
 def _as_groups(args: dict[str, torch.Tensor], k: int, normalize: bool):
-    """Validate the named arguments and return them as (B_g, N, d) tensors of one dtype and device,
-    plus whether any of them carried a batch dimension. Inputs are never modified."""
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"k must be an int, got {type(k).__name__}")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got k={k}")
+    """Validate the named arguments and return them as (B_g, N, d) tensors of one dtype and device, whether
+    any of them carried a batch dimension, N and k (as an int). Inputs are never modified."""
+    k = _integer("k", k, 1)
     out: dict[str, torch.Tensor] = {}
     batched, batch, n_ref, device = False, None, None, None
     for name, t in args.items():
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        t = as_tensor(name, t)
+        if t.device.type == "meta":
+            raise ValueError(f"{name} is on the meta device, which holds no values; pass real data")
+        if t.requires_grad and not torch.compiler.is_compiling():
+            warnings.warn(f"{name} requires grad, but KSG estimates are counts of neighbours: the result "
+                          "carries no gradient (detach the input to silence this)", UserWarning, stacklevel=4)
         if t.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"{name} must be float32 or float64, got {t.dtype}; convert it with "
                             f"{name}.double() (integer data: add jitter explicitly if ties are not wanted)")
@@ -67,6 +101,8 @@ def _as_groups(args: dict[str, torch.Tensor], k: int, normalize: bool):
             raise ValueError(f"{name} must have shape (N,), (N, d) or (B, N, d), got {tuple(t.shape)}")
         if g.shape[2] < 1:
             raise ValueError(f"{name} has no columns (shape {tuple(t.shape)})")
+        if g.shape[0] < 1:
+            raise ValueError(f"{name} has batch size 0 (shape {tuple(t.shape)}); pass at least one problem")
         if n_ref is None:
             n_ref, device = int(g.shape[1]), t.device
         elif g.shape[1] != n_ref:
@@ -74,10 +110,11 @@ def _as_groups(args: dict[str, torch.Tensor], k: int, normalize: bool):
                              "all arguments need the same number of samples N")
         elif t.device != device:
             raise ValueError(f"{name} is on {t.device} but {next(iter(args))} is on {device}")
+        # under torch.compile these checks run inside the ops instead (mipp.ops._check, at run time)
         if not torch.compiler.is_compiling() and not bool(torch.isfinite(g).all()):
             raise ValueError(f"{name} contains NaN or inf; drop or impute those samples first")
         out[name] = g
-    if n_ref <= k:
+    if n_ref <= k and not torch.compiler.is_compiling():
         raise ValueError(f"k={k} needs more than k samples, got N={n_ref}; lower k or add samples")
     dtype = out[next(iter(out))].dtype
     for g in out.values():
@@ -85,14 +122,28 @@ def _as_groups(args: dict[str, torch.Tensor], k: int, normalize: bool):
     groups = [g.to(dtype) for g in out.values()]
     if normalize:
         groups = [_zscore(g) for g in groups]
-    return groups, batched, n_ref
+    if not torch.compiler.is_compiling():
+        for name, g in zip(out, groups):
+            spread = g.amax(dim=-2) - g.amin(dim=-2)
+            if not bool(torch.isfinite(spread).all()):
+                raise ValueError(f"{name}: the differences between its samples overflow {g.dtype} (a column "
+                                 "spans more than the largest finite value); rescale it or pass normalize=True")
+    return groups, batched, n_ref, k
 
 
 def _zscore(g: torch.Tensor) -> torch.Tensor:
     """Columns to mean 0 and sample std 1 (ddof=1), as Kraskov's MILCA does; constant columns -> 0.
-    Samples are the second-to-last dim: (N, d) or (B, N, d)."""
-    centred = g - g.mean(dim=-2, keepdim=True)
-    std = centred.std(dim=-2, keepdim=True, correction=1)
+    Samples are the second-to-last dim: (N, d) or (B, N, d). Each column is first divided by its largest
+    magnitude, so sums and squares cannot overflow (float32 near 1e37, float64 near 1e155 would)."""
+    # The moments are summed by cumsum, a sequential scan of each column in any layout: torch's mean / std
+    # split one column across threads when there are few columns, so a batched call and the per-column calls
+    # got z-scores differing in the last bits, which flip ties (rounded data) between otherwise equal results.
+    n = g.shape[-2]
+    scale = g.abs().amax(dim=-2, keepdim=True)          # a max is exact: the same bits in any layout
+    g = g / torch.where(scale > 0, scale, torch.ones_like(scale))
+    centred = g - g.cumsum(dim=-2)[..., -1:, :] / n
+    var = (centred * centred).cumsum(dim=-2)[..., -1:, :] / max(n - 1, 1)
+    std = var.sqrt()
     return centred / torch.where(std > 0, std, torch.ones_like(std))
 
 
@@ -125,9 +176,9 @@ def mi(x: torch.Tensor, y: torch.Tensor, k: int = 3, *, algorithm: int = 1, norm
 
 def _mi(args: dict[str, torch.Tensor], k: int, algorithm: int, normalize: bool, reduction: str):
     _check_reduction(reduction)
-    if algorithm not in (1, 2):
+    if isinstance(algorithm, bool) or algorithm not in (1, 2):
         raise ValueError(f"algorithm must be 1 or 2, got {algorithm!r}")
-    (gx, gy), batched, n = _as_groups(args, k, normalize)
+    (gx, gy), batched, n, k = _as_groups(args, k, normalize)
     eps = _ops.knn_distance([gx, gy], k)
     if algorithm == 1:
         nx = _ops.count_within([gx], eps, True)
@@ -147,7 +198,7 @@ def cmi(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, k: int = 3, *, normal
         reduction: str = "mean") -> torch.Tensor:
     """Frenzel-Pompe estimate of I(x; y | z) in nats, max-norm."""
     _check_reduction(reduction)
-    (gx, gy, gz), batched, n = _as_groups({"x": x, "y": y, "z": z}, k, normalize)
+    (gx, gy, gz), batched, n, k = _as_groups({"x": x, "y": y, "z": z}, k, normalize)
     eps = _ops.knn_distance([gx, gy, gz], k)
     nxz = _ops.count_within([gx, gz], eps, True)
     nyz = _ops.count_within([gy, gz], eps, True)
@@ -160,10 +211,11 @@ def mi_per_feature(X: torch.Tensor, Y: torch.Tensor, k: int = 3, *, algorithm: i
                    normalize: bool = False) -> torch.Tensor:
     """I(X[:, i]; Y) for every column i of X (N, D), as one batched call: Y's distances are computed
     once for all D problems. Returns (D,) float64."""
-    if not isinstance(X, torch.Tensor):
-        raise TypeError(f"X must be a torch.Tensor, got {type(X).__name__}")
+    X = as_tensor("X", X)
     if X.dim() != 2:
         raise ValueError(f"X must be a 2-D tensor (N, D), got shape {tuple(X.shape)}")
+    if X.shape[1] == 0:
+        raise ValueError(f"X has no columns (shape {tuple(X.shape)}); pass at least one feature")
     return _mi({"X": X.T.unsqueeze(-1), "Y": Y}, k, algorithm, normalize, "mean")
 
 
@@ -180,11 +232,17 @@ def local_permutations(z: torch.Tensor, n_permutations: int, neighbors: int = 5,
     neighbours, a random one not yet taken, or any of them when all are taken (a near permutation: about
     one sample in ten is reused at neighbors=5). Batched over the surrogates: the loop runs over the N
     samples, not over N * n_permutations. z: (N,) or (N, d); drawn on the CPU (a CPU ``generator``)."""
-    if isinstance(neighbors, bool) or not isinstance(neighbors, int) or neighbors < 1:
-        raise ValueError(f"neighbors must be a positive int, got {neighbors!r}")
-    if not isinstance(z, torch.Tensor) or z.dim() not in (1, 2):
-        raise ValueError(f"z must be a tensor of shape (N,) or (N, d) for local permutations, got "
-                         f"{getattr(z, 'shape', type(z).__name__)}")
+    neighbors = _integer("neighbors", neighbors, 1, ValueError)
+    n_permutations = _integer("n_permutations", n_permutations, 1, ValueError)
+    z = as_tensor("z", z)
+    if z.dim() not in (1, 2):
+        raise ValueError(f"z must have shape (N,) or (N, d) for local permutations, got {tuple(z.shape)}")
+    if z.device.type == "meta" or not z.is_floating_point():
+        raise TypeError(f"z must be a real floating tensor with values, got {z.dtype} on {z.device}")
+    if z.shape[0] < 2:
+        raise ValueError(f"z has N={z.shape[0]} samples; a permutation among neighbours needs at least 2")
+    if not bool(torch.isfinite(z).all()):
+        raise ValueError("z contains NaN or inf; drop or impute those samples first")
     g = z.reshape(1, z.shape[0], -1)
     g = _zscore(g) if normalize else g
     n = g.shape[1]
@@ -228,10 +286,11 @@ def permutation_test(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None = 
     ``local_neighbors`` (conditional test only, unbatched z): shuffle x only among that many nearest
     neighbours in z (see local_permutations), the valid null for I(x; y | z) = 0; by default x is shuffled
     globally, which tests I(x; (y, z)) = 0 against a null that also breaks x's dependence on z."""
-    if isinstance(n_permutations, bool) or not isinstance(n_permutations, int) or n_permutations < 1:
-        raise ValueError(f"n_permutations must be a positive int, got {n_permutations!r}")
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    n_permutations = _integer("n_permutations", n_permutations, 1, ValueError)
+    x, y = as_tensor("x", x), as_tensor("y", y)
+    z = None if z is None else as_tensor("z", z)
+    if local_neighbors is not None:
+        local_neighbors = _integer("local_neighbors", local_neighbors, 1, ValueError)
     if x.dim() not in (1, 2, 3):
         raise ValueError(f"x must have shape (N,), (N, d) or (B, N, d), got {tuple(x.shape)}")
     xb = x if x.dim() == 3 else (x[None, :, None] if x.dim() == 1 else x[None])

@@ -42,6 +42,43 @@ def _cpu(op: str, *args):
     return getattr(reference, op)(*args) if out is None else out
 
 
+def _check(op: str, groups: list[torch.Tensor], k: int | None = None, radius: torch.Tensor | None = None):
+    """The ops' contract, on every backend and inside compiled code (the kernels run at run time there):
+    3-D floating groups of one dtype and device with equal N and batch sizes in {1, B}; finite values
+    whose differences do not overflow the dtype (a +inf distance would tie with the self pair, which is
+    excluded by index as +inf); 1 <= k < N; a finite radius of shape (B_r, N)."""
+    n, batch = None, 1
+    for i, g in enumerate(groups):
+        if g.dim() != 3 or not g.is_floating_point():
+            raise ValueError(f"mipp::{op}: groups[{i}] must be a floating (B, N, d) tensor, got "
+                             f"{g.dtype} of shape {tuple(g.shape)}")
+        if g.dtype != groups[0].dtype or g.device != groups[0].device:
+            raise ValueError(f"mipp::{op}: groups[{i}] is {g.dtype} on {g.device} but groups[0] is "
+                             f"{groups[0].dtype} on {groups[0].device}")
+        if n is None:
+            n = int(g.shape[1])
+        elif int(g.shape[1]) != n:
+            raise ValueError(f"mipp::{op}: groups[{i}] has N={g.shape[1]} samples but groups[0] has N={n}")
+        if g.shape[0] != 1:
+            if batch != 1 and g.shape[0] != batch:
+                raise ValueError(f"mipp::{op}: groups[{i}] has batch size {g.shape[0]}, another group {batch}")
+            batch = int(g.shape[0])
+        if g.numel():
+            if not bool(torch.isfinite(g).all()):
+                raise ValueError(f"mipp::{op}: groups[{i}] contains NaN or inf")
+            spread = g.amax(dim=1) - g.amin(dim=1)
+            if not bool(torch.isfinite(spread).all()):
+                raise ValueError(f"mipp::{op}: the differences between samples of groups[{i}] overflow "
+                                 f"{g.dtype} (a column spans more than its largest finite value); rescale it")
+    if k is not None and n > 0 and not 1 <= k < n:
+        raise ValueError(f"mipp::{op}: k={k} must be in [1, N - 1] for N={n} samples")
+    if radius is not None:
+        if radius.dim() != 2 or radius.shape[1] != n or (batch != 1 and radius.shape[0] not in (1, batch)):
+            raise ValueError(f"mipp::{op}: radius must have shape (B, N={n}), got {tuple(radius.shape)}")
+        if radius.numel() and not bool(torch.isfinite(radius).all()):
+            raise ValueError(f"mipp::{op}: radius contains NaN or inf")
+
+
 def _batch_rows(groups, radius=None):
     batch = reference.batch_size(groups)
     if radius is not None:
@@ -52,11 +89,13 @@ def _batch_rows(groups, radius=None):
 @torch.library.custom_op("mipp::knn_distance", mutates_args=(), device_types="cuda")
 def knn_distance(groups: list[torch.Tensor], k: int) -> torch.Tensor:
     """(B, N) k-th nearest-neighbour max-norm distance in the joint space of ``groups`` (self excluded)."""
+    _check("knn_distance", groups, k=k)
     return _cuda("knn_distance", "knn", groups, k)
 
 
 @knn_distance.register_kernel("cpu")
 def _knn_distance_cpu(groups, k):
+    _check("knn_distance", groups, k=k)
     return _cpu("knn_distance", groups, k)
 
 
@@ -68,11 +107,13 @@ def _knn_distance_fake(groups, k):
 @torch.library.custom_op("mipp::count_within", mutates_args=(), device_types="cuda")
 def count_within(groups: list[torch.Tensor], radius: torch.Tensor, strict: bool) -> torch.Tensor:
     """(B, N) int64 number of j != i within ``radius[b, i]`` (``<`` if strict, else ``<=``)."""
+    _check("count_within", groups, radius=radius)
     return _cuda("count_within", "count", groups, radius, strict)
 
 
 @count_within.register_kernel("cpu")
 def _count_within_cpu(groups, radius, strict):
+    _check("count_within", groups, radius=radius)
     return _cpu("count_within", groups, radius, strict)
 
 
@@ -84,11 +125,13 @@ def _count_within_fake(groups, radius, strict):
 @torch.library.custom_op("mipp::marginal_radius", mutates_args=(), device_types="cuda")
 def marginal_radius(groups: list[torch.Tensor], radius: torch.Tensor) -> torch.Tensor:
     """(B, N, G) per-group largest distance to the samples within the joint ``radius`` (KSG-2)."""
+    _check("marginal_radius", groups, radius=radius)
     return _cuda("marginal_radius", "radius", groups, radius)
 
 
 @marginal_radius.register_kernel("cpu")
 def _marginal_radius_cpu(groups, radius):
+    _check("marginal_radius", groups, radius=radius)
     return _cpu("marginal_radius", groups, radius)
 
 

@@ -214,8 +214,9 @@ def analyse(model: nn.Module, example, joint: bool = False) -> Structure:
                     and not depthwise:
                 problems.append(f"{type(module).__name__} {name!r} reads it")
         if norms:
-            problems.insert(0, f"{', '.join(sorted(norms))} normalise{'s' if len(norms) == 1 else ''} across "
-                               "the channels")
+            names_ = sorted(norms)
+            listed = ", ".join(names_[:3]) + (f" and {len(names_) - 3} more" if len(names_) > 3 else "")
+            problems.insert(0, f"{listed} normalise{'s' if len(names_) == 1 else ''} across the channels")
         if not group.consumers:
             group.prunable, group.reason = False, "no Linear / Conv reads its channels (the output layer)"
         elif problems:
