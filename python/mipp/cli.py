@@ -5,13 +5,29 @@ from __future__ import annotations
 import argparse
 
 
+# What each command needs beyond mipp itself, and the extra that installs it.
+NEEDS = {"mi-demo": (["scipy", "sklearn"], "demo"), "prune": (["torch_pruning", "matplotlib"], "demo")}
+
+
+def _require(command: str) -> None:
+    import importlib.util
+    modules, extra = NEEDS[command]
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SystemExit(f"mipp {command} needs {', '.join(missing)}: pip install 'mipp[{extra}]' (or pip install "
+                         f"{' '.join('scikit-learn' if m == 'sklearn' else m.replace('_', '-') for m in missing)})")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from mipp import __version__
     parser = argparse.ArgumentParser(prog="mipp", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mipp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("mi-demo", help="estimate MI on generated data and on sklearn's digits, against "
-                                       "the closed form and an independent k-d tree oracle")
+                                       "the closed form and an independent k-d tree oracle",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     demo.add_argument("--n", type=int, default=4000, help="samples for the Gaussian checks")
-    demo.add_argument("--k", type=int, default=3)
+    demo.add_argument("--k", type=int, default=3, help="KSG neighbours")
     prune = sub.add_parser("prune", help="train a LeNet on offline MNIST digits, prune it with MIPP (after "
                                          "training and at init), and compare with the least-squares screen, "
                                          "random, L1 and Taylor at the same per-group counts, re-fitted alike",
@@ -46,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     prune.add_argument("--plot", help="write a PNG of the first MIPP selection's report")
     prune.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    _require(args.command)
     if args.command == "mi-demo":
         from mipp.demo import run_demo
         return run_demo(n=args.n, k=args.k)
