@@ -358,3 +358,22 @@ def test_result_on_cuda_device():
         out = fn(x.cuda(), y.cuda(), z.cuda())
         assert out.device.type == "cuda" and out.dtype == torch.float64 and out.shape == ()
         assert torch.equal(out.cpu(), fn(x, y, z)), name
+
+
+def test_tied_data_warn_and_jitter_breaks_the_ties():
+    """Heavily discretised data (a binary column): a warning that says what to do; jitter from a generator
+    is reproducible, leaves the input untouched and removes the warning."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randint(0, 2, (300, 1), generator=g).double()
+    y = x + torch.randint(0, 3, (300, 1), generator=g).double()        # both integer-valued
+    with pytest.warns(UserWarning, match="ties decide.*jitter=1e-10.*discrete_x / discrete_y"):
+        tied = float(mipp.mi(x, y))
+    before = x.clone()
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a = float(mipp.mi(x, y, jitter=1e-10, generator=torch.Generator().manual_seed(0)))
+        b = float(mipp.mi(x, y, jitter=1e-10, generator=torch.Generator().manual_seed(0)))
+    assert a == b and torch.equal(x, before) and a < tied             # ties bias KSG upward
+    assert abs(float(mipp.mi(x[:, 0], y[:, 0], discrete_x=True, discrete_y=True)) - a) < 0.1   # ~ plug-in
+    _raises(ValueError, "jitter", mipp.mi, x, y, jitter=-1.0)

@@ -249,3 +249,19 @@ def test_prune_drops_configs_over_the_register_budget():
     small = kernel.early_config_prune(knn.GPU_CONFIGS, example, K_PAD=4, **meta)
     large = kernel.early_config_prune(knn.GPU_CONFIGS, example, K_PAD=64, **meta)
     assert large[0] is knn.GPU_CONFIGS[0] and len(large) < len(small) <= len(knn.GPU_CONFIGS)
+
+
+# ---------------------------------------------------------------------------------------------------
+# discrete variables: a label group (codes x L) combined with continuous groups, shared by a batch
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_label_group_matches_reference(dtype):
+    from mipp.discrete import label_group
+    x = _data(3, 50, 2, dtype, "ties", seed=7)
+    codes = torch.randint(0, 4, (50,), generator=torch.Generator().manual_seed(8))
+    g = label_group(codes, [x]).to(DEVICE)
+    eps = knn.knn_distance([x, g], 3)
+    assert torch.equal(eps, reference.knn_distance([x, g], 3))
+    for strict in (True, False):
+        assert torch.equal(count.count_within([x, g], eps, strict), reference.count_within([x, g], eps, strict))
+        assert torch.equal(count.count_within([x], eps, strict), reference.count_within([x], eps, strict))

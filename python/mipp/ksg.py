@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 
 import mipp.ops  # noqa: F401  (registers torch.ops.mipp)
-from mipp import reference
+from mipp import discrete, reference
 
 _ops = torch.ops.mipp
 
@@ -69,7 +69,37 @@ def as_tensor(name: str, value) -> torch.Tensor:
     return torch.as_tensor(arr.astype(np.float64))
 
 
-def _as_groups(args: dict[str, torch.Tensor], k: int, normalize: bool):
+# A column in which at least this fraction of the samples repeat another sample's value makes KSG's
+# neighbourhoods decided by ties (the strict counts exclude whole blocks of equal values): warn.
+TIE_FRACTION = 0.5
+
+
+def _warn_ties(name: str, g: torch.Tensor) -> None:
+    """Warn when a column of g (B, N, d) is heavily discretised."""
+    if g.shape[1] < 2:
+        return
+    s = g.sort(dim=1).values
+    same = s[:, 1:] == s[:, :-1]
+    repeated = torch.zeros_like(s, dtype=torch.bool)
+    repeated[:, 1:] |= same
+    repeated[:, :-1] |= same
+    frac = float(repeated.double().mean(dim=1).max())
+    if frac >= TIE_FRACTION:
+        warnings.warn(f"{name}: {frac:.0%} of the samples of a column repeat another sample's value, so ties decide "
+                      "the KSG neighbourhoods and the estimate is biased upward. Add jitter (jitter=1e-10, as "
+                      "scikit-learn does) or, for labels, pass discrete_x / discrete_y", UserWarning, stacklevel=5)
+
+
+def _jitter(g: torch.Tensor, jitter: float, generator: torch.Generator | None) -> torch.Tensor:
+    """g + jitter * max(1, mean |column|) * N(0, 1), scikit-learn's rule without its scaling; a new tensor."""
+    scale = torch.clamp(g.abs().mean(dim=1, keepdim=True), min=1.0)
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    noise = torch.randn(g.shape, generator=generator, device=gen_device, dtype=g.dtype).to(g.device)
+    return g + jitter * scale * noise
+
+
+def _as_groups(args: dict[str, torch.Tensor], k: int, normalize: bool, min_n: int | None = None,
+               jitter: float = 0.0, generator: torch.Generator | None = None):
     """Validate the named arguments and return them as (B_g, N, d) tensors of one dtype and device, whether
     any of them carried a batch dimension, N and k (as an int). Inputs are never modified."""
     k = _integer("k", k, 1)
@@ -114,12 +144,22 @@ def _as_groups(args: dict[str, torch.Tensor], k: int, normalize: bool):
         if not torch.compiler.is_compiling() and not bool(torch.isfinite(g).all()):
             raise ValueError(f"{name} contains NaN or inf; drop or impute those samples first")
         out[name] = g
-    if n_ref <= k and not torch.compiler.is_compiling():
+    if min_n is not None:
+        if n_ref < min_n:
+            raise ValueError(f"got N={n_ref} samples; at least {min_n} are needed")
+    elif n_ref <= k and not torch.compiler.is_compiling():
         raise ValueError(f"k={k} needs more than k samples, got N={n_ref}; lower k or add samples")
     dtype = out[next(iter(out))].dtype
     for g in out.values():
         dtype = torch.promote_types(dtype, g.dtype)
     groups = [g.to(dtype) for g in out.values()]
+    if not isinstance(jitter, (int, float)) or isinstance(jitter, bool) or not 0 <= jitter < math.inf:
+        raise ValueError(f"jitter must be a finite number >= 0, got {jitter!r}")
+    if jitter:
+        groups = [_jitter(g, float(jitter), generator) for g in groups]
+    elif not torch.compiler.is_compiling():
+        for name, g in zip(out, groups):
+            _warn_ties(name, g)
     if normalize:
         groups = [_zscore(g) for g in groups]
     if not torch.compiler.is_compiling():
@@ -169,16 +209,65 @@ def _psi_terms(counts: list[tuple[torch.Tensor, int, float]], reduction: str):
 
 
 def mi(x: torch.Tensor, y: torch.Tensor, k: int = 3, *, algorithm: int = 1, normalize: bool = False,
-       reduction: str = "mean") -> torch.Tensor:
-    """KSG estimate of I(x; y) in nats (algorithm 1 or 2 of Kraskov et al. 2004), max-norm."""
-    return _mi({"x": x, "y": y}, k, algorithm, normalize, reduction)
+       reduction: str = "mean", discrete_x: bool = False, discrete_y: bool = False, jitter: float = 0.0,
+       generator: torch.Generator | None = None) -> torch.Tensor:
+    """Estimate of I(x; y) in nats, max-norm.
+
+    x, y: (N,), (N, d) or batched (B, N, d); tensors or array-likes. k: neighbours. Continuous x and y: KSG
+    (algorithm 1 or 2 of Kraskov et al. 2004). ``discrete_y`` (or ``discrete_x``): that argument holds class
+    labels ((N,) or (N, d) rows, shared by the batch) and the estimate is Ross's (2014, see mipp.discrete);
+    both discrete: the plug-in estimate. ``normalize``: z-score continuous columns first. Returns a 0-d
+    float64 tensor, (B,) when an argument is batched, or per-sample local values (``reduction="none"``,
+    continuous KSG only). ``jitter``: add jitter * max(1, mean|column|) Gaussian noise to continuous
+    columns (drawn from ``generator``) to break ties; heavily tied data without it get a warning. Raises
+    ValueError / TypeError naming the argument on bad input."""
+    if discrete_x or discrete_y:
+        return _mi_discrete(x, y, k, algorithm, normalize, reduction, discrete_x, discrete_y, jitter, generator)
+    return _mi({"x": x, "y": y}, k, algorithm, normalize, reduction, jitter, generator)
 
 
-def _mi(args: dict[str, torch.Tensor], k: int, algorithm: int, normalize: bool, reduction: str):
+def _discrete_checks(algorithm, reduction):
+    if reduction != "mean":
+        raise ValueError(f'reduction must be "mean" with discrete variables, got {reduction!r}')
+    if isinstance(algorithm, bool) or algorithm != 1:
+        raise ValueError(f"algorithm must be 1 with discrete variables (Ross's estimator), got {algorithm!r}")
+
+
+def _labels(name: str, value, n: int, batched_ok: bool = False):
+    """Codes (N,) of a discrete argument ((N,) or (N, d) rows); a batched (B, N, d) one gives (B, N) when
+    allowed (the plug-in estimate)."""
+    t = as_tensor(name, value)
+    if t.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device, which holds no values; pass real data")
+    if batched_ok and t.dim() == 3:                  # (B, N, d): one set of labels per problem
+        return torch.stack([discrete.label_codes(name, r, n)[0] for r in t])
+    return discrete.label_codes(name, t, n)[0]
+
+
+def _mi_discrete(x, y, k, algorithm, normalize, reduction, discrete_x, discrete_y, jitter=0.0, generator=None):
+    _discrete_checks(algorithm, reduction)
+    if discrete_x and not discrete_y:                # I(x; y) is symmetric: continuous y against labels x
+        return _mi_discrete(y, x, k, algorithm, normalize, reduction, False, True, jitter, generator)
+    y = as_tensor("y", y)
+    if discrete_x:                                   # both discrete: plug-in
+        x = as_tensor("x", x)
+        n = x.shape[-2] if x.dim() == 3 else x.shape[0]
+        cx = _labels("x", x, n, batched_ok=True)
+        batched = cx.dim() == 2
+        out = discrete.plug_in(cx if batched else cx[None], _labels("y", y, n))
+        return out if batched else out[0]
+    (gx,), batched, n, k = _as_groups({"x": x}, _integer("k", k, 1), normalize, min_n=2, jitter=jitter,
+                                      generator=generator)
+    out = discrete.ross(gx, _labels("y", y, n).to(gx.device), k)
+    return out if batched else out[0]
+
+
+def _mi(args: dict[str, torch.Tensor], k: int, algorithm: int, normalize: bool, reduction: str,
+        jitter: float = 0.0, generator: torch.Generator | None = None):
     _check_reduction(reduction)
     if isinstance(algorithm, bool) or algorithm not in (1, 2):
         raise ValueError(f"algorithm must be 1 or 2, got {algorithm!r}")
-    (gx, gy), batched, n, k = _as_groups(args, k, normalize)
+    (gx, gy), batched, n, k = _as_groups(args, k, normalize, jitter=jitter, generator=generator)
     eps = _ops.knn_distance([gx, gy], k)
     if algorithm == 1:
         nx = _ops.count_within([gx], eps, True)
@@ -195,10 +284,19 @@ def _mi(args: dict[str, torch.Tensor], k: int, algorithm: int, normalize: bool, 
 
 
 def cmi(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, k: int = 3, *, normalize: bool = False,
-        reduction: str = "mean") -> torch.Tensor:
-    """Frenzel-Pompe estimate of I(x; y | z) in nats, max-norm."""
+        reduction: str = "mean", discrete_y: bool = False, discrete_z: bool = False, jitter: float = 0.0,
+        generator: torch.Generator | None = None) -> torch.Tensor:
+    """Estimate of I(x; y | z) in nats, max-norm.
+
+    Continuous x, y, z: Frenzel-Pompe. ``discrete_z``: z holds labels (strata, shared by the batch): the
+    Frenzel-Pompe estimate within each stratum weighted by its size (strata with at most k samples are left
+    out, with a warning). ``discrete_y`` (with ``discrete_z``): Ross's estimator within each stratum. Shapes,
+    ``normalize``, ``jitter`` and errors as in :func:`mi`."""
+    if discrete_y or discrete_z:
+        return _cmi_discrete(x, y, z, k, normalize, reduction, discrete_y, discrete_z, jitter, generator)
     _check_reduction(reduction)
-    (gx, gy, gz), batched, n, k = _as_groups({"x": x, "y": y, "z": z}, k, normalize)
+    (gx, gy, gz), batched, n, k = _as_groups({"x": x, "y": y, "z": z}, k, normalize, jitter=jitter,
+                                             generator=generator)
     eps = _ops.knn_distance([gx, gy, gz], k)
     nxz = _ops.count_within([gx, gz], eps, True)
     nyz = _ops.count_within([gy, gz], eps, True)
@@ -207,16 +305,48 @@ def cmi(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, k: int = 3, *, normal
     return _finish(terms, _digamma(k), n, batched, reduction)
 
 
+def _cmi_discrete(x, y, z, k, normalize, reduction, discrete_y, discrete_z, jitter=0.0, generator=None):
+    _discrete_checks(1, reduction)
+    if not discrete_z:
+        raise ValueError("a discrete y given a continuous z needs a mixed-data estimator (Mesner & Shalizi 2021), "
+                         "which mipp does not offer; pass discrete_z=True for a discrete z")
+    k = _integer("k", k, 1)
+    z = as_tensor("z", z)
+    if discrete_y:
+        (gx,), batched, n, _ = _as_groups({"x": x}, k, normalize, min_n=2, jitter=jitter, generator=generator)
+        y = as_tensor("y", y)
+        out = discrete.ross(gx, _labels("y", y, n).to(gx.device), k, strata=_labels("z", z, n).to(gx.device))
+        return out if batched else out[0]
+    (gx, gy), batched, n, k = _as_groups({"x": x, "y": y}, k, normalize, jitter=jitter, generator=generator)
+    (gx, gy), strata = discrete.drop_small_strata([gx, gy], _labels("z", z, n).to(gx.device), k)
+    if gx.shape[1] <= k:
+        raise ValueError(f"no stratum of z has more than k={k} samples: no conditional estimate")
+    gz = discrete.label_group(strata, [gx, gy])
+    eps = _ops.knn_distance([gx, gy, gz], k)
+    nxz = _ops.count_within([gx, gz], eps, True)
+    nyz = _ops.count_within([gy, gz], eps, True)
+    nz = _ops.count_within([gz], eps, True)
+    terms = _psi_terms([(nxz, 1, 1.0), (nyz, 1, 1.0), (nz, 1, -1.0)], "mean")
+    return _finish(terms, _digamma(k), int(gx.shape[1]), batched, "mean")
+
+
 def mi_per_feature(X: torch.Tensor, Y: torch.Tensor, k: int = 3, *, algorithm: int = 1,
-                   normalize: bool = False) -> torch.Tensor:
-    """I(X[:, i]; Y) for every column i of X (N, D), as one batched call: Y's distances are computed
-    once for all D problems. Returns (D,) float64."""
+                   normalize: bool = False, discrete_y: bool = False, jitter: float = 0.0,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """I(X[:, i]; Y) for every column i of X (N, D), as one batched call: Y's distances (or, with
+    ``discrete_y``, its label group) are computed once for all D problems. Returns (D,) float64."""
     X = as_tensor("X", X)
     if X.dim() != 2:
         raise ValueError(f"X must be a 2-D tensor (N, D), got shape {tuple(X.shape)}")
     if X.shape[1] == 0:
         raise ValueError(f"X has no columns (shape {tuple(X.shape)}); pass at least one feature")
-    return _mi({"X": X.T.unsqueeze(-1), "Y": Y}, k, algorithm, normalize, "mean")
+    if discrete_y:
+        try:
+            return mi(X.T.unsqueeze(-1), Y, k, algorithm=algorithm, normalize=normalize, discrete_y=True,
+                      jitter=jitter, generator=generator)
+        except (ValueError, TypeError) as exc:
+            raise type(exc)(str(exc).replace("x ", "X ", 1) if str(exc).startswith("x ") else str(exc)) from None
+    return _mi({"X": X.T.unsqueeze(-1), "Y": Y}, k, algorithm, normalize, "mean", jitter, generator)
 
 
 def local_permutations(z: torch.Tensor, n_permutations: int, neighbors: int = 5,
@@ -277,7 +407,8 @@ class PermutationResult(NamedTuple):
 def permutation_test(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None = None, k: int = 3, *,
                      n_permutations: int = 100, generator: torch.Generator | None = None,
                      algorithm: int = 1, normalize: bool = False,
-                     local_neighbors: int | None = None) -> PermutationResult:
+                     local_neighbors: int | None = None, discrete_y: bool = False,
+                     discrete_z: bool = False) -> PermutationResult:
     """Permutation test of I(x; y) (or I(x; y | z)) > 0.
 
     The surrogates shuffle the samples of x (each problem of a batched x with its own permutations) and
@@ -285,7 +416,9 @@ def permutation_test(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None = 
     shared: their distances are computed once for all surrogates. Reproducible with ``generator``.
     ``local_neighbors`` (conditional test only, unbatched z): shuffle x only among that many nearest
     neighbours in z (see local_permutations), the valid null for I(x; y | z) = 0; by default x is shuffled
-    globally, which tests I(x; (y, z)) = 0 against a null that also breaks x's dependence on z."""
+    globally, which tests I(x; (y, z)) = 0 against a null that also breaks x's dependence on z.
+    ``discrete_y`` / ``discrete_z``: as in :func:`mi` / :func:`cmi`; with a discrete z, x is shuffled
+    within each stratum of z (the valid conditional null; ``local_neighbors`` is not used then)."""
     n_permutations = _integer("n_permutations", n_permutations, 1, ValueError)
     x, y = as_tensor("x", x), as_tensor("y", y)
     z = None if z is None else as_tensor("z", z)
@@ -296,7 +429,19 @@ def permutation_test(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None = 
     xb = x if x.dim() == 3 else (x[None, :, None] if x.dim() == 1 else x[None])
     batched = x.dim() == 3
     b, n, d = xb.shape
-    if local_neighbors is not None:
+    if discrete_z:
+        if z is None:
+            raise ValueError("discrete_z needs z")
+        strata = _labels("z", z, n)
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        keys = strata.to(gen_device).to(torch.float64) + 0.5 * torch.rand(b * n_permutations, n, generator=generator,
+                                                                          device=gen_device, dtype=torch.float64)
+        shuffled = keys.argsort(dim=1)                     # stratum by stratum, random within each
+        base = strata.to(gen_device).argsort(stable=True)
+        perm = torch.empty_like(shuffled)
+        perm[:, base] = shuffled
+        perm = perm.reshape(b, n_permutations, n).to(xb.device)
+    elif local_neighbors is not None:
         if z is None or (z.dim() == 3 and z.shape[0] != 1):
             raise ValueError("local_neighbors needs an unbatched z: the neighbours are taken in z")
         zs = z[0] if z.dim() == 3 else z
@@ -318,11 +463,13 @@ def permutation_test(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None = 
         return t.repeat_interleave(n_permutations + 1, dim=0)
 
     if z is None:
-        stats = mi(xs, per_problem(y), k, algorithm=algorithm, normalize=normalize)
+        stats = mi(xs, y if discrete_y else per_problem(y), k, algorithm=algorithm, normalize=normalize,
+                   discrete_y=discrete_y)
     else:
         if algorithm != 1:
             raise ValueError("the conditional test uses the Frenzel-Pompe estimator: algorithm must be 1")
-        stats = cmi(xs, per_problem(y), per_problem(z), k, normalize=normalize)
+        stats = cmi(xs, y if discrete_y else per_problem(y), z if discrete_z else per_problem(z), k,
+                    normalize=normalize, discrete_y=discrete_y, discrete_z=discrete_z)
     stats = stats.reshape(b, n_permutations + 1)
     estimate, null = stats[:, 0], stats[:, 1:]
     p_value = (1.0 + (null >= estimate[:, None]).sum(dim=1, dtype=torch.float64)) / (n_permutations + 1)

@@ -36,8 +36,10 @@ def _cuda(op: str, module: str, *args):
 
 
 def _cpu(op: str, *args):
-    """The extension's exact C++ kernel; the reference when it is not built or the call is outside the
-    kernel's contract (the reference then also owns the error messages)."""
+    """The extension's exact C++ kernel; the reference when it is not built (warning once) or the call is
+    outside the kernel's contract."""
+    if _ext._C is None:
+        _ext.warn_fallback()
     out = getattr(_ext, op)(*args)
     return getattr(reference, op)(*args) if out is None else out
 
@@ -169,6 +171,7 @@ def digamma_sum(counts: torch.Tensor, offset: int, reduce: bool) -> torch.Tensor
 @digamma_sum.register_kernel("cpu")
 def _digamma_sum_cpu(counts, offset, reduce):
     if _ext._C is None:
+        _ext.warn_fallback()
         return reference.digamma_sum(counts, offset, reduce)
     _ext.paths["digamma_sum:cpu"] += 1
     threads = torch.get_num_threads()

@@ -1,0 +1,171 @@
+"""Discrete variables: Ross (2014) for continuous x and class labels, the plug-in estimate, conditioning on
+strata; against scikit-learn, closed forms and exact decompositions."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import mipp
+from mipp import _ext, reference
+from mipp.discrete import label_group
+
+skl = pytest.importorskip("sklearn.feature_selection._mutual_info")
+
+
+def labelled(rng, n, sizes=None, shift=0.7, d=1):
+    """Continuous x depending on integer labels y; ``sizes``: explicit class sizes."""
+    if sizes is None:
+        y = rng.integers(0, 5, n)
+    else:
+        y = np.repeat(np.arange(len(sizes)), sizes)
+        rng.shuffle(y)
+    x = rng.standard_normal((len(y), d)) + shift * y[:, None]
+    return x, y
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("sizes", [None, [2, 2, 3, 500], [1, 2, 4, 6, 3000], [1, 1, 40, 40]])
+def test_ross_equals_sklearn(k, sizes):
+    """Continuous feature without ties, integer labels; classes smaller than k + 1 (k capped) and
+    single-member classes (left out) included. sklearn clips at 0, so the clipped value is compared.
+
+    sklearn finds the neighbours of small classes by brute force with the |a|^2 + |b|^2 - 2ab expansion,
+    whose distances are off by an ulp on arbitrary doubles, which flips a boundary count now and then. On
+    values quantised to 2^-20 its distances are exact: there the two agree to 1e-10. On raw doubles the gap
+    is below 1e-12 without tiny classes and up to 6.6e-4 (measured) with classes of 2-3 members, where one
+    flipped count moves psi(m) of a few samples."""
+    rng = np.random.default_rng(k + (len(sizes) if sizes else 0))
+    x, y = labelled(rng, 800, sizes)
+    # distinct multiples of 2^-20 in [-32, 32), shifted by the integer label: squares and products exact
+    while True:
+        quantised = ((rng.choice(2 ** 26, size=len(y), replace=False) - 2 ** 25) / 2 ** 20 + y)[:, None]
+        if len(np.unique(quantised)) == len(y):
+            break
+    got = float(mipp.mi(quantised, y, k, discrete_y=True))
+    assert max(got, 0.0) == pytest.approx(skl._compute_mi_cd(quantised[:, 0], y, k), abs=1e-10)
+    assert float(mipp.mi(y, quantised, k, discrete_x=True)) == got   # the same estimate, roles swapped
+    raw = float(mipp.mi(x, y, k, discrete_y=True))
+    tiny = sizes is not None and min(c for c in sizes if c > 1) <= 3
+    assert max(raw, 0.0) == pytest.approx(skl._compute_mi_cd(x[:, 0], y, k), abs=1e-3 if tiny else 1e-12)
+
+
+def test_gaussian_mixture_closed_form():
+    """x | y=c ~ N(mu_c, 1), 3 equiprobable classes: I = h(mixture) - h(N(0, 1)), h by numerical integration."""
+    mus = np.array([-1.5, 0.0, 2.0])
+    grid = np.linspace(-12, 14, 200001)
+    dens = np.mean([np.exp(-(grid - m) ** 2 / 2) / math.sqrt(2 * math.pi) for m in mus], axis=0)
+    h_mix = -np.trapezoid(dens * np.log(dens), grid)
+    truth = h_mix - 0.5 * math.log(2 * math.pi * math.e)
+    errs = []
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        y = rng.integers(0, 3, 4000)
+        x = rng.standard_normal(4000) + mus[y]
+        errs.append(float(mipp.mi(x, y, 3, discrete_y=True)) - truth)
+    assert abs(np.mean(errs)) < 0.03, (truth, errs)
+
+
+def test_independent_labels_read_near_zero_and_separable_ones_near_log_c():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4000, 2))
+    y = rng.integers(0, 10, 4000)
+    assert abs(float(mipp.mi(x, y, 3, discrete_y=True))) < 0.02
+    # perfectly separated classes: the truth is log(10); the estimate's bias above it (measured) is small
+    xs = y[:, None] * 10.0 + rng.standard_normal((4000, 1))
+    est = float(mipp.mi(xs, y, 3, discrete_y=True))
+    assert abs(est - math.log(10)) < 0.01
+    assert est <= math.log(10) + 0.01
+
+
+def test_plug_in_equals_sklearn_mutual_info_score():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(6)
+    a = rng.integers(0, 4, 700)
+    b = (a + rng.integers(0, 3, 700)) % 5
+    got = float(mipp.mi(a, b, discrete_x=True, discrete_y=True))
+    assert got == pytest.approx(metrics.mutual_info_score(a, b), abs=1e-12)
+    batched = mipp.mi(np.stack([a, b, a])[..., None], b, discrete_x=True, discrete_y=True)
+    assert batched.shape == (3,) and float(batched[1]) == pytest.approx(metrics.mutual_info_score(b, b), abs=1e-12)
+
+
+def test_batched_shared_labels_equal_the_loop():
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((600, 6)) * np.arange(1, 7)
+    y = rng.integers(0, 4, 600)
+    X[:, 2] += y
+    got = mipp.mi_per_feature(X, y, 3, discrete_y=True)
+    want = torch.stack([mipp.mi(X[:, i], y, 3, discrete_y=True) for i in range(6)])
+    assert torch.equal(got, want) and int(got.argmax()) == 2
+
+
+def test_conditioning_on_strata_is_the_weighted_per_stratum_estimate():
+    """FP with a discrete z = sum_c p(c) KSG(x; y | z = c); Ross given strata = sum_c p(c) Ross_c."""
+    rng = np.random.default_rng(8)
+    z = rng.integers(0, 3, 900)
+    x = rng.standard_normal(900) + z
+    y = x + rng.standard_normal(900) + 0.5 * z
+    lab = (x + rng.standard_normal(900) > 1).astype(int) + 2 * (z == 1)
+    got = float(mipp.cmi(x, y, z, 3, discrete_z=True))
+    want = sum((z == c).mean() * float(mipp.mi(x[z == c], y[z == c], 3)) for c in range(3))
+    assert got == pytest.approx(want, abs=1e-12)
+    got = float(mipp.cmi(x, lab, z, 3, discrete_y=True, discrete_z=True))
+    want = sum((z == c).mean() * float(mipp.mi(x[z == c], lab[z == c], 3, discrete_y=True)) for c in range(3))
+    assert got == pytest.approx(want, abs=1e-12)
+
+
+def test_small_strata_are_left_out_with_a_warning():
+    rng = np.random.default_rng(9)
+    z = np.r_[np.zeros(300, int), np.ones(2, int)]
+    x, y = rng.standard_normal(302), rng.standard_normal(302)
+    with pytest.warns(RuntimeWarning, match="2 samples in strata"):
+        got = float(mipp.cmi(x, y, z, 3, discrete_z=True))
+    assert got == pytest.approx(float(mipp.mi(x[:300], y[:300], 3)), abs=1e-12)
+
+
+def test_discrete_errors_are_named():
+    rng = np.random.default_rng(10)
+    x, y = labelled(rng, 100)
+    with pytest.raises(ValueError, match="reduction"):
+        mipp.mi(x, y, discrete_y=True, reduction="none")
+    with pytest.raises(ValueError, match="algorithm"):
+        mipp.mi(x, y, discrete_y=True, algorithm=2)
+    with pytest.raises(ValueError, match="y \\(discrete\\)"):
+        mipp.mi(x, y[:-1], discrete_y=True)
+    with pytest.raises(ValueError, match="Mesner"):
+        mipp.cmi(x, y, x[:, 0], discrete_y=True)
+    with pytest.raises(ValueError, match="fewer than 2"):
+        mipp.mi(x[:3], np.arange(3), discrete_y=True)
+
+
+def test_label_group_ops_are_exact_on_every_cpu_path(monkeypatch):
+    """The label group composes with the ops: extension and reference give the same distances and counts."""
+    rng = np.random.default_rng(11)
+    x = torch.as_tensor(np.round(rng.standard_normal((1, 300, 2)), 1))     # ties
+    codes = torch.as_tensor(rng.integers(0, 4, 300))
+    g = label_group(codes, [x])
+    eps = torch.ops.mipp.knn_distance([x, g], 3)
+    assert torch.equal(eps, reference.knn_distance([x, g], 3))
+    assert float(eps.max()) < float(g.max()) / 3                              # within class
+    for strict in (True, False):
+        assert torch.equal(torch.ops.mipp.count_within([x, g], eps, strict), reference.count_within([x, g], eps, strict))
+    with_ext = mipp.mi(x[0], codes, 3, discrete_y=True)
+    monkeypatch.setattr(_ext, "_C", None)
+    monkeypatch.setattr(_ext, "_warned", True)
+    torch.testing.assert_close(mipp.mi(x[0], codes, 3, discrete_y=True), with_ext, rtol=0, atol=1e-12)
+
+
+def test_permutation_test_with_discrete_labels_and_strata():
+    rng = np.random.default_rng(12)
+    z = rng.integers(0, 3, 400)
+    x = rng.standard_normal(400) + z
+    y = (x + 0.3 * rng.standard_normal(400) > z).astype(int)         # depends on x given z
+    g = torch.Generator().manual_seed(0)
+    res = mipp.permutation_test(x, y, n_permutations=19, generator=g, discrete_y=True)
+    assert float(res.p_value) == pytest.approx(1 / 20)
+    res = mipp.permutation_test(x, y, z, n_permutations=19, generator=g, discrete_y=True, discrete_z=True)
+    assert float(res.p_value) == pytest.approx(1 / 20)
+    noise = rng.standard_normal(400)                                  # independent of y given z
+    ps = [float(mipp.permutation_test(noise + z, y, z, n_permutations=19, discrete_y=True, discrete_z=True,
+                                      generator=torch.Generator().manual_seed(s)).p_value) for s in range(5)]
+    assert min(ps) > 0.05
