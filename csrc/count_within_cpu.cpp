@@ -55,13 +55,15 @@ struct CountConsumer {
   int64_t* out;
   std::vector<int64_t> cnt;  // slots x kQB
   void reserve(int64_t slots) { cnt.assign(static_cast<size_t>(slots * kQB), 0); }
+  int64_t row0;
   void tile(int64_t s, int64_t b, int64_t i0, int qn, int64_t j0, int64_t jn, const T* const* tiles) {
-    count_tile(tiles[0], qn, jn, i0 - j0, radius.row(b) + i0, strict, cnt.data() + s * kQB);
+    count_tile(tiles[0], qn, jn, i0 - j0, radius.row(b) + i0 - row0, strict, cnt.data() + s * kQB);
   }
   void end(int64_t s, int64_t b, int64_t i0, int qn) {
-    const T* r = radius.row(b);
+    const T* r = radius.row(b) + i0 - row0;
     for (int q = 0; q < qn; ++q)
-      out[b * n + i0 + q] = cnt[s * kQB + q] + inside(std::numeric_limits<T>::infinity(), r[i0 + q], strict);
+      out[b * radius.rows + i0 - row0 + q] =
+          cnt[s * kQB + q] + inside(std::numeric_limits<T>::infinity(), r[q], strict);
   }
 };
 
@@ -73,7 +75,8 @@ void count_sweep(const Problems<T>& ps, Radius<T> radius, bool strict, int64_t* 
     std::vector<T> dist(kJB);
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t i = s.index[p];
-      const T r = r_b[i];
+      if (!ps.is_query(i)) continue;
+      const T r = r_b[i - ps.row0];
       int64_t lo, hi;
       key_window(s, p, [r, strict](T d) { return inside(d, r, strict); }, lo, hi);
       int64_t c = 0;
@@ -86,22 +89,22 @@ void count_sweep(const Problems<T>& ps, Radius<T> radius, bool strict, int64_t* 
           count_tile(dist.data(), 1, len, p - j0, &r, strict, &c);
         }
       }
-      out[b * n + i] = c + inside(std::numeric_limits<T>::infinity(), r, strict);
+      out[b * ps.rows() + i - ps.row0] = c + inside(std::numeric_limits<T>::infinity(), r, strict);
     }
   });
 }
 
 template <class T>
 Path run(const std::vector<GroupArg>& args, int64_t batch, int64_t n, int64_t radius_ptr, int64_t radius_batch,
-         bool strict, int64_t out_ptr, Path path, int threads) {
-  const Problems<T> ps = make_problems<T>(args, batch, n);
-  const Radius<T> radius{reinterpret_cast<const T*>(radius_ptr), radius_batch, n};
+         bool strict, int64_t out_ptr, Path path, int threads, int64_t row0, int64_t row1) {
+  const Problems<T> ps = make_problems<T>(args, batch, n, row0, row1);
+  const Radius<T> radius{reinterpret_cast<const T*>(radius_ptr), radius_batch, row1 - row0};
   int64_t* out = reinterpret_cast<int64_t*>(out_ptr);
   path = choose_path(path, ps.joint_dim(), kSweepMaxDim);
   if (path == Path::Sweep) {
     count_sweep(ps, radius, strict, out, threads);
   } else {
-    brute_force(ps, false, threads, CountConsumer<T>{radius, strict, n, out, {}});
+    brute_force(ps, false, threads, CountConsumer<T>{radius, strict, n, out, {}, row0});
   }
   return path;
 }
@@ -110,12 +113,12 @@ Path run(const std::vector<GroupArg>& args, int64_t batch, int64_t n, int64_t ra
 
 std::string count_within_cpu(const std::vector<GroupArg>& groups, int64_t batch, int64_t n, bool f64,
                              int64_t radius, int64_t radius_batch, bool strict, int64_t out, const std::string& path,
-                             int threads) {
-  check_problems(groups, batch, n, radius_batch);
+                             int threads, int64_t row0, int64_t row1) {
+  check_problems(groups, batch, n, radius_batch, row0, row1);
   const Path p = parse_path(path);
   threads = resolve_threads(threads);
-  return path_name(f64 ? run<double>(groups, batch, n, radius, radius_batch, strict, out, p, threads)
-                       : run<float>(groups, batch, n, radius, radius_batch, strict, out, p, threads));
+  return path_name(f64 ? run<double>(groups, batch, n, radius, radius_batch, strict, out, p, threads, row0, row1)
+                       : run<float>(groups, batch, n, radius, radius_batch, strict, out, p, threads, row0, row1));
 }
 
 }  // namespace mipp

@@ -15,17 +15,18 @@ namespace mipp {
 void digamma_sum_cpu(const int64_t* counts, int64_t rows, int64_t n, int64_t offset, bool reduce, double* out,
                      int threads);
 
-// The pairwise ops: groups of (B_g, d, N) contiguous float32 (f64 = false) or float64 data; radius
-// (B_r, N) and out in the same dtype (count_within: int64 out). path is "auto", "brute" or "sweep";
+// The pairwise ops: groups of (B_g, d, N) contiguous float32 (f64 = false) or float64 data; the query
+// rows [row0, row1) are computed against all N candidates; radius (B_r, row1 - row0) and out (B,
+// row1 - row0[, G]) in the same dtype (count_within: int64 out). path is "auto", "brute" or "sweep";
 // threads <= 0 means all hardware threads. They return the path that ran.
 std::string knn_distance_cpu(const std::vector<GroupArg>& groups, int64_t batch, int64_t n, bool f64, int64_t k,
-                             int64_t out, const std::string& path, int threads);
+                             int64_t out, const std::string& path, int threads, int64_t row0, int64_t row1);
 std::string count_within_cpu(const std::vector<GroupArg>& groups, int64_t batch, int64_t n, bool f64,
                              int64_t radius, int64_t radius_batch, bool strict, int64_t out, const std::string& path,
-                             int threads);
+                             int threads, int64_t row0, int64_t row1);
 std::string marginal_radius_cpu(const std::vector<GroupArg>& groups, int64_t batch, int64_t n, bool f64,
                                 int64_t radius, int64_t radius_batch, int64_t out, const std::string& path,
-                                int threads);
+                                int threads, int64_t row0, int64_t row1);
 
 #ifdef MIPP_WITH_CUDA
 // The same as digamma_sum_cpu on device pointers, enqueued on `stream` (a cudaStream_t as an integer).

@@ -67,8 +67,9 @@ struct KnnConsumer {
   void tile(int64_t s, int64_t, int64_t i0, int qn, int64_t j0, int64_t jn, const T* const* tiles) {
     knn_tile(tiles[0], qn, jn, i0 - j0, k, best.data() + s * kQB * k);
   }
+  int64_t row0, rows;
   void end(int64_t s, int64_t b, int64_t i0, int qn) {
-    for (int q = 0; q < qn; ++q) out[b * n + i0 + q] = best[(s * kQB + q) * k + k - 1];
+    for (int q = 0; q < qn; ++q) out[b * rows + i0 - row0 + q] = best[(s * kQB + q) * k + k - 1];
   }
 };
 
@@ -84,6 +85,7 @@ void knn_sweep(const Problems<T>& ps, int k, T* out, int threads) {
     T dist[kStep];
     const int64_t n = s.n;
     for (int64_t p = p0; p < p1; ++p) {
+      if (!ps.is_query(s.index[p])) continue;
       std::fill(best.begin(), best.end(), inf);
       const T x = s.key[p];
       int64_t left = p, right = p + 1;  // unvisited: [0, left) and [right, n)
@@ -105,21 +107,21 @@ void knn_sweep(const Problems<T>& ps, int k, T* out, int threads) {
         right_open = right < n && std::fabs(s.key[right] - x) < worst;
         left_open = left > 0 && std::fabs(s.key[left - 1] - x) < worst;
       }
-      out[b * n + s.index[p]] = best[k - 1];
+      out[b * ps.rows() + s.index[p] - ps.row0] = best[k - 1];
     }
   });
 }
 
 template <class T>
 Path run(const std::vector<GroupArg>& args, int64_t batch, int64_t n, int64_t k, int64_t out_ptr, Path path,
-         int threads) {
-  const Problems<T> ps = make_problems<T>(args, batch, n);
+         int threads, int64_t row0, int64_t row1) {
+  const Problems<T> ps = make_problems<T>(args, batch, n, row0, row1);
   T* out = reinterpret_cast<T*>(out_ptr);
   path = choose_path(path, ps.joint_dim(), kSweepMaxDim);
   if (path == Path::Sweep) {
     knn_sweep(ps, static_cast<int>(k), out, threads);
   } else {
-    brute_force(ps, false, threads, KnnConsumer<T>{static_cast<int>(k), n, out, {}});
+    brute_force(ps, false, threads, KnnConsumer<T>{static_cast<int>(k), n, out, {}, row0, row1 - row0});
   }
   return path;
 }
@@ -127,13 +129,13 @@ Path run(const std::vector<GroupArg>& args, int64_t batch, int64_t n, int64_t k,
 }  // namespace
 
 std::string knn_distance_cpu(const std::vector<GroupArg>& groups, int64_t batch, int64_t n, bool f64, int64_t k,
-                             int64_t out, const std::string& path, int threads) {
-  check_problems(groups, batch, n);
+                             int64_t out, const std::string& path, int threads, int64_t row0, int64_t row1) {
+  check_problems(groups, batch, n, 1, row0, row1);
   if (k < 1 || k >= n) throw std::invalid_argument("knn_distance_cpu: k must satisfy 1 <= k < N");
   const Path p = parse_path(path);
   threads = resolve_threads(threads);
-  return path_name(f64 ? run<double>(groups, batch, n, k, out, p, threads)
-                       : run<float>(groups, batch, n, k, out, p, threads));
+  return path_name(f64 ? run<double>(groups, batch, n, k, out, p, threads, row0, row1)
+                       : run<float>(groups, batch, n, k, out, p, threads, row0, row1));
 }
 
 }  // namespace mipp

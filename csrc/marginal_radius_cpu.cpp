@@ -59,11 +59,12 @@ struct RadiusConsumer {
   T* out;
   std::vector<T> m;  // slots x kQB x ng
   void reserve(int64_t slots) { m.assign(static_cast<size_t>(slots * kQB * ng), T(0)); }
+  int64_t row0;
   void tile(int64_t s, int64_t b, int64_t i0, int qn, int64_t, int64_t jn, const T* const* tiles) {
-    radius_tile(tiles, ng, qn, jn, radius.row(b) + i0, m.data() + s * kQB * ng);
+    radius_tile(tiles, ng, qn, jn, radius.row(b) + i0 - row0, m.data() + s * kQB * ng);
   }
   void end(int64_t s, int64_t b, int64_t i0, int qn) {
-    std::copy(m.begin() + s * kQB * ng, m.begin() + (s * kQB + qn) * ng, out + (b * n + i0) * ng);
+    std::copy(m.begin() + s * kQB * ng, m.begin() + (s * kQB + qn) * ng, out + (b * radius.rows + i0 - row0) * ng);
   }
 };
 
@@ -78,8 +79,9 @@ void radius_sweep(const Problems<T>& ps, Radius<T> radius, T* out, int threads) 
     for (int64_t g = 0; g < ng; ++g) tiles[g] = dist.data() + g * kJB;
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t i = s.index[p];
-      const T r = r_b[i];
-      T* m = out + (b * n + i) * ng;
+      if (!ps.is_query(i)) continue;
+      const T r = r_b[i - ps.row0];
+      T* m = out + (b * ps.rows() + i - ps.row0) * ng;
       std::fill(m, m + ng, T(0));
       int64_t lo, hi;
       key_window(s, p, [r](T d) { return d <= r; }, lo, hi);
@@ -95,16 +97,16 @@ void radius_sweep(const Problems<T>& ps, Radius<T> radius, T* out, int threads) 
 
 template <class T>
 Path run(const std::vector<GroupArg>& args, int64_t batch, int64_t n, int64_t radius_ptr, int64_t radius_batch,
-         int64_t out_ptr, Path path, int threads) {
-  const Problems<T> ps = make_problems<T>(args, batch, n);
-  const Radius<T> radius{reinterpret_cast<const T*>(radius_ptr), radius_batch, n};
+         int64_t out_ptr, Path path, int threads, int64_t row0, int64_t row1) {
+  const Problems<T> ps = make_problems<T>(args, batch, n, row0, row1);
+  const Radius<T> radius{reinterpret_cast<const T*>(radius_ptr), radius_batch, row1 - row0};
   T* out = reinterpret_cast<T*>(out_ptr);
   path = choose_path(path, ps.joint_dim(), kSweepMaxDim);
   if (path == Path::Sweep) {
     radius_sweep(ps, radius, out, threads);
   } else {
     const int64_t ng = static_cast<int64_t>(ps.groups.size());
-    brute_force(ps, true, threads, RadiusConsumer<T>{radius, ng, n, out, {}});
+    brute_force(ps, true, threads, RadiusConsumer<T>{radius, ng, n, out, {}, row0});
   }
   return path;
 }
@@ -113,12 +115,12 @@ Path run(const std::vector<GroupArg>& args, int64_t batch, int64_t n, int64_t ra
 
 std::string marginal_radius_cpu(const std::vector<GroupArg>& groups, int64_t batch, int64_t n, bool f64,
                                 int64_t radius, int64_t radius_batch, int64_t out, const std::string& path,
-                                int threads) {
-  check_problems(groups, batch, n, radius_batch);
+                                int threads, int64_t row0, int64_t row1) {
+  check_problems(groups, batch, n, radius_batch, row0, row1);
   const Path p = parse_path(path);
   threads = resolve_threads(threads);
-  return path_name(f64 ? run<double>(groups, batch, n, radius, radius_batch, out, p, threads)
-                       : run<float>(groups, batch, n, radius, radius_batch, out, p, threads));
+  return path_name(f64 ? run<double>(groups, batch, n, radius, radius_batch, out, p, threads, row0, row1)
+                       : run<float>(groups, batch, n, radius, radius_batch, out, p, threads, row0, row1));
 }
 
 }  // namespace mipp

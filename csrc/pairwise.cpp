@@ -48,9 +48,12 @@ MIPP_CLONES void tile_max(const float* g, int64_t n, int64_t dim, int64_t i0, in
   tile_max_impl(g, n, dim, i0, qn, j0, jn, src, dst);
 }
 
-void check_problems(const std::vector<GroupArg>& groups, int64_t batch, int64_t n, int64_t radius_batch) {
+void check_problems(const std::vector<GroupArg>& groups, int64_t batch, int64_t n, int64_t radius_batch,
+                    int64_t row0, int64_t row1) {
   if (groups.empty()) throw std::invalid_argument("mipp: at least one column group is needed");
   if (batch < 1 || n < 0) throw std::invalid_argument("mipp: batch must be >= 1 and N >= 0");
+  if (row1 != -1 && (row0 < 0 || row0 > row1 || row1 > n))
+    throw std::invalid_argument("mipp: the query rows must satisfy 0 <= row0 <= row1 <= N");
   if (radius_batch != 1 && radius_batch != batch)
     throw std::invalid_argument("mipp: the radius batch must be 1 or B");
   for (const auto& g : groups) {

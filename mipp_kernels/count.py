@@ -26,6 +26,7 @@ import triton.language as tl
 
 from mipp_kernels.pairwise import (INTERPRET, TUNING_KEY, _candidate_indices, _joint_distance, _query_indices,
                                    batch_block, batched_rows, check_groups, check_radius, device_guard,
+                                   query_rows,
                                    grid, prune_registers, row_multiple, tile_configs)
 
 # Problems per program when the batch shares a group: the shared distance tile is computed once and
@@ -52,13 +53,13 @@ _ROWS = row_multiple(_CONFIGS)
 @triton.autotune(configs=_CONFIGS, key=TUNING_KEY,
                  prune_configs_by={"early_config_prune": prune_registers(_MAX_WORDS, _live_values)})
 @triton.jit
-def _count_within_kernel(out_ptr, r_ptr, x0_ptr, x1_ptr, x2_ptr, N, B, D0, D1, D2,
+def _count_within_kernel(out_ptr, r_ptr, x0_ptr, x1_ptr, x2_ptr, N, B, Q0, M, D0, D1, D2,
                          s0b, s0d, s1b, s1d, s2b, s2d, srb, srn,
                          STRICT: tl.constexpr, G: tl.constexpr, SHARED0: tl.constexpr,
                          SHARED1: tl.constexpr, SHARED2: tl.constexpr, BB: tl.constexpr,
                          BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr):
-    b, q0, q, out_mask = _query_indices(tl.program_id(0), B, N, BB, BLOCK_Q)
-    r = tl.load(r_ptr + b * srb + q.to(tl.int64) * srn, mask=out_mask, other=0.0)  # (BB, 1, BQ)
+    b, q0, q, out_mask = _query_indices(tl.program_id(0), B, Q0, M, BB, BLOCK_Q)
+    r = tl.load(r_ptr + b * srb + (q - Q0).to(tl.int64) * srn, mask=out_mask, other=0.0)  # (BB, 1, BQ)
     count = tl.zeros((BB, 1, BLOCK_Q), dtype=tl.int32)
     for n0 in range(0, N, BLOCK_N):
         pair_ok = _candidate_indices(n0, q, N, BLOCK_N)
@@ -69,22 +70,26 @@ def _count_within_kernel(out_ptr, r_ptr, x0_ptr, x1_ptr, x2_ptr, N, B, D0, D1, D
         else:
             inside = d <= r
         count += tl.sum((inside & pair_ok).to(tl.int32), axis=1, keep_dims=True)
-    tl.store(out_ptr + b * N + q, count.to(tl.int64), mask=out_mask)
+    tl.store(out_ptr + b * M + (q - Q0), count.to(tl.int64), mask=out_mask)
 
 
-def count_within(groups: list[torch.Tensor], radius: torch.Tensor, strict: bool) -> torch.Tensor:
-    """(B, N) int64 number of samples j != i within ``radius[b, i]`` of sample i in the joint max-norm
-    space of ``groups`` (``<`` when ``strict``, else ``<=``); see the module docstring."""
+def count_within(groups: list[torch.Tensor], radius: torch.Tensor, strict: bool, q0: int = 0,
+                 q1: int = -1) -> torch.Tensor:
+    """(B, M) int64 number of samples j != i within ``radius[b, i - q0]`` of each query sample i in
+    q0 .. q1-1 (q1 = -1: N) in the joint max-norm space of ``groups`` (``<`` when ``strict``, else ``<=``);
+    see the module docstring."""
     g = check_groups(groups, "count_within")
-    batch, r_strides = check_radius(radius, g, "count_within")
+    start, m = query_rows(g, q0, q1, "count_within")
+    batch, r_strides = check_radius(radius, g, "count_within", m)
     if not isinstance(strict, bool):
         raise TypeError(f"count_within: strict must be a bool, got {type(strict).__name__}")
-    out = torch.empty((batch, g.n), dtype=torch.int64, device=g.device)
+    out = torch.empty((batch, m), dtype=torch.int64, device=g.device)
     if out.numel() == 0:
         return out
     bb = batch_block(batch, g.any_shared(batch), BATCH_CAP)
     ptrs, strides = g.pack(_ROWS)
     with device_guard(g.device):
-        _count_within_kernel[grid(g.n, batch, bb)](out, radius, *ptrs, g.n, batch, *g.dims, *strides, *r_strides,
+        _count_within_kernel[grid(m, batch, bb)](out, radius, *ptrs, g.n, batch, start, m, *g.dims, *strides,
+                                                 *r_strides,
                                                    STRICT=strict, BB=bb, **g.constexprs)
     return out

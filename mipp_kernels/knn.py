@@ -35,7 +35,7 @@ import triton
 import triton.language as tl
 
 from mipp_kernels.pairwise import (INTERPRET, TUNING_KEY, _candidate_indices, _joint_distance, _query_indices,
-                                   batch_block, check_groups, device_guard, grid, next_power_of_2,
+                                   batch_block, check_groups, device_guard, grid, next_power_of_2, query_rows,
                                    prune_registers, row_multiple, tile_configs)
 
 # Largest supported k: each thread keeps K_PAD distances per (problem, query) of its own in registers;
@@ -157,11 +157,11 @@ def _merge_tile(state, d):
 @triton.autotune(configs=_CONFIGS, key=TUNING_KEY + ["K_PAD"],
                  prune_configs_by={"early_config_prune": prune_registers(_MAX_WORDS, _live_values)})
 @triton.jit
-def _knn_distance_kernel(out_ptr, x0_ptr, x1_ptr, x2_ptr, N, B, D0, D1, D2, s0b, s0d, s1b, s1d, s2b, s2d,
+def _knn_distance_kernel(out_ptr, x0_ptr, x1_ptr, x2_ptr, N, B, Q0, M, D0, D1, D2, s0b, s0d, s1b, s1d, s2b, s2d,
                          K: tl.constexpr, K_PAD: tl.constexpr, G: tl.constexpr, SHARED0: tl.constexpr,
                          SHARED1: tl.constexpr, SHARED2: tl.constexpr, BB: tl.constexpr,
                          BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr):
-    b, q0, q, out_mask = _query_indices(tl.program_id(0), B, N, BB, BLOCK_Q)
+    b, q0, q, out_mask = _query_indices(tl.program_id(0), B, Q0, M, BB, BLOCK_Q)
     # state: the K_PAD smallest distances seen per (problem, query), descending; kth: its k-th smallest
     state = tl.full((BB, K_PAD, BLOCK_Q), float("inf"), dtype=x0_ptr.dtype.element_ty)
     kth = tl.full((BB, 1, BLOCK_Q), float("inf"), dtype=x0_ptr.dtype.element_ty)
@@ -175,12 +175,13 @@ def _knn_distance_kernel(out_ptr, x0_ptr, x1_ptr, x2_ptr, N, B, D0, D1, D2, s0b,
             state = _merge_tile(state, d)
             # state is descending: entries 0 .. K_PAD-K are >= the k-th smallest, state[K_PAD-K]
             kth = tl.min(tl.where(slot <= K_PAD - K, state, float("inf")), axis=1, keep_dims=True)
-    tl.store(out_ptr + b * N + q, kth, mask=out_mask)
+    tl.store(out_ptr + b * M + (q - Q0), kth, mask=out_mask)
 
 
-def knn_distance(groups: list[torch.Tensor], k: int) -> torch.Tensor:
-    """(B, N) distance from each sample to its k-th nearest neighbour in the joint max-norm space of
-    ``groups`` (self excluded by index, ties with multiplicity); see the module docstring."""
+def knn_distance(groups: list[torch.Tensor], k: int, q0: int = 0, q1: int = -1) -> torch.Tensor:
+    """(B, M) distance from each query sample q0 .. q1-1 (q1 = -1: N) to its k-th nearest neighbour among
+    all N in the joint max-norm space of ``groups`` (self excluded by index, ties with multiplicity); see
+    the module docstring."""
     if isinstance(k, bool) or not isinstance(k, int):
         raise TypeError(f"knn_distance: k must be an int, got {type(k).__name__}")
     if not 1 <= k <= K_CAP:
@@ -189,13 +190,14 @@ def knn_distance(groups: list[torch.Tensor], k: int) -> torch.Tensor:
     g = check_groups(groups, "knn_distance")
     if g.n and k > g.n:
         raise ValueError(f"knn_distance: k={k} needs at least k samples, got N={g.n}")
-    out = torch.empty((g.batch, g.n), dtype=g.dtype, device=g.device)
+    start, m = query_rows(g, q0, q1, "knn_distance")
+    out = torch.empty((g.batch, m), dtype=g.dtype, device=g.device)
     if out.numel() == 0:
         return out
     k_pad = next_power_of_2(k)
     bb = batch_block(g.batch, g.any_shared(g.batch), max(1, min(BATCH_CAP, BATCH_STATE // k_pad)))
     ptrs, strides = g.pack(_ROWS)
     with device_guard(g.device):
-        _knn_distance_kernel[grid(g.n, g.batch, bb)](out, *ptrs, g.n, g.batch, *g.dims, *strides, K=k,
+        _knn_distance_kernel[grid(m, g.batch, bb)](out, *ptrs, g.n, g.batch, start, m, *g.dims, *strides, K=k,
                                                      K_PAD=k_pad, BB=bb, **g.constexprs)
     return out

@@ -98,16 +98,17 @@ def _joint_distance(x0_ptr, x1_ptr, x2_ptr, D0, D1, D2, s0b, s0d, s1b, s1d, s2b,
 
 
 @triton.jit
-def _query_indices(pid, B, N, BB: tl.constexpr, BLOCK_Q: tl.constexpr):
-    """The tile of program ``pid`` of the 1-D grid (query tiles vary fastest, so neighbouring programs
-    stream the same candidates; a 1-D grid also has no 65535 limit on the batch): its problem indices
-    (BB, 1, 1), int64 and clamped below B (a block may overhang the batch), its first query q0, its
-    query indices (1, 1, BQ), and the mask (BB, 1, BQ) of the real (problem, query) pairs."""
-    q_tiles = tl.cdiv(N, BLOCK_Q)
-    q0 = (pid % q_tiles) * BLOCK_Q
+def _query_indices(pid, B, Q0, M, BB: tl.constexpr, BLOCK_Q: tl.constexpr):
+    """The tile of program ``pid`` of the 1-D grid over the M query rows Q0 .. Q0+M-1 (query tiles vary
+    fastest, so neighbouring programs stream the same candidates; a 1-D grid also has no 65535 limit on
+    the batch): its problem indices (BB, 1, 1), int64 and clamped below B (a block may overhang the
+    batch), its first query q0, its query indices (1, 1, BQ) (sample indices: the output row is q - Q0),
+    and the mask (BB, 1, BQ) of the real (problem, query) pairs."""
+    q_tiles = tl.cdiv(M, BLOCK_Q)
+    q0 = Q0 + (pid % q_tiles) * BLOCK_Q
     b = ((pid // q_tiles).to(tl.int64) * BB + tl.arange(0, BB))[:, None, None]
     q = (q0 + tl.arange(0, BLOCK_Q))[None, None, :]
-    return tl.minimum(b, B - 1), q0, q, (b < B) & (q < N)
+    return tl.minimum(b, B - 1), q0, q, (b < B) & (q < Q0 + M)
 
 
 @triton.jit
@@ -211,14 +212,23 @@ def check_groups(groups, op: str) -> Groups:
     return Groups(tensors=list(groups), batch=batch, n=int(first.shape[1]), dtype=first.dtype,
                   device=first.device)
 
-def check_radius(radius, g: Groups, op: str) -> tuple[int, tuple[int, int]]:
-    """Validate ``radius`` (B_r, N) against the groups (same dtype and device, B_r in {1, B}); returns the
-    batch size B of the result, max(B_groups, B_r), and the radius' batch (0 when shared) and row
-    strides."""
+def query_rows(g: Groups, q0: int, q1: int, op: str) -> tuple[int, int]:
+    """(Q0, M): the first query row and the number of them, from [q0, q1) (q1 = -1: N)."""
+    q1 = g.n if q1 == -1 else q1
+    if not 0 <= q0 <= q1 <= g.n:
+        raise ValueError(f"{op}: the query rows [{q0}, {q1}) must lie in [0, N={g.n}]")
+    return q0, q1 - q0
+
+
+def check_radius(radius, g: Groups, op: str, rows: int | None = None) -> tuple[int, tuple[int, int]]:
+    """Validate ``radius`` (B_r, rows) against the groups (same dtype and device, B_r in {1, B}; rows: the
+    query rows, N by default); returns the batch size B of the result, max(B_groups, B_r), and the radius'
+    batch (0 when shared) and row strides."""
+    rows = g.n if rows is None else rows
     if not isinstance(radius, torch.Tensor):
         raise TypeError(f"{op}: radius must be a torch.Tensor, got {type(radius).__name__}")
-    if radius.dim() != 2 or radius.shape[1] != g.n:
-        raise ValueError(f"{op}: radius must have shape (B, N) with N={g.n}, got {tuple(radius.shape)}")
+    if radius.dim() != 2 or radius.shape[1] != rows:
+        raise ValueError(f"{op}: radius must have shape (B, {rows}) (one per query row), got {tuple(radius.shape)}")
     if radius.dtype != g.dtype:
         raise TypeError(f"{op}: radius is {radius.dtype} but the groups are {g.dtype}; convert it")
     if radius.device != g.device:

@@ -23,6 +23,7 @@ import triton.language as tl
 
 from mipp_kernels.pairwise import (INTERPRET, TUNING_KEY, _candidate_indices, _group_distance, _query_indices,
                                    batch_block, batched_rows, check_groups, check_radius, device_guard,
+                                   query_rows,
                                    grid, prune_registers, row_multiple, tile_configs)
 
 # Problems per program when the batch shares a group (the shared tiles are computed once for BB radii).
@@ -53,13 +54,13 @@ def _neighbourhood_max(acc, inside, d):
 @triton.autotune(configs=_CONFIGS, key=TUNING_KEY,
                  prune_configs_by={"early_config_prune": prune_registers(_MAX_WORDS, _live_values)})
 @triton.jit
-def _marginal_radius_kernel(out_ptr, r_ptr, x0_ptr, x1_ptr, x2_ptr, N, B, D0, D1, D2,
+def _marginal_radius_kernel(out_ptr, r_ptr, x0_ptr, x1_ptr, x2_ptr, N, B, Q0, M, D0, D1, D2,
                             s0b, s0d, s1b, s1d, s2b, s2d, srb, srn,
                             G: tl.constexpr, SHARED0: tl.constexpr, SHARED1: tl.constexpr,
                             SHARED2: tl.constexpr, BB: tl.constexpr,
                             BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr):
-    b, q0, q, out_mask = _query_indices(tl.program_id(0), B, N, BB, BLOCK_Q)
-    r = tl.load(r_ptr + b * srb + q.to(tl.int64) * srn, mask=out_mask, other=0.0)  # (BB, 1, BQ)
+    b, q0, q, out_mask = _query_indices(tl.program_id(0), B, Q0, M, BB, BLOCK_Q)
+    r = tl.load(r_ptr + b * srb + (q - Q0).to(tl.int64) * srn, mask=out_mask, other=0.0)  # (BB, 1, BQ)
     acc0 = tl.zeros((BB, 1, BLOCK_Q), dtype=r_ptr.dtype.element_ty)
     acc1 = tl.zeros((BB, 1, BLOCK_Q), dtype=r_ptr.dtype.element_ty)
     acc2 = tl.zeros((BB, 1, BLOCK_Q), dtype=r_ptr.dtype.element_ty)
@@ -79,7 +80,7 @@ def _marginal_radius_kernel(out_ptr, r_ptr, x0_ptr, x1_ptr, x2_ptr, N, B, D0, D1
             acc1 = _neighbourhood_max(acc1, inside, d1)
         if G > 2:
             acc2 = _neighbourhood_max(acc2, inside, d2)
-    out = out_ptr + (b * N + q) * G
+    out = out_ptr + (b * M + (q - Q0)) * G
     tl.store(out, acc0, mask=out_mask)
     if G > 1:
         tl.store(out + 1, acc1, mask=out_mask)
@@ -87,17 +88,19 @@ def _marginal_radius_kernel(out_ptr, r_ptr, x0_ptr, x1_ptr, x2_ptr, N, B, D0, D1
         tl.store(out + 2, acc2, mask=out_mask)
 
 
-def marginal_radius(groups: list[torch.Tensor], radius: torch.Tensor) -> torch.Tensor:
-    """(B, N, G): per group, the largest group distance from sample i to the samples j != i within the
-    joint ``radius[b, i]`` (<=), 0 when there are none; see the module docstring."""
+def marginal_radius(groups: list[torch.Tensor], radius: torch.Tensor, q0: int = 0, q1: int = -1) -> torch.Tensor:
+    """(B, M, G): per group, the largest group distance from each query sample i in q0 .. q1-1 (q1 = -1: N)
+    to the samples j != i within the joint ``radius[b, i - q0]`` (<=), 0 when there are none; see the
+    module docstring."""
     g = check_groups(groups, "marginal_radius")
-    batch, r_strides = check_radius(radius, g, "marginal_radius")
-    out = torch.empty((batch, g.n, g.count), dtype=g.dtype, device=g.device)
+    start, m = query_rows(g, q0, q1, "marginal_radius")
+    batch, r_strides = check_radius(radius, g, "marginal_radius", m)
+    out = torch.empty((batch, m, g.count), dtype=g.dtype, device=g.device)
     if out.numel() == 0:
         return out
     bb = batch_block(batch, g.any_shared(batch), BATCH_CAP)
     ptrs, strides = g.pack(_ROWS)
     with device_guard(g.device):
-        _marginal_radius_kernel[grid(g.n, batch, bb)](out, radius, *ptrs, g.n, batch, *g.dims, *strides,
+        _marginal_radius_kernel[grid(m, batch, bb)](out, radius, *ptrs, g.n, batch, start, m, *g.dims, *strides,
                                                       *r_strides, BB=bb, **g.constexprs)
     return out

@@ -178,3 +178,24 @@ def test_mi_matches_sklearn_ksg():
         got = mipp.mi(torch.from_numpy(x), torch.from_numpy(y), k)
         assert _ext.paths["knn_distance:sweep"] > before
         assert abs(float(got) - want) < 1e-12
+
+
+@pytest.mark.parametrize("rows", [(0, 200), (13, 150), (199, 200), (80, 80)])
+def test_query_rows_equal_the_full_call_on_every_path(rows):
+    """The ops' query rows [q0, q1) (mipp.distributed splits an estimate by them) give exactly the same
+    rows as the full call, on the sweep and the brute force, with ties, duplicates and a shared batch."""
+    q0, q1 = rows
+    x = _data("ties", 3, 200, 2, torch.float64, seed=21)
+    y = _data("duplicates", 1, 200, 1, torch.float64, seed=22)
+    for path in PATHS:
+        with _ext.force_path(path):
+            eps = ops.knn_distance([x, y], 4)
+            assert torch.equal(ops.knn_distance([x, y], 4, q0, q1), eps[:, q0:q1])
+            for strict in (True, False):
+                full = ops.count_within([x], eps, strict)
+                assert torch.equal(ops.count_within([x], eps[:, q0:q1], strict, q0, q1), full[:, q0:q1])
+            full = ops.marginal_radius([x, y], eps)
+            assert torch.equal(ops.marginal_radius([x, y], eps[:, q0:q1], q0, q1), full[:, q0:q1])
+    assert torch.equal(reference.knn_distance([x, y], 4, q0, q1), eps[:, q0:q1])
+    with pytest.raises(ValueError, match="query rows"):
+        ops.knn_distance([x, y], 4, 150, 100)

@@ -194,7 +194,7 @@ def _groups(n=10, dtype=torch.float32):
     (lambda: knn.knn_distance(_groups()[0], 2), TypeError, "list"),
     (lambda: knn.knn_distance([torch.zeros(2, 10, 1, device=DEVICE), torch.zeros(3, 10, 1, device=DEVICE)],
                               2), ValueError, "batch size"),
-    (lambda: count.count_within(_groups(), torch.ones(1, 9, device=DEVICE), True), ValueError, "N=10"),
+    (lambda: count.count_within(_groups(), torch.ones(1, 9, device=DEVICE), True), ValueError, r"\(B, 10\)"),
     (lambda: count.count_within(_groups(), torch.ones(1, 10, dtype=torch.float64, device=DEVICE), True),
      TypeError, "radius"),
     (lambda: count.count_within(_groups(), torch.ones(1, 10, device=DEVICE), 1), TypeError, "strict"),
@@ -265,3 +265,22 @@ def test_label_group_matches_reference(dtype):
     for strict in (True, False):
         assert torch.equal(count.count_within([x, g], eps, strict), reference.count_within([x, g], eps, strict))
         assert torch.equal(count.count_within([x], eps, strict), reference.count_within([x], eps, strict))
+
+
+# ---------------------------------------------------------------------------------------------------
+# query rows: a range of rows equals the same rows of the full call, bit for bit
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows", [(0, 45), (7, 40), (33, 34), (20, 20)])
+def test_query_rows_match_the_full_call(dtype, rows):
+    q0, q1 = rows
+    x = _data(2, 45, 2, dtype, "ties", seed=3)
+    y = _data(1, 45, 1, dtype, "duplicates", seed=4)
+    eps = knn.knn_distance([x, y], 3)
+    assert torch.equal(knn.knn_distance([x, y], 3, q0, q1), eps[:, q0:q1])
+    assert torch.equal(reference.knn_distance([x, y], 3, q0, q1), eps[:, q0:q1])
+    for strict in (True, False):
+        full = count.count_within([x, y], eps, strict)
+        assert torch.equal(count.count_within([x, y], eps[:, q0:q1], strict, q0, q1), full[:, q0:q1])
+    full = radius.marginal_radius([x, y], eps)
+    assert torch.equal(radius.marginal_radius([x, y], eps[:, q0:q1], q0, q1), full[:, q0:q1])

@@ -78,8 +78,9 @@ def force_path(path: str):
         _forced_path = previous
 
 
-def _prepare(groups: list[torch.Tensor], radius: torch.Tensor | None = None):
-    """(group args, batch, n, f64, keep-alive tensors) for the kernels, or None outside their contract."""
+def _prepare(groups: list[torch.Tensor], radius: torch.Tensor | None = None, q0: int = 0, q1: int = -1):
+    """(group args, batch, n, f64, keep-alive tensors, (r0, r1)) for the kernels, or None outside their
+    contract. The radius has one value per query row (B_r, r1 - r0)."""
     if _C is None or not groups:
         return None
     dtype = groups[0].dtype
@@ -91,54 +92,60 @@ def _prepare(groups: list[torch.Tensor], radius: torch.Tensor | None = None):
     if any(g.dim() != 3 for g in groups) or (radius is not None and radius.dim() != 2):
         return None
     n = int(groups[0].shape[1])
+    r0, r1 = (q0, n if q1 == -1 else q1)
+    if not 0 <= r0 <= r1 <= n:
+        return None
     batch = max(int(t.shape[0]) for t in tensors)
-    if batch < 1 or any(t.shape[0] not in (1, batch) or t.shape[1] != n for t in tensors):
+    if batch < 1 or any(g.shape[0] not in (1, batch) or g.shape[1] != n for g in groups):
+        return None
+    if radius is not None and (radius.shape[0] not in (1, batch) or radius.shape[1] != r1 - r0):
         return None
     # (B_g, d, N) contiguous: one column's samples are contiguous, the kernels' inner loops run over them.
     cols = [g.transpose(1, 2).contiguous() for g in groups]
     args = [(c.data_ptr(), int(c.shape[0]), int(c.shape[1])) for c in cols]
-    return args, batch, n, dtype == torch.float64, cols
+    return args, batch, n, dtype == torch.float64, cols, (r0, r1)
 
 
 def _record(op: str, path: str) -> None:
     paths[f"{op}:{path}"] += 1
 
 
-def knn_distance(groups: list[torch.Tensor], k: int) -> torch.Tensor | None:
+def knn_distance(groups: list[torch.Tensor], k: int, q0: int = 0, q1: int = -1) -> torch.Tensor | None:
     """The extension's mipp::knn_distance, or None when the call is outside its contract."""
-    prep = _prepare(groups)
+    prep = _prepare(groups, None, q0, q1)
     if prep is None or not 1 <= k < prep[2]:
         return None
-    args, batch, n, f64, _keep = prep
-    out = torch.empty(batch, n, dtype=groups[0].dtype)
+    args, batch, n, f64, _keep, (r0, r1) = prep
+    out = torch.empty(batch, r1 - r0, dtype=groups[0].dtype)
     _record("knn_distance", _C.knn_distance_cpu(args, batch, n, f64, k, out.data_ptr(), _forced_path,
-                                                torch.get_num_threads()))
+                                                torch.get_num_threads(), r0, r1))
     return out
 
 
-def count_within(groups: list[torch.Tensor], radius: torch.Tensor, strict: bool) -> torch.Tensor | None:
+def count_within(groups: list[torch.Tensor], radius: torch.Tensor, strict: bool, q0: int = 0,
+                 q1: int = -1) -> torch.Tensor | None:
     """The extension's mipp::count_within, or None when the call is outside its contract."""
-    prep = _prepare(groups, radius)
+    prep = _prepare(groups, radius, q0, q1)
     if prep is None:
         return None
-    args, batch, n, f64, _keep = prep
+    args, batch, n, f64, _keep, (r0, r1) = prep
     radius = radius.contiguous()
-    out = torch.empty(batch, n, dtype=torch.int64)
+    out = torch.empty(batch, r1 - r0, dtype=torch.int64)
     _record("count_within", _C.count_within_cpu(args, batch, n, f64, radius.data_ptr(), int(radius.shape[0]),
                                                 bool(strict), out.data_ptr(), _forced_path,
-                                                torch.get_num_threads()))
+                                                torch.get_num_threads(), r0, r1))
     return out
 
 
-def marginal_radius(groups: list[torch.Tensor], radius: torch.Tensor) -> torch.Tensor | None:
+def marginal_radius(groups: list[torch.Tensor], radius: torch.Tensor, q0: int = 0, q1: int = -1) -> torch.Tensor | None:
     """The extension's mipp::marginal_radius, or None when the call is outside its contract."""
-    prep = _prepare(groups, radius)
+    prep = _prepare(groups, radius, q0, q1)
     if prep is None:
         return None
-    args, batch, n, f64, _keep = prep
+    args, batch, n, f64, _keep, (r0, r1) = prep
     radius = radius.contiguous()
-    out = torch.empty(batch, n, len(groups), dtype=radius.dtype)
+    out = torch.empty(batch, r1 - r0, len(groups), dtype=radius.dtype)
     _record("marginal_radius", _C.marginal_radius_cpu(args, batch, n, f64, radius.data_ptr(),
                                                       int(radius.shape[0]), out.data_ptr(), _forced_path,
-                                                      torch.get_num_threads()))
+                                                      torch.get_num_threads(), r0, r1))
     return out

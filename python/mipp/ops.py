@@ -44,7 +44,8 @@ def _cpu(op: str, *args):
     return getattr(reference, op)(*args) if out is None else out
 
 
-def _check(op: str, groups: list[torch.Tensor], k: int | None = None, radius: torch.Tensor | None = None):
+def _check(op: str, groups: list[torch.Tensor], k: int | None = None, radius: torch.Tensor | None = None,
+           q0: int = 0, q1: int = -1):
     """The ops' contract, on every backend and inside compiled code (the kernels run at run time there):
     3-D floating groups of one dtype and device with equal N and batch sizes in {1, B}; finite values
     whose differences do not overflow the dtype (a +inf distance would tie with the self pair, which is
@@ -74,72 +75,84 @@ def _check(op: str, groups: list[torch.Tensor], k: int | None = None, radius: to
                                  f"{g.dtype} (a column spans more than its largest finite value); rescale it")
     if k is not None and n > 0 and not 1 <= k < n:
         raise ValueError(f"mipp::{op}: k={k} must be in [1, N - 1] for N={n} samples")
+    r0, r1 = reference.rows(n, q0, q1)
+    if not 0 <= r0 <= r1 <= n:
+        raise ValueError(f"mipp::{op}: the query rows [q0, q1) = [{q0}, {q1}) must lie in [0, N={n}] "
+                         "(q1 = -1: N)")
     if radius is not None:
-        if radius.dim() != 2 or radius.shape[1] != n or (batch != 1 and radius.shape[0] not in (1, batch)):
-            raise ValueError(f"mipp::{op}: radius must have shape (B, N={n}), got {tuple(radius.shape)}")
+        m = r1 - r0
+        if radius.dim() != 2 or radius.shape[1] != m or (batch != 1 and radius.shape[0] not in (1, batch)):
+            raise ValueError(f"mipp::{op}: radius must have shape (B, {m}) (one value per query row), got "
+                             f"{tuple(radius.shape)}")
         if radius.numel() and not bool(torch.isfinite(radius).all()):
             raise ValueError(f"mipp::{op}: radius contains NaN or inf")
 
 
-def _batch_rows(groups, radius=None):
+def _batch_rows(groups, radius=None, q0=0, q1=-1):
     batch = reference.batch_size(groups)
     if radius is not None:
         batch = max(batch, int(radius.shape[0]))
-    return batch, int(groups[0].shape[1])
+    r0, r1 = reference.rows(int(groups[0].shape[1]), q0, q1)
+    return batch, r1 - r0
 
+
+# The distance ops take the query rows [q0, q1) (q1 = -1: all N): their outputs have one row per query, the
+# candidates are always all N samples (mipp.distributed splits one estimate's rows across processes).
 
 @torch.library.custom_op("mipp::knn_distance", mutates_args=(), device_types="cuda")
-def knn_distance(groups: list[torch.Tensor], k: int) -> torch.Tensor:
-    """(B, N) k-th nearest-neighbour max-norm distance in the joint space of ``groups`` (self excluded)."""
-    _check("knn_distance", groups, k=k)
-    return _cuda("knn_distance", "knn", groups, k)
+def knn_distance(groups: list[torch.Tensor], k: int, q0: int = 0, q1: int = -1) -> torch.Tensor:
+    """(B, M) k-th nearest-neighbour max-norm distance of the query rows in the joint space of ``groups``
+    (self excluded)."""
+    _check("knn_distance", groups, k=k, q0=q0, q1=q1)
+    return _cuda("knn_distance", "knn", groups, k, q0, q1)
 
 
 @knn_distance.register_kernel("cpu")
-def _knn_distance_cpu(groups, k):
-    _check("knn_distance", groups, k=k)
-    return _cpu("knn_distance", groups, k)
+def _knn_distance_cpu(groups, k, q0=0, q1=-1):
+    _check("knn_distance", groups, k=k, q0=q0, q1=q1)
+    return _cpu("knn_distance", groups, k, q0, q1)
 
 
 @knn_distance.register_fake
-def _knn_distance_fake(groups, k):
-    return groups[0].new_empty(_batch_rows(groups))
+def _knn_distance_fake(groups, k, q0=0, q1=-1):
+    return groups[0].new_empty(_batch_rows(groups, None, q0, q1))
 
 
 @torch.library.custom_op("mipp::count_within", mutates_args=(), device_types="cuda")
-def count_within(groups: list[torch.Tensor], radius: torch.Tensor, strict: bool) -> torch.Tensor:
-    """(B, N) int64 number of j != i within ``radius[b, i]`` (``<`` if strict, else ``<=``)."""
-    _check("count_within", groups, radius=radius)
-    return _cuda("count_within", "count", groups, radius, strict)
+def count_within(groups: list[torch.Tensor], radius: torch.Tensor, strict: bool, q0: int = 0,
+                 q1: int = -1) -> torch.Tensor:
+    """(B, M) int64 number of j != i within ``radius[b, i - q0]`` (``<`` if strict, else ``<=``)."""
+    _check("count_within", groups, radius=radius, q0=q0, q1=q1)
+    return _cuda("count_within", "count", groups, radius, strict, q0, q1)
 
 
 @count_within.register_kernel("cpu")
-def _count_within_cpu(groups, radius, strict):
-    _check("count_within", groups, radius=radius)
-    return _cpu("count_within", groups, radius, strict)
+def _count_within_cpu(groups, radius, strict, q0=0, q1=-1):
+    _check("count_within", groups, radius=radius, q0=q0, q1=q1)
+    return _cpu("count_within", groups, radius, strict, q0, q1)
 
 
 @count_within.register_fake
-def _count_within_fake(groups, radius, strict):
-    return radius.new_empty(_batch_rows(groups, radius), dtype=torch.int64)
+def _count_within_fake(groups, radius, strict, q0=0, q1=-1):
+    return radius.new_empty(_batch_rows(groups, radius, q0, q1), dtype=torch.int64)
 
 
 @torch.library.custom_op("mipp::marginal_radius", mutates_args=(), device_types="cuda")
-def marginal_radius(groups: list[torch.Tensor], radius: torch.Tensor) -> torch.Tensor:
-    """(B, N, G) per-group largest distance to the samples within the joint ``radius`` (KSG-2)."""
-    _check("marginal_radius", groups, radius=radius)
-    return _cuda("marginal_radius", "radius", groups, radius)
+def marginal_radius(groups: list[torch.Tensor], radius: torch.Tensor, q0: int = 0, q1: int = -1) -> torch.Tensor:
+    """(B, M, G) per-group largest distance to the samples within the joint ``radius`` (KSG-2)."""
+    _check("marginal_radius", groups, radius=radius, q0=q0, q1=q1)
+    return _cuda("marginal_radius", "radius", groups, radius, q0, q1)
 
 
 @marginal_radius.register_kernel("cpu")
-def _marginal_radius_cpu(groups, radius):
-    _check("marginal_radius", groups, radius=radius)
-    return _cpu("marginal_radius", groups, radius)
+def _marginal_radius_cpu(groups, radius, q0=0, q1=-1):
+    _check("marginal_radius", groups, radius=radius, q0=q0, q1=q1)
+    return _cpu("marginal_radius", groups, radius, q0, q1)
 
 
 @marginal_radius.register_fake
-def _marginal_radius_fake(groups, radius):
-    return radius.new_empty((*_batch_rows(groups, radius), len(groups)))
+def _marginal_radius_fake(groups, radius, q0=0, q1=-1):
+    return radius.new_empty((*_batch_rows(groups, radius, q0, q1), len(groups)))
 
 
 def _digamma_sum_ext(counts: torch.Tensor, offset: int, reduce: bool, fn) -> torch.Tensor:

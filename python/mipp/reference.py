@@ -23,11 +23,18 @@ def batch_size(groups: list[torch.Tensor]) -> int:
     return max(int(g.shape[0]) for g in groups)
 
 
-def _chunks(batch: int, n: int):
-    """Query-row ranges (q0, q1) whose (batch, rows, N) distance tile holds about _TILE_ELEMENTS."""
+def _chunks(batch: int, n: int, start: int = 0, stop: int | None = None):
+    """Query-row ranges (q0, q1) covering [start, stop) whose (batch, rows, N) distance tile holds about
+    _TILE_ELEMENTS."""
+    stop = n if stop is None else stop
     step = max(1, _TILE_ELEMENTS // max(1, batch * n))
-    for q0 in range(0, n, step):
-        yield q0, min(n, q0 + step)
+    for q0 in range(start, stop, step):
+        yield q0, min(stop, q0 + step)
+
+
+def rows(n: int, q0: int, q1: int) -> tuple[int, int]:
+    """The query rows [q0, q1) of an op call; q1 = -1 means N."""
+    return q0, n if q1 == -1 else q1
 
 
 def _group_distance(g: torch.Tensor, q0: int, q1: int) -> torch.Tensor:
@@ -57,45 +64,51 @@ def _joint_distance(parts: list[torch.Tensor], q0: int) -> torch.Tensor:
     return out
 
 
-def knn_distance(groups: list[torch.Tensor], k: int) -> torch.Tensor:
-    """(B, N) distance from each sample to its k-th nearest neighbour in the joint space of ``groups``,
-    the sample itself excluded by index. Ties are counted with multiplicity: with duplicated rows the
-    k-th distance can be 0."""
+def knn_distance(groups: list[torch.Tensor], k: int, q0: int = 0, q1: int = -1) -> torch.Tensor:
+    """(B, M) distance from each query sample i in [q0, q1) (M = q1 - q0; q1 = -1: all N) to its k-th
+    nearest neighbour among all N samples in the joint space of ``groups``, the sample itself excluded by
+    index. Ties are counted with multiplicity: with duplicated rows the k-th distance can be 0."""
     batch, n = batch_size(groups), int(groups[0].shape[1])
-    out = groups[0].new_empty(batch, n)
-    for q0, q1 in _chunks(batch, n):
-        d = _joint_distance([_group_distance(g, q0, q1) for g in groups], q0)
-        out[:, q0:q1] = torch.kthvalue(d, k, dim=2).values
+    r0, r1 = rows(n, q0, q1)
+    out = groups[0].new_empty(batch, r1 - r0)
+    for a, b in _chunks(batch, n, r0, r1):
+        d = _joint_distance([_group_distance(g, a, b) for g in groups], a)
+        out[:, a - r0:b - r0] = torch.kthvalue(d, k, dim=2).values
     return out
 
 
-def count_within(groups: list[torch.Tensor], radius: torch.Tensor, strict: bool) -> torch.Tensor:
-    """(B, N) int64: #{j != i : d(i, j) < radius[b, i]} (``strict``) or ``<=`` (not strict), d the joint
-    distance of ``groups``. ``radius`` has shape (B, N); a group with B_g == 1 is shared by all B radii."""
+def count_within(groups: list[torch.Tensor], radius: torch.Tensor, strict: bool, q0: int = 0,
+                 q1: int = -1) -> torch.Tensor:
+    """(B, M) int64 for the query samples i in [q0, q1): #{j != i : d(i, j) < radius[b, i - q0]} (``strict``)
+    or ``<=`` (not strict), d the joint distance of ``groups`` over all N samples. ``radius`` has shape
+    (B, M); a group with B_g == 1 is shared by all B radii."""
     batch = max(batch_size(groups), int(radius.shape[0]))
     n = int(groups[0].shape[1])
-    out = torch.empty(batch, n, dtype=torch.int64, device=radius.device)
-    for q0, q1 in _chunks(batch, n):
-        d = _joint_distance([_group_distance(g, q0, q1) for g in groups], q0)
-        r = radius[:, q0:q1, None]
+    r0, r1 = rows(n, q0, q1)
+    out = torch.empty(batch, r1 - r0, dtype=torch.int64, device=radius.device)
+    for a, b in _chunks(batch, n, r0, r1):
+        d = _joint_distance([_group_distance(g, a, b) for g in groups], a)
+        r = radius[:, a - r0:b - r0, None]
         inside = d < r if strict else d <= r
-        out[:, q0:q1] = inside.sum(dim=2)
+        out[:, a - r0:b - r0] = inside.sum(dim=2)
     return out
 
 
-def marginal_radius(groups: list[torch.Tensor], radius: torch.Tensor) -> torch.Tensor:
-    """(B, N, G): for each group g, the largest distance in g from sample i to the samples j != i whose
-    joint distance is <= radius[b, i] (0 when there are none). With radius = the k-th neighbour distance
-    these are the marginal radii eps_x(i), eps_y(i) of KSG algorithm 2; with ties at the k-th distance
-    every tied sample belongs to the neighbourhood (an order-free rule, identical on every backend)."""
+def marginal_radius(groups: list[torch.Tensor], radius: torch.Tensor, q0: int = 0, q1: int = -1) -> torch.Tensor:
+    """(B, M, G) for the query samples i in [q0, q1): for each group g, the largest distance in g from i to
+    the samples j != i whose joint distance is <= radius[b, i - q0] (0 when there are none). With radius =
+    the k-th neighbour distance these are the marginal radii eps_x(i), eps_y(i) of KSG algorithm 2; with ties
+    at the k-th distance every tied sample belongs to the neighbourhood (an order-free rule, identical on
+    every backend)."""
     batch = max(batch_size(groups), int(radius.shape[0]))
     n = int(groups[0].shape[1])
-    out = radius.new_empty(batch, n, len(groups))
-    for q0, q1 in _chunks(batch, n):
-        parts = [_group_distance(g, q0, q1) for g in groups]
-        inside = _joint_distance(parts, q0) <= radius[:, q0:q1, None]
+    r0, r1 = rows(n, q0, q1)
+    out = radius.new_empty(batch, r1 - r0, len(groups))
+    for a, b in _chunks(batch, n, r0, r1):
+        parts = [_group_distance(g, a, b) for g in groups]
+        inside = _joint_distance(parts, a) <= radius[:, a - r0:b - r0, None]
         for gi, p in enumerate(parts):
-            out[:, q0:q1, gi] = torch.where(inside, p, p.new_zeros(())).amax(dim=2)
+            out[:, a - r0:b - r0, gi] = torch.where(inside, p, p.new_zeros(())).amax(dim=2)
     return out
 
 
