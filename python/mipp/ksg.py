@@ -419,6 +419,18 @@ def permutation_test(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None = 
     globally, which tests I(x; (y, z)) = 0 against a null that also breaks x's dependence on z.
     ``discrete_y`` / ``discrete_z``: as in :func:`mi` / :func:`cmi`; with a discrete z, x is shuffled
     within each stratum of z (the valid conditional null; ``local_neighbors`` is not used then)."""
+    return _permutation_test(x, y, z, k, n_permutations=n_permutations, generator=generator,
+                             algorithm=algorithm, normalize=normalize, local_neighbors=local_neighbors,
+                             discrete_y=discrete_y, discrete_z=discrete_z)
+
+
+def whole_batch(evaluate, total: int) -> torch.Tensor:
+    """The batch map of one process: evaluate(lo, hi) on the whole batch (mipp.distributed shards it)."""
+    return evaluate(0, total)
+
+
+def _permutation_test(x, y, z=None, k=3, *, n_permutations=100, generator=None, algorithm=1, normalize=False,
+                      local_neighbors=None, discrete_y=False, discrete_z=False, batch_map=whole_batch):
     n_permutations = _integer("n_permutations", n_permutations, 1, ValueError)
     x, y = as_tensor("x", x), as_tensor("y", y)
     z = None if z is None else as_tensor("z", z)
@@ -462,15 +474,19 @@ def permutation_test(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None = 
             return t
         return t.repeat_interleave(n_permutations + 1, dim=0)
 
-    if z is None:
-        stats = mi(xs, y if discrete_y else per_problem(y), k, algorithm=algorithm, normalize=normalize,
-                   discrete_y=discrete_y)
-    else:
-        if algorithm != 1:
-            raise ValueError("the conditional test uses the Frenzel-Pompe estimator: algorithm must be 1")
-        stats = cmi(xs, y if discrete_y else per_problem(y), z if discrete_z else per_problem(z), k,
-                    normalize=normalize, discrete_y=discrete_y, discrete_z=discrete_z)
-    stats = stats.reshape(b, n_permutations + 1)
+    if z is not None and algorithm != 1:
+        raise ValueError("the conditional test uses the Frenzel-Pompe estimator: algorithm must be 1")
+    yy = y if discrete_y else per_problem(y)
+    zz = z if (z is None or discrete_z) else per_problem(z)
+
+    def evaluate(lo: int, hi: int) -> torch.Tensor:
+        # a slice of the (b * (P + 1)) problems; a per-problem y / z is sliced with them, a shared one is not
+        part = (lambda t: t[lo:hi] if t is not None and t.dim() == 3 and t.shape[0] == xs.shape[0] else t)
+        if z is None:
+            return mi(xs[lo:hi], part(yy), k, algorithm=algorithm, normalize=normalize, discrete_y=discrete_y)
+        return cmi(xs[lo:hi], part(yy), part(zz), k, normalize=normalize, discrete_y=discrete_y,
+                   discrete_z=discrete_z)
+    stats = batch_map(evaluate, xs.shape[0]).reshape(b, n_permutations + 1)
     estimate, null = stats[:, 0], stats[:, 1:]
     p_value = (1.0 + (null >= estimate[:, None]).sum(dim=1, dtype=torch.float64)) / (n_permutations + 1)
     if not batched:

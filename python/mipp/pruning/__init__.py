@@ -5,10 +5,12 @@
     sel.keep                          # {group (root module name): LongTensor of kept nodes}
     small = sel.apply(model, refit=inputs)   # a physically smaller copy, consumers re-fitted by least squares
     sel.mask(model)                   # or torch.nn.utils.prune masks, in place (mean fold by default)
+    MIPP(estimator="loss", confidence=0.9).select(model, inputs)   # the paper's MLP loss-difference estimator
 """
+from mipp.pruning.loss import LossConfig
 from mipp.pruning.report import count_macs_params, count_params
 from mipp.pruning.select import MIPP, LayerResult, Selection
 from mipp.pruning.structure import Structure, UnsupportedModelError, analyse
 
-__all__ = ["MIPP", "Selection", "LayerResult", "Structure", "UnsupportedModelError", "analyse",
+__all__ = ["MIPP", "LossConfig", "Selection", "LayerResult", "Structure", "UnsupportedModelError", "analyse",
            "count_macs_params", "count_params"]

@@ -90,9 +90,14 @@ class NodeRecord:
     step: int           # order in which the node was decided (0 first)
     rule: str           # "constant", "affine", "unread", "test", "min_keep"; "budget": given back
     removed: bool
-    gaussian: float     # closed-form Delta when decided, nats (nan for untested rules)
-    estimate: float     # KSG estimate of Delta (plus the Gaussian remainder), nats
-    upper: float        # its upper (1 - alpha) confidence bound
+    # KSG backend: the closed-form Delta when decided (nats; nan for untested rules), the KSG estimate of
+    # Delta (plus the Gaussian remainder) and its upper (1 - alpha) confidence bound, removed when below the
+    # tolerance. Loss backend (loss.py): the node's single-node held-out loss, the mean loss increase d and
+    # its lower confidence bound, kept when above the tolerance. ``upper`` is the decision statistic of both:
+    # the larger, the closer the node was to being kept.
+    gaussian: float
+    estimate: float
+    upper: float
 
 
 @dataclass
@@ -241,9 +246,14 @@ def _signal(residuals: list[torch.Tensor], weights: list[torch.Tensor], m_max: i
 def decide_layer(blocks: list[Block], n_nodes: int, *, k: int, alpha: float, tolerance: float,
                  noise: float, min_keep: int, generator: torch.Generator, ridge: float = 1e-9,
                  m_max: int = 2, drop: list[torch.Tensor] | None = None,
-                 bar=None) -> LayerDecision:
+                 bar=None, local_mi=None) -> LayerDecision:
     """Decide every node of a layer (see the module docstring). ``drop``: per block, a boolean mask of
-    feature columns already removed by other groups (left out of every regression)."""
+    feature columns already removed by other groups (left out of every regression). ``local_mi(a, b)``: the
+    KSG local values of I(a; b) (normalized), by default ``mipp.mi``; mipp.distributed passes one that
+    splits the query rows across ranks."""
+    if local_mi is None:
+        def local_mi(a, b):
+            return mipp.mi(a, b, k, normalize=True, reduction="none")
     import time
     t0 = time.perf_counter()
     z = statistics.NormalDist().inv_cdf(1.0 - alpha)
@@ -307,7 +317,7 @@ def decide_layer(blocks: list[Block], n_nodes: int, *, k: int, alpha: float, tol
             rule = "test"
             signal, remainder = _signal(residuals, weights, m_max)
             observed = signal + torch.randn(signal.shape, generator=generator, dtype=signal.dtype)
-            local = mipp.mi(signal, observed, k, normalize=True, reduction="none")
+            local = local_mi(signal, observed)
             estimate = float(local.mean()) + remainder
             # the Gaussian value bounds the true information (max entropy for the residual's covariance):
             # KSG above it is estimation bias (e.g. residuals with an atom: a constant image background)

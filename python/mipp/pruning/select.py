@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from mipp.pruning.capture import _batch_size, _slice, capture, flat_weight, kernel_size, materialise
 from mipp.pruning.decide import Block, NodeRecord, decide_layer
+from mipp.pruning.loss import LossConfig, decide_layer_loss
 from mipp.pruning.refit import consumer_plan, fold_means, mask_groups, refit as refit_consumers, removed_nodes
 from mipp.pruning.structure import Structure, analyse, clone_model, producer_channels, prune_groups
 
@@ -220,10 +221,17 @@ class MIPP:
     against all their consumers at once. ridge: relative ridge of the least-squares regressions. m_max:
     signal directions estimated by KSG per node (the rest by the Gaussian closed form). seed: the
     generator of sampled positions and channel noise. progress: tqdm bars on stderr.
+
+    ``estimator="loss"``: the paper's own estimator instead (mipp.pruning.loss): small MLPs predict the
+    consumers' pre-activations, nodes are visited least informative first, and a node is kept only when the
+    data are more than ``confidence`` sure (over ``repeats`` fits) that masking it raises the held-out loss
+    by more than ``tolerance`` (a fraction of the target's variance; default 0, the paper's rule). A higher
+    ``confidence`` prunes more. ``loss_config``: the MLPs (:class:`LossConfig`). ``alpha``, ``noise``, ``k``,
+    ``ridge`` and ``m_max`` belong to the KSG estimator; ``tolerance`` defaults to 0.2 nats for it.
     """
     k: int = 3
     alpha: float = 0.05
-    tolerance: float = 0.2
+    tolerance: float | None = None
     noise: float = 0.01
     n_samples: int = 1000
     min_keep: int = 1
@@ -234,6 +242,10 @@ class MIPP:
     macs: float | None = None
     seed: int = 0
     progress: bool = True
+    estimator: str = "ksg"
+    confidence: float = 0.9
+    repeats: int = 5
+    loss_config: LossConfig = field(default_factory=LossConfig)
 
     def __post_init__(self):
         def integer(name, low):
@@ -244,10 +256,22 @@ class MIPP:
         integer("n_samples", 2)
         integer("min_keep", 1)
         integer("m_max", 1)
+        integer("repeats", 2)
+        if self.estimator not in ("ksg", "loss"):
+            raise ValueError(f'estimator must be "ksg" or "loss", got {self.estimator!r}')
+        if not (isinstance(self.confidence, (int, float)) and 0 < self.confidence < 1):
+            raise ValueError(f"confidence must be in (0, 1), got {self.confidence!r}")
+        if isinstance(self.loss_config, dict):          # settings read back from JSON
+            self.loss_config = LossConfig(**self.loss_config)
+        if not isinstance(self.loss_config, LossConfig):
+            raise TypeError(f"loss_config must be a mipp.pruning.LossConfig, got {type(self.loss_config).__name__}")
+        if self.tolerance is None:     # KSG: nats through the tolerance channel; loss: the paper's rule
+            self.tolerance = 0.2 if self.estimator == "ksg" else 0.0
         if not (isinstance(self.alpha, (int, float)) and 0 < self.alpha < 1):
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha!r}")
         if not (isinstance(self.tolerance, (int, float)) and 0 <= self.tolerance < math.inf):
-            raise ValueError(f"tolerance must be a finite number of nats >= 0, got {self.tolerance!r}")
+            raise ValueError(f"tolerance must be a finite number >= 0 (nats for the KSG estimator, a fraction of "
+                             f"the target's variance for the loss estimator), got {self.tolerance!r}")
         if not (isinstance(self.noise, (int, float)) and 0 < self.noise < math.inf):
             raise ValueError(f"noise must be > 0 (a fraction of the consumers' pre-activation variance), got "
                              f"{self.noise!r}")
@@ -262,10 +286,13 @@ class MIPP:
             raise ValueError(f"macs must be in (0, 1) (the fraction of the dense MACs kept), got {self.macs!r}")
 
     # -- activations and a target alone --------------------------------------------------------------
-    def select_layer(self, X: torch.Tensor, Y: torch.Tensor, name: str = "layer") -> tuple[list[int], LayerResult]:
+    def select_layer(self, X: torch.Tensor, Y: torch.Tensor, name: str = "layer", *,
+                     group=None) -> tuple[list[int], LayerResult]:
         """Kept node indices (sorted) of a layer with activations X (N, D) for a target Y (N, q), without a
         model: Y's columns are z-scored and the consumer's weights are estimated from (X, Y) by least
-        squares (W = Cov(Y, X) Cov(X)^-1), so the decision preserves what a linear read-out of X gives Y."""
+        squares (W = Cov(Y, X) Cov(X)^-1), so the decision preserves what a linear read-out of X gives Y
+        (the loss estimator's MLPs predict Y itself). ``group``: a torch.distributed process group (see :meth:`select`)."""
+        local_mi, progress = self._distributed(group)
         if self.sparsity is not None or self.macs is not None:
             raise ValueError("select_layer decides by tolerance; the sparsity / macs budgets apply to select(model)")
         X, Y = _check_inputs_2d("X", X), _check_inputs_2d("Y", Y)
@@ -282,16 +309,30 @@ class MIPP:
         weight = torch.linalg.solve(cov + lam * torch.eye(len(cov), dtype=cov.dtype), Xc.T @ Yz / len(X)).T
         block = Block(cov, mean, X, len(X), weight, [torch.tensor([i]) for i in range(X.shape[1])], name)
         gen = torch.Generator().manual_seed(self.seed)
-        with tqdm(total=X.shape[1], desc=name, file=sys.stderr, disable=not self.progress, leave=False) as bar:
-            d = decide_layer([block], X.shape[1], k=self.k, alpha=self.alpha, tolerance=self.tolerance,
-                             noise=self.noise, min_keep=self.min_keep, generator=gen, ridge=self.ridge,
-                             m_max=self.m_max, bar=bar)
-        res = _result(name, X.shape[1], d, ["target"])
+        with tqdm(total=X.shape[1], desc=name, file=sys.stderr, disable=not progress, leave=False) as bar:
+            d = self._decide([block], X.shape[1], self.tolerance, gen, bar=bar, local_mi=local_mi, target=Yz)
+        res = _result(name, X.shape[1], d, ["target"], self.estimator == "ksg")
         res.seconds["total"] = time.perf_counter() - t0
         return d.kept, res
 
     # -- a model -------------------------------------------------------------------------------------
-    def select(self, model: nn.Module, inputs) -> Selection:
+    def _distributed(self, group):
+        """The KSG local values and whether to show progress: in one process mipp.mi and self.progress; with
+        a process group every rank runs the same decisions (same data, same seeded draws) and each test's
+        KSG query rows are split across the ranks (mipp.distributed.mi_rows), progress on rank 0 only."""
+        if group is None:
+            return None, self.progress
+        if self.estimator != "ksg":
+            raise ValueError("group= splits the KSG estimator's tests across ranks; the loss estimator runs in "
+                             "one process (call select without group)")
+        from mipp import distributed
+        rank, _ = distributed._rank_world(group)
+
+        def local_mi(a, b):
+            return distributed.mi_rows(a, b, self.k, normalize=True, reduction="none", group=group)
+        return local_mi, self.progress and rank == 0
+
+    def select(self, model: nn.Module, inputs, *, group=None) -> Selection:
         """Decide every prunable group of ``model`` from its activations on ``inputs`` (a tensor of inputs,
         or an iterable of batches such as a DataLoader: tensors, (inputs, labels) tuples or dicts of
         keyword inputs; the first ``n_samples`` samples are used, an iterable is consumed once).
@@ -300,31 +341,48 @@ class MIPP:
         log scale, one capture, every pass the same decisions as an emergent run at that tolerance) for the
         smallest value whose selection meets the budget, so MIPP's own statistics decide which nodes go and
         how the budget spreads over the groups. ``settings["tolerance"]`` then holds the value found. The
-        search stops at 2% of the tolerance; a node budget is then met exactly by giving back the removed
-        nodes with the largest decision statistics (rule "budget" in the records).""" 
+        search stops at 2% of the tolerance (KSG; 10% for the loss estimator, which starts from the paper's
+        rule, tolerance 0); a node budget is then met exactly by giving back the removed
+        nodes with the largest decision statistics (rule "budget" in the records).
+
+        ``group``: an initialised torch.distributed process group. Call ``select`` on every rank with the same
+        model, inputs and settings; each KSG test's query rows are split across the ranks and every rank
+        returns the same Selection as one process (bit for bit: the counts are exact integers, the digamma
+        sums run in the single-process order). The least-squares screen runs on every rank.""" 
+        local_mi, progress = self._distributed(group)
         cap = capture_model(model, inputs, n_samples=self.n_samples, joint=self.joint, seed=self.seed,
                             min_samples=self.k + 2)
         t0 = time.perf_counter()
         settings = {k: v for k, v in asdict(self).items() if k != "progress"}
         if self.sparsity is None and self.macs is None:
-            keep, results = self._pass(cap, self.tolerance, self.progress)
+            keep, results = self._pass(cap, self.tolerance, progress, local_mi)
         else:
-            keep, results, settings["tolerance"], settings["budget_passes"] = self._budget(cap)
+            keep, results, settings["tolerance"], settings["budget_passes"] = self._budget(cap, progress, local_mi)
         means = {n: st.mean for n, st in cap.stats.items()}
         return Selection(cap.structure, keep, cap.example, results, means,
                          {"capture": cap.seconds, "decisions": time.perf_counter() - t0}, settings)
 
-    def _pass(self, cap: Captured, tolerance: float, progress: bool):
+    def _decide(self, blocks, n_nodes: int, tolerance: float, gen, drops=None, bar=None, local_mi=None,
+                target=None):
+        """One layer's decision by the chosen estimator."""
+        if self.estimator == "loss":
+            return decide_layer_loss(blocks, n_nodes, confidence=self.confidence, repeats=self.repeats,
+                                     tolerance=tolerance, min_keep=self.min_keep, generator=gen,
+                                     config=self.loss_config, drop=drops, bar=bar, target=target)
+        return decide_layer(blocks, n_nodes, k=self.k, alpha=self.alpha, tolerance=tolerance, noise=self.noise,
+                            min_keep=self.min_keep, generator=gen, ridge=self.ridge, m_max=self.m_max,
+                            drop=drops, bar=bar, local_mi=local_mi)
+
+    def _pass(self, cap: Captured, tolerance: float, progress: bool, local_mi=None):
         gen = torch.Generator().manual_seed(self.seed)
 
         def decide(group, blocks, drops, bar):
-            d = decide_layer(blocks, group.n_nodes, k=self.k, alpha=self.alpha, tolerance=tolerance,
-                             noise=self.noise, min_keep=self.min_keep, generator=gen, ridge=self.ridge,
-                             m_max=self.m_max, drop=drops, bar=bar)
-            return d.kept, _result(group.name, group.n_nodes, d, [c.name for c in group.consumers])
+            d = self._decide(blocks, group.n_nodes, tolerance, gen, drops, bar, local_mi)
+            return d.kept, _result(group.name, group.n_nodes, d, [c.name for c in group.consumers],
+                                   self.estimator == "ksg")
         return walk_captured(cap, decide, progress)
 
-    def _budget(self, cap: Captured):
+    def _budget(self, cap: Captured, progress: bool, local_mi):
         """Bisection over the tolerance for the smallest one whose selection meets the budget."""
         from mipp.pruning.report import count_macs_params
         groups = cap.structure.prunable
@@ -341,12 +399,12 @@ class MIPP:
         if self.sparsity is not None and self.sparsity > 1 - floor / total:
             raise ValueError(f"sparsity={self.sparsity} removes more than the {1 - floor / total:.4f} of the nodes "
                              f"that min_keep={self.min_keep} allows")
-        bar = tqdm(desc="MIPP budget search", file=sys.stderr, disable=not self.progress, leave=False)
+        bar = tqdm(desc="MIPP budget search", file=sys.stderr, disable=not progress, leave=False)
         passes, lo, hi, best = 0, None, None, None
 
         def attempt(t):
             nonlocal passes, best, lo, hi
-            keep, results = self._pass(cap, t, False)
+            keep, results = self._pass(cap, t, False, local_mi)
             passes += 1
             bar.update()
             met = measure(keep)
@@ -355,8 +413,13 @@ class MIPP:
             else:
                 lo = t
             return met
+        # KSG: start at the tolerance (0.2 nats by default), bisect to 2%. Loss: start at the paper's rule
+        # (tolerance 0; a node budget it already meets needs no other pass), grow from 1% of the target's
+        # variance, bisect to 10% (a pass costs a minute of MLP fits where a KSG pass costs a second).
+        ksg = self.estimator == "ksg"
+        start, precision = (0.2, 1.02) if ksg else (0.01, 1.1)
         try:
-            t = self.tolerance if self.tolerance > 0 else 0.2
+            t = self.tolerance if (self.tolerance > 0 or not ksg) else start
             if attempt(t) >= 0:                    # bracket: shrink until the budget is no longer met
                 while lo is None and t > 1e-6:
                     t /= 4
@@ -366,10 +429,10 @@ class MIPP:
                     if t > 1e4:
                         raise ValueError(f"the budget cannot be met with min_keep={self.min_keep} (the "
                                          "smallest model MIPP can reach still exceeds it)")
-                    t *= 4
+                    t = max(t * 4, start)
                     attempt(t)
-            while lo is not None and hi / lo > 1.02:   # geometric bisection to 2% of the tolerance
-                if attempt(math.sqrt(lo * hi)) == 0:
+            while lo is not None and hi > precision * lo and hi > 1e-6:   # geometric (down by 4 from lo = 0)
+                if attempt(math.sqrt(lo * hi) if lo > 0 else hi / 4) == 0:
                     break
         finally:
             bar.close()
@@ -383,7 +446,8 @@ class MIPP:
         """Meet a node budget exactly: give back the removed nodes whose decision statistic (the upper bound
         of the information they add) was largest, i.e. closest to the tolerance, until ``n_remove`` remain
         removed."""
-        removed = [(r.upper if not math.isnan(r.upper) else 0.0, r.gaussian, name, r.node)
+        removed = [(r.upper if not math.isnan(r.upper) else 0.0, r.gaussian if not math.isnan(r.gaussian) else 0.0,
+                    name, r.node)
                    for name, res in results.items() for r in res.records if r.removed]
         extra = len(removed) - n_remove
         if extra <= 0:
@@ -495,6 +559,7 @@ def _finite(value):
     return value
 
 
-def _result(name: str, n_nodes: int, d, consumers: list[str]) -> LayerResult:
-    info = sum(r.estimate for r in d.records if r.removed and not math.isnan(r.estimate))
+def _result(name: str, n_nodes: int, d, consumers: list[str], nats: bool = True) -> LayerResult:
+    # the loss estimator's records hold loss increases, not nats (nats=False): its info_removed is nan
+    info = sum(r.estimate for r in d.records if r.removed and not math.isnan(r.estimate)) if nats else math.nan
     return LayerResult(name, n_nodes, len(d.kept), consumers, d.recon_error, info, d.records, dict(d.seconds))
