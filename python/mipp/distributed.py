@@ -110,8 +110,7 @@ def _sharded(estimator, tensors: dict, group, **kwargs) -> torch.Tensor:
     total = _batch_of(list(tensors.values()))
 
     def evaluate(lo, hi):
-        part = {k: (v[lo:hi] if v is not None and v.dim() == 3 and v.shape[0] == total and total > 1 else v)
-                for k, v in tensors.items()}
+        part = {k: ksg.batch_slice(v, lo, hi, total) for k, v in tensors.items()}
         if total == 1:   # an unbatched call: nothing to split, rank 0 computes it
             return estimator(**part, **kwargs).reshape(1) if lo == 0 and hi > 0 else torch.empty(0, dtype=torch.float64)
         return estimator(**part, **kwargs)

@@ -424,6 +424,14 @@ def permutation_test(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None = 
                              discrete_y=discrete_y, discrete_z=discrete_z)
 
 
+def batch_slice(t, lo: int, hi: int, total: int):
+    """Problems [lo, hi) of a batched argument: a per-problem (total, N, d) tensor is sliced, a shared one
+    (no batch dim, or a batch of 1 when total > 1) and None are passed as they are."""
+    if t is not None and t.dim() == 3 and t.shape[0] == total and total > 1:
+        return t[lo:hi]
+    return t
+
+
 def whole_batch(evaluate, total: int) -> torch.Tensor:
     """The batch map of one process: evaluate(lo, hi) on the whole batch (mipp.distributed shards it)."""
     return evaluate(0, total)
@@ -481,7 +489,8 @@ def _permutation_test(x, y, z=None, k=3, *, n_permutations=100, generator=None, 
 
     def evaluate(lo: int, hi: int) -> torch.Tensor:
         # a slice of the (b * (P + 1)) problems; a per-problem y / z is sliced with them, a shared one is not
-        part = (lambda t: t[lo:hi] if t is not None and t.dim() == 3 and t.shape[0] == xs.shape[0] else t)
+        def part(t):
+            return batch_slice(t, lo, hi, xs.shape[0])
         if z is None:
             return mi(xs[lo:hi], part(yy), k, algorithm=algorithm, normalize=normalize, discrete_y=discrete_y)
         return cmi(xs[lo:hi], part(yy), part(zz), k, normalize=normalize, discrete_y=discrete_y,

@@ -190,6 +190,13 @@ class _State:
         return max(full - kept, 0.0)
 
 
+def relative_error(states: list[_State]) -> float:
+    """The consumers' least-squares reconstruction error from the present columns, relative to their
+    pre-activations' total variance (a layer's ``recon_error``, for both estimators)."""
+    full = sum(float(((st.block.weight @ st.block.cov) * st.block.weight).sum()) for st in states)
+    return sum(st.error() for st in states) / max(full, 1e-300)
+
+
 def chi2_upper_factor(dof: int, alpha: float) -> float:
     """dof / chi2_alpha(dof): the factor that turns a residual variance estimated with ``dof`` degrees of
     freedom into its one-sided upper (1 - alpha) confidence bound (Wilson-Hilferty quantile)."""
@@ -259,7 +266,6 @@ def decide_layer(blocks: list[Block], n_nodes: int, *, k: int, alpha: float, tol
     z = statistics.NormalDist().inv_cdf(1.0 - alpha)
     states = [_State(b, drop[j] if drop is not None else torch.zeros(b.cov.shape[0], dtype=torch.bool),
                      ridge) for j, b in enumerate(blocks)]
-    full_error = sum(float(((b.weight @ b.cov) * b.weight).sum()) for b in blocks)
     for st in states:
         st.sigma2 = noise * max(st.block.target_variance, 1e-300)
     out = LayerDecision(kept=[])
@@ -335,7 +341,7 @@ def decide_layer(blocks: list[Block], n_nodes: int, *, k: int, alpha: float, tol
         if bar is not None:
             bar.update()
     out.kept = sorted(alive)
-    out.recon_error = sum(st.error() for st in states) / max(full_error, 1e-300)
+    out.recon_error = relative_error(states)
     out.seconds = {"screen": t_screen, "tests": t_tests, "total": time.perf_counter() - t0}
     return out
 

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
-from mipp.pruning.decide import Block, LayerDecision, NodeRecord, _State
+from mipp.pruning.decide import Block, LayerDecision, NodeRecord, _State, relative_error
 
 
 @dataclass(frozen=True)
@@ -257,13 +257,11 @@ def decide_layer_loss(blocks: list[Block], n_nodes: int, *, confidence: float, r
 
 
 def _recon_error(blocks: list[Block], drop, removed: list[int]) -> float:
-    """The relative least-squares error of the consumers' pre-activations from the kept nodes (the KSG
-    backend's ``recon_error``), so both backends report the same measure."""
-    full, err = 0.0, 0.0
+    """The KSG backend's ``recon_error`` for the kept nodes, so both backends report the same measure."""
+    states = []
     for j, b in enumerate(blocks):
         gone = (drop[j] if drop is not None else torch.zeros(b.cov.shape[0], dtype=torch.bool)).clone()
         for i in removed:
             gone[b.columns[i]] = True
-        full += float(((b.weight @ b.cov) * b.weight).sum())
-        err += _State(b, gone, 1e-9).error()
-    return err / max(full, 1e-300)
+        states.append(_State(b, gone, 1e-9))
+    return relative_error(states)
