@@ -271,7 +271,7 @@ def prune_registers(max_words: int, values_per_query):
     ``values_per_query(BLOCK_N, constexprs)`` times the queries per thread, take at most ``max_words``
     32-bit registers (an estimate: beyond it the sm_90 kernels start to spill, benchmarks/aot_compile.py
     shows the real counts), and always the first config, the smallest tile of each list, which fits every
-    launch (tests/test_triton_kernels.py checks that it is the smallest)."""
+    launch (tests/engine/test_triton_kernels.py checks that it is the smallest)."""
     def prune(configs, named_args, **meta):
         words = named_args["x0_ptr"].element_size() // 4
         return [c for i, c in enumerate(configs) if i == 0 or

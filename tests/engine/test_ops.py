@@ -267,3 +267,35 @@ def test_ops_opcheck_cuda():
     counts = ops.count_within([x], ops.knn_distance([x], 3), True)
     opcheck(ops.digamma_sum.default, (counts, 1, True))
     assert torch.equal(ops.digamma_sum(counts, 1, True).cpu(), ops.digamma_sum(counts.cpu(), 1, True))
+
+
+def test_compiled_estimators_keep_the_checks():
+    """Under torch.compile(fullgraph=True) the estimator's own checks are skipped (data-dependent), but the
+    ops' checks run inside the compiled graph at run time: NaN, inf and N <= k raise ValueError."""
+    x = torch.randn(50, dtype=torch.float64)
+    y = torch.randn(50, dtype=torch.float64)
+    mi = torch.compile(mipp.mi, fullgraph=True)
+    assert torch.isfinite(mi(x, y))
+    bad = x.clone()
+    bad[3] = float("nan")
+    with pytest.raises(Exception, match="NaN or inf"):
+        mi(bad, y)
+    cmi = torch.compile(mipp.cmi, fullgraph=True)
+    z = torch.randn(50, dtype=torch.float64)
+    z[0] = float("inf")
+    with pytest.raises(Exception, match="NaN or inf"):
+        cmi(x, y, z)
+    with pytest.raises(Exception, match=r"k=5 must be in \[1, N - 1\]"):
+        mi(x[:5], y[:5], 5)
+
+
+def test_ops_validate_their_own_contract():
+    g = torch.randn(1, 10, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"k=10 must be in \[1, N - 1\]"):
+        ops.knn_distance([g], 10)                                      # used to return inf silently
+    with pytest.raises(ValueError, match="N=1 samples but groups\\[0\\] has N=10"):
+        ops.knn_distance([g, torch.randn(1, 1, 1, dtype=torch.float64)], 3)   # used to broadcast
+    with pytest.raises(ValueError, match="radius must have shape"):
+        ops.count_within([g], torch.ones(1, 9, dtype=torch.float64), True)
+    with pytest.raises(ValueError, match=r"torch.float64 on cpu but groups\[0\] is torch.float32"):
+        ops.knn_distance([g.float(), g], 3)

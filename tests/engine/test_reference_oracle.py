@@ -1,4 +1,4 @@
-"""The reference ops and the estimators against independent oracles (tests/oracle.py: scipy cKDTree and
+"""The reference ops and the estimators against independent oracles (tests/engine/oracle.py: scipy cKDTree and
 exact numpy counting), on continuous data, on data with ties (rounded values, duplicated rows, small
 integer alphabets) and on data with large offsets / large scales, where absolute-epsilon tricks fail.
 

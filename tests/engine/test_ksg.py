@@ -145,3 +145,14 @@ def test_cmi_gaussian_closed_form():
     got = mipp.cmi(data[:, 0], data[:, 1], data[:, 2], 3).item()
     assert expected > 0.1
     assert abs(got - expected) < TOL, (got, expected)
+
+
+def test_float32_ties_differ_from_float64_as_documented():
+    """Distances are rounded in the input dtype: on tie-heavy data (values rounded to one decimal) float32
+    and float64 estimates differ, by design (the README says so); float64 is the reference."""
+    g = torch.Generator().manual_seed(2)
+    x = (torch.randn(2000, dtype=torch.float64, generator=g) * 10).round() / 10
+    y = ((x + 0.5 * torch.randn(2000, dtype=torch.float64, generator=g)) * 10).round() / 10
+    d64 = float(mipp.mi(x, y, 3))
+    d32 = float(mipp.mi(x.float(), y.float(), 3))
+    assert d64 != d32 and abs(d64 - d32) < 0.1

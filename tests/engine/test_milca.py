@@ -26,7 +26,7 @@ def _data_dir() -> Path:
     if env:
         base = Path(env)
         return base / "milca" if (base / "milca" / "expected.json").exists() else base
-    return Path(__file__).resolve().parents[2] / "shared" / "testdata" / "milca"
+    return Path(__file__).resolve().parents[3] / "shared" / "testdata" / "milca"
 
 
 DATA_DIR = _data_dir()

@@ -10,7 +10,7 @@ from mipp.pruning.integrations import MIPPImportance, torch_pruning_pruner
 
 tp = pytest.importorskip("torch_pruning")
 
-from test_pruning import TinyResNet, randomise_norms  # noqa: E402
+from test_models import TinyResNet, randomise_norms  # noqa: E402
 
 
 def _truncating_pair():

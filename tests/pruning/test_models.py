@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from mipp.pruning import MIPP, Selection, UnsupportedModelError, analyse, count_macs_params, count_params
+import torch.nn.functional as F
 
 N = 400
 FAST = dict(n_samples=N, progress=False)
@@ -356,3 +357,36 @@ def test_apply_to_a_masked_model():
         torch.testing.assert_close(sel.apply(masked, fold=False)(x), sel.apply(model, fold=False)(x),
                                    rtol=1e-5, atol=1e-5)
     assert torch_prune.is_pruned(masked)
+
+
+class FunctionalDropout(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(5, 16), nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.b(F.dropout(torch.relu(self.a(x)), 0.5, self.training))
+
+
+def test_functional_dropout_is_recorded_in_eval_semantics():
+    from mipp.pruning import MIPP
+    torch.manual_seed(0)
+    model = FunctionalDropout().train()
+    x = torch.randn(300, 5)
+    a = MIPP(n_samples=300, progress=False).select(model, x)
+    b = MIPP(n_samples=300, progress=False).select(model, x)
+    assert torch.equal(a.keep["a"], b.keep["a"]) and model.training
+    with torch.no_grad():
+        model.eval()
+        torch.testing.assert_close(a.apply(model, refit=x)(x), b.apply(model, refit=x)(x))
+
+
+def test_a_softmax_head_does_not_block_the_hidden_layers():
+    from mipp.pruning import MIPP
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 3), nn.Softmax(dim=1)).eval()
+    x = torch.randn(300, 5)
+    sel = MIPP(n_samples=300, progress=False).select(model, x)
+    assert set(sel.keep) == {"0"}
+    with torch.no_grad():
+        assert sel.apply(model, refit=x)(x).shape == (300, 3)

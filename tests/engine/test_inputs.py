@@ -9,6 +9,8 @@ import torch
 
 import mipp
 
+ops = torch.ops.mipp
+
 N = 60
 
 
@@ -377,3 +379,45 @@ def test_tied_data_warn_and_jitter_breaks_the_ties():
     assert a == b and torch.equal(x, before) and a < tied             # ties bias KSG upward
     assert abs(float(mipp.mi(x[:, 0], y[:, 0], discrete_x=True, discrete_y=True)) - a) < 0.1   # ~ plug-in
     _raises(ValueError, "jitter", mipp.mi, x, y, jitter=-1.0)
+
+
+def test_overflowing_differences_are_rejected_on_every_path():
+    """x = [-1.5e308] * 10 + [1.5e308] * 10: differences overflow to +inf, which tied with the self pair
+    (+inf by index) and counted the sample itself. Such inputs are now refused with the fix named."""
+    x = torch.tensor([-1.5e308] * 10 + [1.5e308] * 10, dtype=torch.float64)
+    y = torch.randn(20, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for algorithm in (1, 2):
+        with pytest.raises(ValueError, match="x: the differences between its samples overflow"):
+            mipp.mi(x, y, 12, algorithm=algorithm)
+    g = x[None, :, None]
+    with pytest.raises(ValueError, match="overflow"):
+        ops.count_within([g], torch.full((1, 20), 1.0, dtype=torch.float64), False)
+    with pytest.raises(ValueError, match="overflow"):
+        ops.knn_distance([g], 3)
+    # float32 near 3e38 likewise, and normalize=True scales first, so the same data then works
+    x32 = torch.tensor([-3e38] * 10 + [3e38] * 10, dtype=torch.float32)
+    with pytest.raises(ValueError, match="overflow"):
+        mipp.mi(x32, y.float(), 3)
+    assert torch.isfinite(mipp.mi(x32, y.float(), 3, normalize=True))
+
+
+def test_an_infinite_radius_is_refused_by_the_ops():
+    g = torch.randn(1, 20, 1, dtype=torch.float64)
+    r = torch.full((1, 20), float("inf"), dtype=torch.float64)
+    for op in (lambda: ops.count_within([g], r, False), lambda: ops.marginal_radius([g], r)):
+        with pytest.raises(ValueError, match="radius contains NaN or inf"):
+            op()
+
+
+@pytest.mark.parametrize("dtype, scale", [(torch.float32, 1e37), (torch.float64, 1e155), (torch.float64, 1e300)])
+def test_normalize_on_extreme_values_equals_normalize_on_moderate_ones(dtype, scale):
+    """float32 in [1e37, 2e37] used to give 1.5 nats (right: 0.76) and float64 near 1e155 gave 0: z-scores
+    overflowed. Scaled first, the estimate is the one of the same data at a moderate scale."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(400, dtype=torch.float64, generator=g) + 1.0
+    y = x + 0.3 * torch.randn(400, dtype=torch.float64, generator=g)
+    for algorithm in (1, 2):
+        ref = float(mipp.mi(x.to(dtype), y.to(dtype), 3, algorithm=algorithm, normalize=True))
+        big = float(mipp.mi((x * scale).to(dtype), y.to(dtype), 3, algorithm=algorithm, normalize=True))
+        assert big == pytest.approx(ref, abs=1e-6 if dtype == torch.float64 else 0.05)
+        assert big > 0.3

@@ -1,4 +1,4 @@
-"""Any model Torch-Pruning can prune: a zoo of the architectures people prune (tests/zoo.py). For each,
+"""Any model Torch-Pruning can prune: a zoo of the architectures people prune (tests/pruning/zoo.py). For each,
 MIPP selects and applies; the pruned model equals the masked original for the same kept nodes; MACs and
 parameters drop as Torch-Pruning's counter reports; groups MIPP cannot decide are named with the reason."""
 import copy
