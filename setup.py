@@ -8,6 +8,7 @@ runs the pure-torch reference); MIPP_REQUIRE_EXT=1 makes the failure fatal.
 Environment: MIPP_REQUIRE_EXT=1 (fail instead of falling back), MIPP_CUDA=0 (never build the CUDA part),
 MIPP_CUDA_ARCHS="80;90" (the SM targets; default below), CUDA_HOME / NVCC (where nvcc is).
 """
+
 import glob
 import json
 import os
@@ -48,8 +49,12 @@ def _nvcc():
 
 def _cuda_lib_dir(nvcc: str) -> str:
     """The toolkit's lib64 holding libcudart_static.a (nvcc may be a wrapper outside the toolkit)."""
-    homes = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"),
-             os.path.dirname(os.path.dirname(os.path.realpath(nvcc))), "/usr/local/cuda"]
+    homes = [
+        os.environ.get("CUDA_HOME"),
+        os.environ.get("CUDA_PATH"),
+        os.path.dirname(os.path.dirname(os.path.realpath(nvcc))),
+        "/usr/local/cuda",
+    ]
     for home in filter(None, homes):
         lib = os.path.join(home, "lib64")
         if os.path.exists(os.path.join(lib, "libcudart_static.a")):
@@ -75,13 +80,15 @@ def cuda_plan():
     if not found:
         return None, f"could not read the version of {nvcc}"
     if found.group(1) != torch.version.cuda.split(".")[0]:
-        return None, (f"nvcc {found.group(1)}.{found.group(2)} does not match torch's CUDA {torch.version.cuda} "
-                      "(the major versions must agree)")
+        return None, (
+            f"nvcc {found.group(1)}.{found.group(2)} does not match torch's CUDA {torch.version.cuda} "
+            "(the major versions must agree)"
+        )
     return nvcc, None
 
 
-CUDA_SOURCES = ["digamma_sum_cuda.cu"]   # what a CUDA build compiles; bindings.cpp calls into all of them
-STATUS_FILE = "_build_status.json"       # written beside the extension when its build fails: the reason
+CUDA_SOURCES = ["digamma_sum_cuda.cu"]  # what a CUDA build compiles; bindings.cpp calls into all of them
+STATUS_FILE = "_build_status.json"  # written beside the extension when its build fails: the reason
 
 
 class IncompleteSourceError(RuntimeError):
@@ -116,9 +123,11 @@ class OptionalBuildExt(build_ext):
                 raise
             reason = f"building the extension failed ({type(exc).__name__}: {exc})"
             _write_status(target_dir, reason)
-            _warn(f"{reason}.\nmipp is installed WITHOUT it and runs the slow pure-torch reference on the CPU "
-                  "(it warns at the first op); mipp.build_info() shows why. Set MIPP_REQUIRE_EXT=1 to make this "
-                  "fatal.")
+            _warn(
+                f"{reason}.\nmipp is installed WITHOUT it and runs the slow pure-torch reference on the CPU "
+                "(it warns at the first op); mipp.build_info() shows why. Set MIPP_REQUIRE_EXT=1 to make this "
+                "fatal."
+            )
             return
         _write_status(target_dir, None)
 
@@ -152,12 +161,27 @@ class OptionalBuildExt(build_ext):
         os.makedirs(obj_dir, exist_ok=True)
         missing = [s for s in CUDA_SOURCES if not os.path.exists(os.path.join("csrc", s))]
         if missing:
-            raise IncompleteSourceError(f"a CUDA build is planned ({nvcc}) but csrc/{missing[0]} is missing: the "
-                                        "source tree or sdist is incomplete")
+            raise IncompleteSourceError(
+                f"a CUDA build is planned ({nvcc}) but csrc/{missing[0]} is missing: the "
+                "source tree or sdist is incomplete"
+            )
         for src in [os.path.join("csrc", s) for s in CUDA_SOURCES]:
             obj = os.path.join(obj_dir, os.path.basename(src) + ".o")
-            cmd = [nvcc, "-c", src, "-o", obj, "-O3", "-std=c++17", "-Icsrc", "-Xcompiler", "-fPIC",
-                   "-Xcompiler", "-fvisibility=hidden", *gencode]
+            cmd = [
+                nvcc,
+                "-c",
+                src,
+                "-o",
+                obj,
+                "-O3",
+                "-std=c++17",
+                "-Icsrc",
+                "-Xcompiler",
+                "-fPIC",
+                "-Xcompiler",
+                "-fvisibility=hidden",
+                *gencode,
+            ]
             print(" ".join(cmd), file=sys.stderr)
             subprocess.run(cmd, check=True)
             ext.extra_objects.append(obj)
@@ -173,22 +197,26 @@ def extensions():
     except ImportError:
         if REQUIRE_EXT:
             raise
-        _warn("pybind11 is not installed, so the extension mipp._C is not built (a build without isolation: "
-              "pip install pybind11 first). mipp runs the slow pure-torch reference on the CPU.")
+        _warn(
+            "pybind11 is not installed, so the extension mipp._C is not built (a build without isolation: "
+            "pip install pybind11 first). mipp runs the slow pure-torch reference on the CPU."
+        )
         _write_status(os.path.join("python", "mipp"), "pybind11 was not installed when mipp was built")
         return []
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
     if not sources:
         raise IncompleteSourceError("csrc/*.cpp is missing: the source tree or sdist is incomplete")
-    return [Extension(
-        "mipp._C",
-        sources=sources,
-        include_dirs=[pybind11.get_include(), "csrc"],
-        depends=sorted(glob.glob(os.path.join("csrc", "*.h"))),
-        extra_compile_args=CXX_FLAGS,
-        extra_link_args=["-pthread"],
-        language="c++",
-    )]
+    return [
+        Extension(
+            "mipp._C",
+            sources=sources,
+            include_dirs=[pybind11.get_include(), "csrc"],
+            depends=sorted(glob.glob(os.path.join("csrc", "*.h"))),
+            extra_compile_args=CXX_FLAGS,
+            extra_link_args=["-pthread"],
+            language="c++",
+        )
+    ]
 
 
 os.chdir(HERE)

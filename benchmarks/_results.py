@@ -1,4 +1,5 @@
 """Shared by the pruning benchmarks: the environment tag of every row, CSV output, mean/std summaries."""
+
 from __future__ import annotations
 
 import csv
@@ -17,13 +18,20 @@ RESULTS = os.path.join(os.path.dirname(__file__), "results")
 def environment() -> dict:
     def git(*args):
         try:
-            return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                                  cwd=os.path.dirname(__file__)).stdout.strip()
+            return subprocess.run(
+                ["git", *args], capture_output=True, text=True, check=True, cwd=os.path.dirname(__file__)
+            ).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             return "unknown"
-    return {"commit": git("rev-parse", "--short", "HEAD"), "dirty": bool(git("status", "--porcelain")),
-            "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine(), "load1": round(os.getloadavg()[0], 2)}
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "dirty": bool(git("status", "--porcelain")),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "load1": round(os.getloadavg()[0], 2),
+    }
 
 
 def write_csv(rows: list[dict], name: str) -> str:

@@ -18,6 +18,7 @@ both alike; subtracts are not counted because ptxas also uses ``DADD`` for a flo
 Exit status: non-zero if any kernel fails to compile (or TRITON_INTERPRET is set: the interpreter has no
 compiler). Run from the repository root: ``python benchmarks/aot_compile.py [label filter]``.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,13 +35,13 @@ if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # mipp_kernels from this checkout
 
-import torch  # noqa: E402
-import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
 
-from mipp_kernels.count import _count_within_kernel  # noqa: E402
-from mipp_kernels.knn import _knn_distance_kernel  # noqa: E402
-from mipp_kernels.radius import _marginal_radius_kernel  # noqa: E402
+from mipp_kernels.count import _count_within_kernel
+from mipp_kernels.knn import _knn_distance_kernel
+from mipp_kernels.radius import _marginal_radius_kernel
 
 TARGET = GPUTarget("cuda", 90, 32)
 # The one max per pair and column: FMNMX (float32) or the compare of compare-and-select (float64).
@@ -55,8 +56,11 @@ VARIANTS = [
     ("knn k=64", _knn_distance_kernel, dict(K=64, K_PAD=64, BB=1, **_GROUPS2)),
     ("knn k=3 BB=4 y shared", _knn_distance_kernel, dict(K=3, K_PAD=4, BB=4, **_Y_SHARED)),
     ("count strict", _count_within_kernel, dict(STRICT=True, BB=1, **_GROUPS2)),
-    ("count BB=8 y shared", _count_within_kernel,
-     dict(STRICT=True, BB=8, G=1, SHARED0=True, SHARED1=True, SHARED2=True)),
+    (
+        "count BB=8 y shared",
+        _count_within_kernel,
+        dict(STRICT=True, BB=8, G=1, SHARED0=True, SHARED1=True, SHARED2=True),
+    ),
     ("marginal_radius", _marginal_radius_kernel, dict(BB=1, **_GROUPS2)),
 ]
 
@@ -86,8 +90,7 @@ def compile_variant(kernel, dtype: str, constexprs: dict, config):
             if re.fullmatch(r"s\d[bd]", name):
                 attrs[(i,)] = [["tt.divisibility", 16]]
     src = triton.compiler.ASTSource(fn=fn, signature=signature, constexprs=constants, attrs=attrs)
-    return triton.compile(src, target=TARGET, options=dict(num_warps=config.num_warps,
-                                                          num_stages=config.num_stages))
+    return triton.compile(src, target=TARGET, options=dict(num_warps=config.num_warps, num_stages=config.num_stages))
 
 
 def ptxas_usage(ptx: str) -> tuple[int, int]:
@@ -96,8 +99,12 @@ def ptxas_usage(ptx: str) -> tuple[int, int]:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp, "k.ptx")
         src.write_text(ptx)
-        log = subprocess.run([ptxas, "-v", "--regAllocOptLevel=2", "--gpu-name=sm_90a", str(src), "-o",
-                              str(Path(tmp, "k.cubin"))], capture_output=True, text=True, check=True).stderr
+        log = subprocess.run(
+            [ptxas, "-v", "--regAllocOptLevel=2", "--gpu-name=sm_90a", str(src), "-o", str(Path(tmp, "k.cubin"))],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stderr
     regs = int(re.search(r"Used (\d+) registers", log).group(1))
     spills = sum(int(v) for v in re.findall(r"(\d+) bytes spill (?:stores|loads)", log))
     return regs, spills
@@ -108,8 +115,9 @@ def sass(cubin: bytes) -> list[tuple[int, str, str]]:
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        text = subprocess.run([triton.knobs.nvidia.cuobjdump.path, "-sass", f.name], capture_output=True,
-                              text=True, check=True).stdout
+        text = subprocess.run(
+            [triton.knobs.nvidia.cuobjdump.path, "-sass", f.name], capture_output=True, text=True, check=True
+        ).stdout
     out = []
     for line in text.splitlines():
         m = re.match(r"\s*/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;", line)
@@ -127,8 +135,7 @@ def column_loops(instructions) -> list[Counter]:
         target = re.search(r"0x([0-9a-f]+)", text) if op == "BRA" else None
         if target and int(target.group(1), 16) < addr:
             loops.append((int(target.group(1), 16), addr))
-    innermost = [(lo, hi) for lo, hi in loops
-                 if not any((lo, hi) != (a, b) and lo <= a and b <= hi for a, b in loops)]
+    innermost = [(lo, hi) for lo, hi in loops if not any((lo, hi) != (a, b) and lo <= a and b <= hi for a, b in loops)]
     bodies = [Counter(op for addr, op, _ in instructions if lo <= addr <= hi) for lo, hi in innermost]
     return [body for body in bodies if body["LDG"] and any(body[m] for m in MAXES)]
 
@@ -157,14 +164,25 @@ def main(only: str = "") -> int:
                 except Exception as exc:  # report every failing kernel, then fail the run
                     failures += 1
                     print(f"FAILED: {label} {dtype} {tile}: {type(exc).__name__}: {exc}", file=sys.stderr)
-    header = ("kernel", "dtype", "BQxBN/warps", "regs", "spill B", "loop instr", "pair-cols",
-              "instr/pair-dim", "compile s")
+    header = (
+        "kernel",
+        "dtype",
+        "BQxBN/warps",
+        "regs",
+        "spill B",
+        "loop instr",
+        "pair-cols",
+        "instr/pair-dim",
+        "compile s",
+    )
     widths = (22, 5, 11, 4, 7, 10, 9, 14, 9)
     print("  ".join(f"{h:>{w}}" for h, w in zip(header, widths)))
     for row in rows:
         print("  ".join(f"{v:>{w}.2f}" if isinstance(v, float) else f"{v:>{w}}" for v, w in zip(row, widths)))
-    print("hot loop: the innermost SASS loop with global loads and the most max instructions (one per pair\n"
-          "and column); instr/pair-dim = its instructions / its maxes; floor 2 (fp32), about 5 (fp64)")
+    print(
+        "hot loop: the innermost SASS loop with global loads and the most max instructions (one per pair\n"
+        "and column); instr/pair-dim = its instructions / its maxes; floor 2 (fp32), about 5 (fp64)"
+    )
     print(f"{len(rows)} kernels compiled for sm_90, {failures} failures, {time.time() - start:.0f} s")
     return 1 if failures else 0
 

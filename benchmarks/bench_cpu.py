@@ -18,6 +18,7 @@ Peers, each with all cores where it has a knob for it (the fair comparison):
   ckdtree      cKDTree(joint, p=inf).query(k + 1) for eps, query_ball_point(r = nextafter(eps, 0)) on the
                marginals (the exact form of NPEET's r - 1e-15), workers=-1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,11 @@ def ckdtree_ksg(x: np.ndarray, y: np.ndarray, k: int) -> float:
     r = np.nextafter(dist[:, -1], 0)  # strictly inside eps
     nx = cKDTree(x).query_ball_point(x, r, p=np.inf, return_length=True, workers=-1)  # includes i itself
     ny = cKDTree(y).query_ball_point(y, r, p=np.inf, return_length=True, workers=-1)
-    return float(scipy.special.digamma(k) + scipy.special.digamma(n)
-                 - np.mean(scipy.special.digamma(nx) + scipy.special.digamma(ny)))
+    return float(
+        scipy.special.digamma(k)
+        + scipy.special.digamma(n)
+        - np.mean(scipy.special.digamma(nx) + scipy.special.digamma(ny))
+    )
 
 
 def data(n: int, dx: int, dy: int, seed: int = 0):
@@ -102,10 +106,12 @@ def interleaved(funcs: dict, repeats: int) -> dict:
 def environment() -> dict:
     def cmd(*args):
         try:
-            return subprocess.run(args, capture_output=True, text=True, check=True,
-                                  cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+            return subprocess.run(
+                args, capture_output=True, text=True, check=True, cwd=os.path.dirname(os.path.abspath(__file__))
+            ).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             return None
+
     cpu = platform.processor()
     try:
         with open("/proc/cpuinfo") as f:
@@ -114,12 +120,22 @@ def environment() -> dict:
         pass
     info = mipp.build_info()
     return {
-        "device": "cpu", "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-        "scipy": scipy.__version__, "sklearn": sklearn.__version__, "mipp": mipp.__version__,
-        "cpu_backend": info["cpu_backend"], "extension": info.get("extension_detail"),
-        "commit": cmd("git", "rev-parse", "HEAD"), "dirty": bool(cmd("git", "status", "--porcelain")),
-        "k": K, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "device": "cpu",
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "sklearn": sklearn.__version__,
+        "mipp": mipp.__version__,
+        "cpu_backend": info["cpu_backend"],
+        "extension": info.get("extension_detail"),
+        "commit": cmd("git", "rev-parse", "HEAD"),
+        "dirty": bool(cmd("git", "status", "--porcelain")),
+        "k": K,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
 
@@ -130,26 +146,43 @@ def main() -> None:
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cpu_peers"))
     args = ap.parse_args()
     if _ext._C is None:
-        print(f"WARNING: the extension is not built ({_ext.MISSING_REASON}); timing the pure-torch reference",
-              file=sys.stderr)
+        print(
+            f"WARNING: the extension is not built ({_ext.MISSING_REASON}); timing the pure-torch reference",
+            file=sys.stderr,
+        )
     env = environment()
-    print(f"# {env['cpu']}, {env['cores']} cores, torch {env['torch']} ({env['torch_threads']} threads), "
-          f"scipy {env['scipy']}, sklearn {env['sklearn']}, commit {env['commit']}{' (dirty)' if env['dirty'] else ''}")
+    print(
+        f"# {env['cpu']}, {env['cores']} cores, torch {env['torch']} ({env['torch_threads']} threads), "
+        f"scipy {env['scipy']}, sklearn {env['sklearn']}, commit {env['commit']}{' (dirty)' if env['dirty'] else ''}"
+    )
     rows = []
     header = f"{'N':>6} {'dx':>4} {'dy':>4} {'impl':<12} {'median s':>10} {'runs':>4} {'peer/mipp':>10} {'value':>10}"
     print(header)
-    for n, dx, dy in (QUICK_SHAPES if args.quick else SHAPES):
+    for n, dx, dy in QUICK_SHAPES if args.quick else SHAPES:
         x, y = data(n, dx, dy)
         values = check(x, y, K)
         times = interleaved(contenders(x, y, K), args.repeats)
         base = statistics.median(times["mipp"])
         for name, ts in times.items():
             med = statistics.median(ts)
-            row = {"shape": f"N={n} dx={dx} dy={dy}", "n": n, "dx": dx, "dy": dy, "batch": 1, "impl": name,
-                   "median_s": med, "runs": len(ts), "peer_over_mipp": med / base, "value": values[name]}
+            row = {
+                "shape": f"N={n} dx={dx} dy={dy}",
+                "n": n,
+                "dx": dx,
+                "dy": dy,
+                "batch": 1,
+                "impl": name,
+                "median_s": med,
+                "runs": len(ts),
+                "peer_over_mipp": med / base,
+                "value": values[name],
+            }
             rows.append(row)
-            print(f"{n:>6} {dx:>4} {dy:>4} {name:<12} {med:>10.4f} {len(ts):>4} {med / base:>10.2f} {values[name]:>10.5f}",
-                  flush=True)
+            print(
+                f"{n:>6} {dx:>4} {dy:>4} {name:<12} {med:>10.4f} {len(ts):>4} {med / base:>10.2f} "
+                f"{values[name]:>10.5f}",
+                flush=True,
+            )
 
     # Shared marginal: B problems with their own 1-D x and one shared y; y's distances are computed once.
     n, b, dy = (1000, 64, 64) if args.quick else (2000, 256, 64)
@@ -160,16 +193,34 @@ def main() -> None:
     batched = mipp.mi(xb, y, K)
     if not torch.allclose(batched[0], one, rtol=1e-12, atol=1e-12):
         raise SystemExit(f"MISMATCH: batched problem 0 {float(batched[0])} vs single {float(one)}")
-    times = interleaved({"mipp-one": lambda: mipp.mi(xb[0], y, K), f"mipp-batch{b}": lambda: mipp.mi(xb, y, K),
-                         "ckdtree-one": lambda: ckdtree_ksg(xb[0].numpy(), y.numpy(), K)}, max(3, args.repeats // 2))
+    times = interleaved(
+        {
+            "mipp-one": lambda: mipp.mi(xb[0], y, K),
+            f"mipp-batch{b}": lambda: mipp.mi(xb, y, K),
+            "ckdtree-one": lambda: ckdtree_ksg(xb[0].numpy(), y.numpy(), K),
+        },
+        max(3, args.repeats // 2),
+    )
     base = statistics.median(times["mipp-one"])
     for name, ts in times.items():
         med = statistics.median(ts)
-        rows.append({"shape": f"shared N={n} dx=1 dy={dy} B={b}", "n": n, "dx": 1, "dy": dy,
-                     "batch": b if "batch" in name else 1, "impl": name, "median_s": med, "runs": len(ts),
-                     "peer_over_mipp": med / base, "value": float(one)})
-        print(f"{n:>6} {1:>4} {dy:>4} {name:<12} {med:>10.4f} {len(ts):>4} {med / base:>10.2f}  (x mipp-one)",
-              flush=True)
+        rows.append(
+            {
+                "shape": f"shared N={n} dx=1 dy={dy} B={b}",
+                "n": n,
+                "dx": 1,
+                "dy": dy,
+                "batch": b if "batch" in name else 1,
+                "impl": name,
+                "median_s": med,
+                "runs": len(ts),
+                "peer_over_mipp": med / base,
+                "value": float(one),
+            }
+        )
+        print(
+            f"{n:>6} {1:>4} {dy:>4} {name:<12} {med:>10.4f} {len(ts):>4} {med / base:>10.2f}  (x mipp-one)", flush=True
+        )
 
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out + ".csv", "w", newline="") as f:

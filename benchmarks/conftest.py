@@ -1,12 +1,18 @@
 """Shared set-up of the pytest-benchmark suites (bench_knn.py, bench_count.py)."""
+
 import pytest
 import torch
 
 from mipp import _ext
 
 # name -> (N, dx, dy): the CPU shapes of the batched-MI issue
-SHAPES = {"N=2000 1+1": (2000, 1, 1), "N=10000 1+1": (10000, 1, 1), "N=2000 8+8": (2000, 8, 8),
-          "N=10000 8+8": (10000, 8, 8), "N=5000 32+32": (5000, 32, 32)}
+SHAPES = {
+    "N=2000 1+1": (2000, 1, 1),
+    "N=10000 1+1": (10000, 1, 1),
+    "N=2000 8+8": (2000, 8, 8),
+    "N=10000 8+8": (10000, 8, 8),
+    "N=5000 32+32": (5000, 32, 32),
+}
 K = 3
 REFERENCE_MAX_N = 2000  # the pure-torch reference is timed beside the op only up to here
 

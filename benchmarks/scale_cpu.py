@@ -5,6 +5,7 @@ data plus one tile. Writes benchmarks/results/scale_cpu.json.
 
     python benchmarks/scale_cpu.py [--n 100000] [--algorithm 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,12 +37,23 @@ def main() -> None:
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    row = {"n": args.n, "dims": f"{args.dims}+{args.dims}", "k": args.k, "algorithm": args.algorithm,
-           "dtype": "float32", "estimate": est, "closed_form": true, "seconds": round(seconds, 2),
-           "peak_rss_mib": round(peak, 1), "rss_before_estimate_mib": round(rss_data, 1),
-           "n_by_n_float32_mib": round(args.n * args.n * 4 / 2**20, 1),
-           "cpu_backend": mipp.build_info()["cpu_backend"], "threads": torch.get_num_threads(),
-           "torch": torch.__version__, "commit": commit}
+    row = {
+        "n": args.n,
+        "dims": f"{args.dims}+{args.dims}",
+        "k": args.k,
+        "algorithm": args.algorithm,
+        "dtype": "float32",
+        "estimate": est,
+        "closed_form": true,
+        "seconds": round(seconds, 2),
+        "peak_rss_mib": round(peak, 1),
+        "rss_before_estimate_mib": round(rss_data, 1),
+        "n_by_n_float32_mib": round(args.n * args.n * 4 / 2**20, 1),
+        "cpu_backend": mipp.build_info()["cpu_backend"],
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "commit": commit,
+    }
     print(json.dumps(row, indent=1))
     out = Path(__file__).parent / "results" / "scale_cpu.json"
     out.write_text(json.dumps(row, indent=1) + "\n")

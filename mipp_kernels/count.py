@@ -18,16 +18,30 @@ counts in a shared ``y`` under the radii of many problems cost one distance eval
 block (BB = min(BATCH_CAP, B rounded up to a power of two) when there is something to share, else
 1). The counts are summed over the candidates inside each thread (int32, N < 2**31).
 """
+
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
 
-from mipp_kernels.pairwise import (INTERPRET, TUNING_KEY, _candidate_indices, _joint_distance, _query_indices,
-                                   batch_block, batched_rows, check_groups, check_radius, device_guard,
-                                   query_rows,
-                                   grid, prune_registers, row_multiple, tile_configs)
+from mipp_kernels.pairwise import (
+    INTERPRET,
+    TUNING_KEY,
+    _candidate_indices,
+    _joint_distance,
+    _query_indices,
+    batch_block,
+    batched_rows,
+    check_groups,
+    check_radius,
+    device_guard,
+    grid,
+    prune_registers,
+    query_rows,
+    row_multiple,
+    tile_configs,
+)
 
 # Problems per program when the batch shares a group: the shared distance tile is computed once and
 # compared with BB radii.
@@ -44,27 +58,73 @@ def _live_values(block_n: int, meta: dict) -> int:
 
 # (BLOCK_Q, BLOCK_N, warps): BLOCK_Q / (32 warps) queries and BLOCK_N candidates per thread. The first
 # config fits every BB <= BATCH_CAP, even with a group per problem, in float64.
-GPU_CONFIGS = tile_configs((128, 8, 4), (128, 16, 4), (256, 16, 4), (512, 8, 4), (256, 32, 8),
-                           (128, 32, 4))
+GPU_CONFIGS = tile_configs((128, 8, 4), (128, 16, 4), (256, 16, 4), (512, 8, 4), (256, 32, 8), (128, 32, 4))
 _CONFIGS = tile_configs((32, 16, 1)) if INTERPRET else GPU_CONFIGS
 _ROWS = row_multiple(_CONFIGS)
 
 
-@triton.autotune(configs=_CONFIGS, key=TUNING_KEY,
-                 prune_configs_by={"early_config_prune": prune_registers(_MAX_WORDS, _live_values)})
+@triton.autotune(
+    configs=_CONFIGS, key=TUNING_KEY, prune_configs_by={"early_config_prune": prune_registers(_MAX_WORDS, _live_values)}
+)
 @triton.jit
-def _count_within_kernel(out_ptr, r_ptr, x0_ptr, x1_ptr, x2_ptr, N, B, Q0, M, D0, D1, D2,
-                         s0b, s0d, s1b, s1d, s2b, s2d, srb, srn,
-                         STRICT: tl.constexpr, G: tl.constexpr, SHARED0: tl.constexpr,
-                         SHARED1: tl.constexpr, SHARED2: tl.constexpr, BB: tl.constexpr,
-                         BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr):
+def _count_within_kernel(
+    out_ptr,
+    r_ptr,
+    x0_ptr,
+    x1_ptr,
+    x2_ptr,
+    N,
+    B,
+    Q0,
+    M,
+    D0,
+    D1,
+    D2,
+    s0b,
+    s0d,
+    s1b,
+    s1d,
+    s2b,
+    s2d,
+    srb,
+    srn,
+    STRICT: tl.constexpr,
+    G: tl.constexpr,
+    SHARED0: tl.constexpr,
+    SHARED1: tl.constexpr,
+    SHARED2: tl.constexpr,
+    BB: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
     b, q0, q, out_mask = _query_indices(tl.program_id(0), B, Q0, M, BB, BLOCK_Q)
     r = tl.load(r_ptr + b * srb + (q - Q0).to(tl.int64) * srn, mask=out_mask, other=0.0)  # (BB, 1, BQ)
     count = tl.zeros((BB, 1, BLOCK_Q), dtype=tl.int32)
     for n0 in range(0, N, BLOCK_N):
         pair_ok = _candidate_indices(n0, q, N, BLOCK_N)
-        d = _joint_distance(x0_ptr, x1_ptr, x2_ptr, D0, D1, D2, s0b, s0d, s1b, s1d, s2b, s2d, b, q0, n0,
-                            BLOCK_Q, BLOCK_N, G, SHARED0, SHARED1, SHARED2)
+        d = _joint_distance(
+            x0_ptr,
+            x1_ptr,
+            x2_ptr,
+            D0,
+            D1,
+            D2,
+            s0b,
+            s0d,
+            s1b,
+            s1d,
+            s2b,
+            s2d,
+            b,
+            q0,
+            n0,
+            BLOCK_Q,
+            BLOCK_N,
+            G,
+            SHARED0,
+            SHARED1,
+            SHARED2,
+        )
         if STRICT:
             inside = d < r
         else:
@@ -73,8 +133,9 @@ def _count_within_kernel(out_ptr, r_ptr, x0_ptr, x1_ptr, x2_ptr, N, B, Q0, M, D0
     tl.store(out_ptr + b * M + (q - Q0), count.to(tl.int64), mask=out_mask)
 
 
-def count_within(groups: list[torch.Tensor], radius: torch.Tensor, strict: bool, q0: int = 0,
-                 q1: int = -1) -> torch.Tensor:
+def count_within(
+    groups: list[torch.Tensor], radius: torch.Tensor, strict: bool, q0: int = 0, q1: int = -1
+) -> torch.Tensor:
     """(B, M) int64 number of samples j != i within ``radius[b, i - q0]`` of each query sample i in
     q0 .. q1-1 (q1 = -1: N) in the joint max-norm space of ``groups`` (``<`` when ``strict``, else ``<=``);
     see the module docstring."""
@@ -89,7 +150,19 @@ def count_within(groups: list[torch.Tensor], radius: torch.Tensor, strict: bool,
     bb = batch_block(batch, g.any_shared(batch), BATCH_CAP)
     ptrs, strides = g.pack(_ROWS)
     with device_guard(g.device):
-        _count_within_kernel[grid(m, batch, bb)](out, radius, *ptrs, g.n, batch, start, m, *g.dims, *strides,
-                                                 *r_strides,
-                                                   STRICT=strict, BB=bb, **g.constexprs)
+        _count_within_kernel[grid(m, batch, bb)](
+            out,
+            radius,
+            *ptrs,
+            g.n,
+            batch,
+            start,
+            m,
+            *g.dims,
+            *strides,
+            *r_strides,
+            STRICT=strict,
+            BB=bb,
+            **g.constexprs,
+        )
     return out

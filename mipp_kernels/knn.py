@@ -28,15 +28,29 @@ problems of a program (pairwise._group_distance), so a ``y`` shared by many ``x`
 evaluation per pair and block instead of one per problem; BB = min(BATCH_CAP, BATCH_STATE // K_PAD, B
 rounded up to a power of two), as the state grows with BB.
 """
+
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
 
-from mipp_kernels.pairwise import (INTERPRET, TUNING_KEY, _candidate_indices, _joint_distance, _query_indices,
-                                   batch_block, check_groups, device_guard, grid, next_power_of_2, query_rows,
-                                   prune_registers, row_multiple, tile_configs)
+from mipp_kernels.pairwise import (
+    INTERPRET,
+    TUNING_KEY,
+    _candidate_indices,
+    _joint_distance,
+    _query_indices,
+    batch_block,
+    check_groups,
+    device_guard,
+    grid,
+    next_power_of_2,
+    prune_registers,
+    query_rows,
+    row_multiple,
+    tile_configs,
+)
 
 # Largest supported k: each thread keeps K_PAD distances per (problem, query) of its own in registers;
 # beyond 64 that no longer fits in the register file.
@@ -59,8 +73,7 @@ def _live_values(block_n: int, meta: dict) -> int:
 # smallest, fits every K_PAD and BB the launcher passes without spilling (k = 64 in float64: 238
 # registers). Under the interpreter BLOCK_N = 16 exercises all three merge paths (K_PAD below, equal to
 # and above BLOCK_N) in the tests.
-GPU_CONFIGS = tile_configs((128, 8, 4), (128, 16, 4), (256, 8, 4), (256, 16, 4), (128, 32, 4),
-                           (64, 16, 2))
+GPU_CONFIGS = tile_configs((128, 8, 4), (128, 16, 4), (256, 8, 4), (256, 16, 4), (128, 32, 4), (64, 16, 2))
 _CONFIGS = tile_configs((32, 16, 1)) if INTERPRET else GPU_CONFIGS
 _ROWS = row_multiple(_CONFIGS)
 
@@ -70,6 +83,7 @@ _ROWS = row_multiple(_CONFIGS)
 # the tile of 2**n values reshaped to [2] * n, where hypercube axis n-1-T-j holds bit j of the candidate
 # index (T = log2(BQ) trailing query axes). Each thread holds whole candidate rows, so a compare-exchange
 # layer is a min and a max inside the thread, and the direction masks are compile-time constants.
+
 
 @triton.constexpr_function
 def _log2(n):
@@ -154,13 +168,40 @@ def _merge_tile(state, d):
     return _sort_bitonic(merged)
 
 
-@triton.autotune(configs=_CONFIGS, key=TUNING_KEY + ["K_PAD"],
-                 prune_configs_by={"early_config_prune": prune_registers(_MAX_WORDS, _live_values)})
+@triton.autotune(
+    configs=_CONFIGS,
+    key=TUNING_KEY + ["K_PAD"],
+    prune_configs_by={"early_config_prune": prune_registers(_MAX_WORDS, _live_values)},
+)
 @triton.jit
-def _knn_distance_kernel(out_ptr, x0_ptr, x1_ptr, x2_ptr, N, B, Q0, M, D0, D1, D2, s0b, s0d, s1b, s1d, s2b, s2d,
-                         K: tl.constexpr, K_PAD: tl.constexpr, G: tl.constexpr, SHARED0: tl.constexpr,
-                         SHARED1: tl.constexpr, SHARED2: tl.constexpr, BB: tl.constexpr,
-                         BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr):
+def _knn_distance_kernel(
+    out_ptr,
+    x0_ptr,
+    x1_ptr,
+    x2_ptr,
+    N,
+    B,
+    Q0,
+    M,
+    D0,
+    D1,
+    D2,
+    s0b,
+    s0d,
+    s1b,
+    s1d,
+    s2b,
+    s2d,
+    K: tl.constexpr,
+    K_PAD: tl.constexpr,
+    G: tl.constexpr,
+    SHARED0: tl.constexpr,
+    SHARED1: tl.constexpr,
+    SHARED2: tl.constexpr,
+    BB: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
     b, q0, q, out_mask = _query_indices(tl.program_id(0), B, Q0, M, BB, BLOCK_Q)
     # state: the K_PAD smallest distances seen per (problem, query), descending; kth: its k-th smallest
     state = tl.full((BB, K_PAD, BLOCK_Q), float("inf"), dtype=x0_ptr.dtype.element_ty)
@@ -168,8 +209,29 @@ def _knn_distance_kernel(out_ptr, x0_ptr, x1_ptr, x2_ptr, N, B, Q0, M, D0, D1, D
     slot = tl.arange(0, K_PAD)[None, :, None]
     for n0 in range(0, N, BLOCK_N):
         pair_ok = _candidate_indices(n0, q, N, BLOCK_N)
-        d = _joint_distance(x0_ptr, x1_ptr, x2_ptr, D0, D1, D2, s0b, s0d, s1b, s1d, s2b, s2d, b, q0, n0,
-                            BLOCK_Q, BLOCK_N, G, SHARED0, SHARED1, SHARED2)
+        d = _joint_distance(
+            x0_ptr,
+            x1_ptr,
+            x2_ptr,
+            D0,
+            D1,
+            D2,
+            s0b,
+            s0d,
+            s1b,
+            s1d,
+            s2b,
+            s2d,
+            b,
+            q0,
+            n0,
+            BLOCK_Q,
+            BLOCK_N,
+            G,
+            SHARED0,
+            SHARED1,
+            SHARED2,
+        )
         d = tl.broadcast_to(tl.where(pair_ok, d, float("inf")), (BB, BLOCK_N, BLOCK_Q))
         if tl.max((d < kth).to(tl.int32)) > 0:
             state = _merge_tile(state, d)
@@ -185,8 +247,10 @@ def knn_distance(groups: list[torch.Tensor], k: int, q0: int = 0, q1: int = -1) 
     if isinstance(k, bool) or not isinstance(k, int):
         raise TypeError(f"knn_distance: k must be an int, got {type(k).__name__}")
     if not 1 <= k <= K_CAP:
-        raise ValueError(f"knn_distance: k={k} is outside 1..{K_CAP}; the Triton kernel keeps k distances "
-                         f"per sample in registers and supports k <= K_CAP={K_CAP}")
+        raise ValueError(
+            f"knn_distance: k={k} is outside 1..{K_CAP}; the Triton kernel keeps k distances "
+            f"per sample in registers and supports k <= K_CAP={K_CAP}"
+        )
     g = check_groups(groups, "knn_distance")
     if g.n and k > g.n:
         raise ValueError(f"knn_distance: k={k} needs at least k samples, got N={g.n}")
@@ -198,6 +262,7 @@ def knn_distance(groups: list[torch.Tensor], k: int, q0: int = 0, q1: int = -1) 
     bb = batch_block(g.batch, g.any_shared(g.batch), max(1, min(BATCH_CAP, BATCH_STATE // k_pad)))
     ptrs, strides = g.pack(_ROWS)
     with device_guard(g.device):
-        _knn_distance_kernel[grid(m, g.batch, bb)](out, *ptrs, g.n, g.batch, start, m, *g.dims, *strides, K=k,
-                                                     K_PAD=k_pad, BB=bb, **g.constexprs)
+        _knn_distance_kernel[grid(m, g.batch, bb)](
+            out, *ptrs, g.n, g.batch, start, m, *g.dims, *strides, K=k, K_PAD=k_pad, BB=bb, **g.constexprs
+        )
     return out

@@ -27,6 +27,7 @@ BLOCK_Q)`` tile that broadcasts over the ``BB`` problems: its distances are comp
 them, which is the point of batching (a ``y`` shared by many ``x``, the surrogates of a permutation
 test).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -47,8 +48,9 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 @triton.jit
-def _group_distance(ptr, D, stride_b, stride_d, b, q0, n0, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
-                    SHARED: tl.constexpr):
+def _group_distance(
+    ptr, D, stride_b, stride_d, b, q0, n0, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr, SHARED: tl.constexpr
+):
     """Max-norm distances of one packed group between the candidate rows n0 .. n0+BN (axis 1) and the
     query rows q0 .. q0+BQ (axis 2) of problems ``b`` (BB, 1, 1), int64, below B: a (BB, BN, BQ) tile,
     or (1, BN, BQ) when the group is ``SHARED`` by the batch (``b`` is then unused)."""
@@ -85,9 +87,29 @@ def _max(a, b):
 
 
 @triton.jit
-def _joint_distance(x0_ptr, x1_ptr, x2_ptr, D0, D1, D2, s0b, s0d, s1b, s1d, s2b, s2d, b, q0, n0,
-                    BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr, G: tl.constexpr, SHARED0: tl.constexpr,
-                    SHARED1: tl.constexpr, SHARED2: tl.constexpr):
+def _joint_distance(
+    x0_ptr,
+    x1_ptr,
+    x2_ptr,
+    D0,
+    D1,
+    D2,
+    s0b,
+    s0d,
+    s1b,
+    s1d,
+    s2b,
+    s2d,
+    b,
+    q0,
+    n0,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    G: tl.constexpr,
+    SHARED0: tl.constexpr,
+    SHARED1: tl.constexpr,
+    SHARED2: tl.constexpr,
+):
     """Joint distance (max over the ``G`` groups) as a (BB or 1, BN, BQ) tile; no pair is excluded here."""
     d = _group_distance(x0_ptr, D0, s0b, s0d, b, q0, n0, BLOCK_Q, BLOCK_N, SHARED0)
     if G > 1:
@@ -123,6 +145,7 @@ def _candidate_indices(n0, q, N, BLOCK_N: tl.constexpr):
 # ---------------------------------------------------------------------------------------------------
 # Host side: validation and kernel arguments, shared by the three launchers.
 
+
 def next_power_of_2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
@@ -130,9 +153,10 @@ def next_power_of_2(n: int) -> int:
 @dataclass
 class Groups:
     """Validated column groups (see ``check_groups``)."""
-    tensors: list           # the G input tensors (B_g, N, d_g)
-    batch: int              # B the groups broadcast to
-    n: int                  # samples N
+
+    tensors: list  # the G input tensors (B_g, N, d_g)
+    batch: int  # B the groups broadcast to
+    n: int  # samples N
     dtype: torch.dtype
     device: torch.device
 
@@ -157,7 +181,7 @@ class Groups:
 
     def any_shared(self, batch: int) -> bool:
         """True when the batch has more than one problem and some group is shared by all of them."""
-        return batch > 1 and any(self.shared[:self.count])
+        return batch > 1 and any(self.shared[: self.count])
 
     def _slots(self) -> list:
         return self.tensors + [self.tensors[0]] * (MAX_GROUPS - self.count)
@@ -170,7 +194,7 @@ class Groups:
         packed = []
         for t in self.tensors:
             p = t.new_zeros((t.shape[0], t.shape[2], n_pad))
-            p[:, :, :self.n] = t.transpose(1, 2)
+            p[:, :, : self.n] = t.transpose(1, 2)
             packed.append(p)
         packed += [packed[0]] * (MAX_GROUPS - self.count)
         strides = []
@@ -185,9 +209,11 @@ def check_groups(groups, op: str) -> Groups:
     if isinstance(groups, torch.Tensor) or not isinstance(groups, (list, tuple)):
         raise TypeError(f"{op}: groups must be a list of tensors (B_g, N, d_g), got {type(groups).__name__}")
     if not 1 <= len(groups) <= MAX_GROUPS:
-        raise ValueError(f"{op}: groups has {len(groups)} column groups; the Triton kernels take 1 to "
-                         f"{MAX_GROUPS}. The joint max-norm of several groups equals that of their "
-                         "concatenation, so torch.cat the extra groups along the last dimension")
+        raise ValueError(
+            f"{op}: groups has {len(groups)} column groups; the Triton kernels take 1 to "
+            f"{MAX_GROUPS}. The joint max-norm of several groups equals that of their "
+            "concatenation, so torch.cat the extra groups along the last dimension"
+        )
     first = groups[0]
     for i, g in enumerate(groups):
         if not isinstance(g, torch.Tensor):
@@ -197,20 +223,20 @@ def check_groups(groups, op: str) -> Groups:
         if g.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"{op}: groups[{i}] must be float32 or float64, got {g.dtype}")
         if g.dtype != first.dtype:
-            raise TypeError(f"{op}: groups[{i}] is {g.dtype} but groups[0] is {first.dtype}; "
-                            "convert them to one dtype")
+            raise TypeError(f"{op}: groups[{i}] is {g.dtype} but groups[0] is {first.dtype}; convert them to one dtype")
         if g.device != first.device:
             raise ValueError(f"{op}: groups[{i}] is on {g.device} but groups[0] is on {first.device}")
         if g.shape[1] != first.shape[1]:
-            raise ValueError(f"{op}: groups[{i}] has N={g.shape[1]} samples but groups[0] has "
-                             f"N={first.shape[1]}; every group needs the same N")
+            raise ValueError(
+                f"{op}: groups[{i}] has N={g.shape[1]} samples but groups[0] has "
+                f"N={first.shape[1]}; every group needs the same N"
+            )
     batch = max(int(g.shape[0]) for g in groups)
     for i, g in enumerate(groups):
         if g.shape[0] not in (1, batch):
-            raise ValueError(f"{op}: groups[{i}] has batch size {g.shape[0]}; each group needs 1 or "
-                             f"B={batch} problems")
-    return Groups(tensors=list(groups), batch=batch, n=int(first.shape[1]), dtype=first.dtype,
-                  device=first.device)
+            raise ValueError(f"{op}: groups[{i}] has batch size {g.shape[0]}; each group needs 1 or B={batch} problems")
+    return Groups(tensors=list(groups), batch=batch, n=int(first.shape[1]), dtype=first.dtype, device=first.device)
+
 
 def query_rows(g: Groups, q0: int, q1: int, op: str) -> tuple[int, int]:
     """(Q0, M): the first query row and the number of them, from [q0, q1) (q1 = -1: N)."""
@@ -235,8 +261,9 @@ def check_radius(radius, g: Groups, op: str, rows: int | None = None) -> tuple[i
         raise ValueError(f"{op}: radius is on {radius.device} but the groups are on {g.device}")
     batch = max(g.batch, int(radius.shape[0]))
     if g.batch not in (1, batch) or radius.shape[0] not in (1, batch):
-        raise ValueError(f"{op}: radius has batch size {radius.shape[0]} and the groups {g.batch}; "
-                         "they must be equal or 1")
+        raise ValueError(
+            f"{op}: radius has batch size {radius.shape[0]} and the groups {g.batch}; they must be equal or 1"
+        )
     return batch, (radius.stride(0) if radius.shape[0] > 1 else 0, radius.stride(1))
 
 
@@ -272,10 +299,15 @@ def prune_registers(max_words: int, values_per_query):
     32-bit registers (an estimate: beyond it the sm_90 kernels start to spill, benchmarks/aot_compile.py
     shows the real counts), and always the first config, the smallest tile of each list, which fits every
     launch (tests/engine/test_triton_kernels.py checks that it is the smallest)."""
+
     def prune(configs, named_args, **meta):
         words = named_args["x0_ptr"].element_size() // 4
-        return [c for i, c in enumerate(configs) if i == 0 or
-                words * queries_per_thread(c) * values_per_query(c.kwargs["BLOCK_N"], meta) <= max_words]
+        return [
+            c
+            for i, c in enumerate(configs)
+            if i == 0 or words * queries_per_thread(c) * values_per_query(c.kwargs["BLOCK_N"], meta) <= max_words
+        ]
+
     return prune
 
 

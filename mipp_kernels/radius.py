@@ -15,16 +15,30 @@ Algorithm and batching. As ``count``: a program owns BLOCK_Q query rows of BB pr
 candidate tiles and keeps G running maxima per (problem, query); a group shared by the batch has its
 distance tile computed once for the BB problems of the block.
 """
+
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
 
-from mipp_kernels.pairwise import (INTERPRET, TUNING_KEY, _candidate_indices, _group_distance, _query_indices,
-                                   batch_block, batched_rows, check_groups, check_radius, device_guard,
-                                   query_rows,
-                                   grid, prune_registers, row_multiple, tile_configs)
+from mipp_kernels.pairwise import (
+    INTERPRET,
+    TUNING_KEY,
+    _candidate_indices,
+    _group_distance,
+    _query_indices,
+    batch_block,
+    batched_rows,
+    check_groups,
+    check_radius,
+    device_guard,
+    grid,
+    prune_registers,
+    query_rows,
+    row_multiple,
+    tile_configs,
+)
 
 # Problems per program when the batch shares a group (the shared tiles are computed once for BB radii).
 BATCH_CAP = 4
@@ -51,14 +65,39 @@ def _neighbourhood_max(acc, inside, d):
     return tl.maximum(acc, tl.max(tl.where(inside, d, 0.0), axis=1, keep_dims=True))
 
 
-@triton.autotune(configs=_CONFIGS, key=TUNING_KEY,
-                 prune_configs_by={"early_config_prune": prune_registers(_MAX_WORDS, _live_values)})
+@triton.autotune(
+    configs=_CONFIGS, key=TUNING_KEY, prune_configs_by={"early_config_prune": prune_registers(_MAX_WORDS, _live_values)}
+)
 @triton.jit
-def _marginal_radius_kernel(out_ptr, r_ptr, x0_ptr, x1_ptr, x2_ptr, N, B, Q0, M, D0, D1, D2,
-                            s0b, s0d, s1b, s1d, s2b, s2d, srb, srn,
-                            G: tl.constexpr, SHARED0: tl.constexpr, SHARED1: tl.constexpr,
-                            SHARED2: tl.constexpr, BB: tl.constexpr,
-                            BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr):
+def _marginal_radius_kernel(
+    out_ptr,
+    r_ptr,
+    x0_ptr,
+    x1_ptr,
+    x2_ptr,
+    N,
+    B,
+    Q0,
+    M,
+    D0,
+    D1,
+    D2,
+    s0b,
+    s0d,
+    s1b,
+    s1d,
+    s2b,
+    s2d,
+    srb,
+    srn,
+    G: tl.constexpr,
+    SHARED0: tl.constexpr,
+    SHARED1: tl.constexpr,
+    SHARED2: tl.constexpr,
+    BB: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
     b, q0, q, out_mask = _query_indices(tl.program_id(0), B, Q0, M, BB, BLOCK_Q)
     r = tl.load(r_ptr + b * srb + (q - Q0).to(tl.int64) * srn, mask=out_mask, other=0.0)  # (BB, 1, BQ)
     acc0 = tl.zeros((BB, 1, BLOCK_Q), dtype=r_ptr.dtype.element_ty)
@@ -101,6 +140,7 @@ def marginal_radius(groups: list[torch.Tensor], radius: torch.Tensor, q0: int = 
     bb = batch_block(batch, g.any_shared(batch), BATCH_CAP)
     ptrs, strides = g.pack(_ROWS)
     with device_guard(g.device):
-        _marginal_radius_kernel[grid(m, batch, bb)](out, radius, *ptrs, g.n, batch, start, m, *g.dims, *strides,
-                                                      *r_strides, BB=bb, **g.constexprs)
+        _marginal_radius_kernel[grid(m, batch, bb)](
+            out, radius, *ptrs, g.n, batch, start, m, *g.dims, *strides, *r_strides, BB=bb, **g.constexprs
+        )
     return out

@@ -1,5 +1,6 @@
 """Shared test set-up. Without a GPU the Triton kernels run under the interpreter on CPU tensors;
 TRITON_INTERPRET must be set before triton is first imported, hence here, at collection time."""
+
 import os
 
 import torch

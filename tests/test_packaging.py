@@ -2,6 +2,7 @@
 sdist both build the C++ extension in pip's isolated build environment (pybind11 from the build
 requirements, never a torch build), and the installed wheel imports it. The sources are copied from the
 checkout (tracked and untracked, not ignored files), so build artefacts here do not leak in."""
+
 import re
 import subprocess
 import sys
@@ -34,7 +35,7 @@ def test_wheel_and_sdist_build_the_extension_in_isolation(tmp_path):
     py = venv / "bin" / "python"
     run(py, "-m", "pip", "install", "-q", f"torch=={torch.__version__.split('+')[0]}", "numpy", "tqdm", "build")
     dist = tmp_path / "dist"
-    run(py, "-m", "pip", "wheel", "-q", "--no-deps", "-w", dist, src)       # isolated build
+    run(py, "-m", "pip", "wheel", "-q", "--no-deps", "-w", dist, src)  # isolated build
     run(py, "-m", "build", "--sdist", "-o", dist, src)
     (wheel,) = dist.glob("mipp-*.whl")
     (sdist,) = dist.glob("mipp-*.tar.gz")
@@ -44,12 +45,14 @@ def test_wheel_and_sdist_build_the_extension_in_isolation(tmp_path):
         assert "mipp/py.typed" in names and not any(n.endswith("_build_status.json") for n in names)
         meta = z.read(next(n for n in names if n.endswith("METADATA"))).decode()
         assert "License-Expression: MIT" in meta
-        assert not re.search(r"^Requires-Dist: torch(\s|[<>=!~;]|$)", meta, re.M)   # torch is never pulled
+        assert not re.search(r"^Requires-Dist: torch(\s|[<>=!~;]|$)", meta, re.M)  # torch is never pulled
     with tarfile.open(sdist) as t:
         members = {m.split("/", 1)[1] for m in t.getnames() if "/" in m}
     assert {"csrc/digamma_sum_cuda.cu", "csrc/bindings.cpp", "LICENSE", "pyproject.toml"} <= members
-    check = ("import mipp, mipp._C; info = mipp.build_info(); assert info['extension'], info; "
-             "print(float(mipp.mi([[0.1], [0.5], [0.2], [0.9], [0.4]], [[1.0], [0.2], [0.3], [0.8], [0.5]], 2)))")
+    check = (
+        "import mipp, mipp._C; info = mipp.build_info(); assert info['extension'], info; "
+        "print(float(mipp.mi([[0.1], [0.5], [0.2], [0.9], [0.4]], [[1.0], [0.2], [0.3], [0.8], [0.5]], 2)))"
+    )
     for artefact in (wheel, sdist):
         run(py, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", artefact)
         assert float(run(py, "-c", check, cwd=tmp_path).strip()) < 10

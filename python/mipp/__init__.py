@@ -2,15 +2,18 @@
 
 ``import mipp`` touches no device and compiles nothing; kernels load on first use.
 """
+
 try:
     import torch  # noqa: F401
 except ImportError as exc:  # torch is required but not a declared dependency (see pyproject.toml)
-    raise ImportError("mipp needs PyTorch, which it does not install for you (an unpinned torch would pull a "
-                      "multi-GB CUDA build): pip install torch (the CPU or CUDA build for your machine, e.g. "
-                      "pip install torch==2.13.0)") from exc
+    raise ImportError(
+        "mipp needs PyTorch, which it does not install for you (an unpinned torch would pull a "
+        "multi-GB CUDA build): pip install torch (the CPU or CUDA build for your machine, e.g. "
+        "pip install torch==2.13.0)"
+    ) from exc
 
-from mipp.ksg import PermutationResult, cmi, local_permutations, mi, mi_per_feature, permutation_test
 from mipp._info import build_info
+from mipp.ksg import PermutationResult, cmi, local_permutations, mi, mi_per_feature, permutation_test
 
-__all__ = ["mi", "cmi", "mi_per_feature", "permutation_test", "PermutationResult", "local_permutations", "build_info"]
+__all__ = ["PermutationResult", "build_info", "cmi", "local_permutations", "mi", "mi_per_feature", "permutation_test"]
 __version__ = "0.1.0"

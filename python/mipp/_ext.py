@@ -5,6 +5,7 @@ It is also the Python half of the exact CPU kernels: it decides whether a call i
 read them, and records in ``paths`` which kernel path ran, so that tests can assert the extension did the
 work. Calls outside the contract return None and the op runs the reference, which owns the error messages.
 """
+
 from __future__ import annotations
 
 import collections
@@ -17,8 +18,10 @@ import warnings
 
 import torch
 
-FIX = ("install a C++ compiler (g++ with OpenMP) and reinstall mipp (pip install --force-reinstall --no-deps ., "
-       "with MIPP_REQUIRE_EXT=1 to make a failed build an error)")
+FIX = (
+    "install a C++ compiler (g++ with OpenMP) and reinstall mipp (pip install --force-reinstall --no-deps ., "
+    "with MIPP_REQUIRE_EXT=1 to make a failed build an error)"
+)
 
 
 def _missing_reason() -> str | None:
@@ -29,8 +32,10 @@ def _missing_reason() -> str | None:
         status = pathlib.Path(__file__).with_name("_build_status.json")
         if status.exists():
             return json.loads(status.read_text())["reason"]
-        return ("the extension mipp._C was never built (installed from a source tree without building it, "
-                "or without a C++ compiler)")
+        return (
+            "the extension mipp._C was never built (installed from a source tree without building it, "
+            "or without a C++ compiler)"
+        )
     return None
 
 
@@ -50,9 +55,13 @@ def warn_fallback() -> None:
     global _warned
     if not _warned:
         _warned = True
-        warnings.warn(f"mipp runs its CPU ops on the pure-torch reference, 30-220x slower than its C++ extension: "
-                      f"{MISSING_REASON}. Fix: {FIX}. mipp.build_info() shows the same.", RuntimeWarning,
-                      stacklevel=4)
+        warnings.warn(
+            f"mipp runs its CPU ops on the pure-torch reference, 30-220x slower than its C++ extension: "
+            f"{MISSING_REASON}. Fix: {FIX}. mipp.build_info() shows the same.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
 
 # "op:path" -> number of calls that ran it, e.g. "knn_distance:sweep", "digamma_sum:cpu".
 paths: collections.Counter = collections.Counter()
@@ -117,13 +126,16 @@ def knn_distance(groups: list[torch.Tensor], k: int, q0: int = 0, q1: int = -1) 
         return None
     args, batch, n, f64, _keep, (r0, r1) = prep
     out = torch.empty(batch, r1 - r0, dtype=groups[0].dtype)
-    _record("knn_distance", _C.knn_distance_cpu(args, batch, n, f64, k, out.data_ptr(), _forced_path,
-                                                torch.get_num_threads(), r0, r1))
+    _record(
+        "knn_distance",
+        _C.knn_distance_cpu(args, batch, n, f64, k, out.data_ptr(), _forced_path, torch.get_num_threads(), r0, r1),
+    )
     return out
 
 
-def count_within(groups: list[torch.Tensor], radius: torch.Tensor, strict: bool, q0: int = 0,
-                 q1: int = -1) -> torch.Tensor | None:
+def count_within(
+    groups: list[torch.Tensor], radius: torch.Tensor, strict: bool, q0: int = 0, q1: int = -1
+) -> torch.Tensor | None:
     """The extension's mipp::count_within, or None when the call is outside its contract."""
     prep = _prepare(groups, radius, q0, q1)
     if prep is None:
@@ -131,9 +143,23 @@ def count_within(groups: list[torch.Tensor], radius: torch.Tensor, strict: bool,
     args, batch, n, f64, _keep, (r0, r1) = prep
     radius = radius.contiguous()
     out = torch.empty(batch, r1 - r0, dtype=torch.int64)
-    _record("count_within", _C.count_within_cpu(args, batch, n, f64, radius.data_ptr(), int(radius.shape[0]),
-                                                bool(strict), out.data_ptr(), _forced_path,
-                                                torch.get_num_threads(), r0, r1))
+    _record(
+        "count_within",
+        _C.count_within_cpu(
+            args,
+            batch,
+            n,
+            f64,
+            radius.data_ptr(),
+            int(radius.shape[0]),
+            bool(strict),
+            out.data_ptr(),
+            _forced_path,
+            torch.get_num_threads(),
+            r0,
+            r1,
+        ),
+    )
     return out
 
 
@@ -145,7 +171,20 @@ def marginal_radius(groups: list[torch.Tensor], radius: torch.Tensor, q0: int = 
     args, batch, n, f64, _keep, (r0, r1) = prep
     radius = radius.contiguous()
     out = torch.empty(batch, r1 - r0, len(groups), dtype=radius.dtype)
-    _record("marginal_radius", _C.marginal_radius_cpu(args, batch, n, f64, radius.data_ptr(),
-                                                      int(radius.shape[0]), out.data_ptr(), _forced_path,
-                                                      torch.get_num_threads(), r0, r1))
+    _record(
+        "marginal_radius",
+        _C.marginal_radius_cpu(
+            args,
+            batch,
+            n,
+            f64,
+            radius.data_ptr(),
+            int(radius.shape[0]),
+            out.data_ptr(),
+            _forced_path,
+            torch.get_num_threads(),
+            r0,
+            r1,
+        ),
+    )
     return out

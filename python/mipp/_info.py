@@ -1,4 +1,5 @@
 """build_info(): what is built, and why any fast path is off."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -31,6 +32,7 @@ def build_info() -> dict:
         info["triton_off_reason"] = "triton is not installed: CUDA tensors use the pure-torch reference"
     else:
         from importlib.metadata import version
+
         info["triton"] = version("triton")
         info["triton_off_reason"] = None
     info["cpu_backend"] = "extension" if info["extension_cpu"] else "reference (pure torch)"

@@ -1,9 +1,9 @@
 """Command-line interface: `mipp prune` (the MIPP pruning experiment, the README's main job) and
 `mipp mi-demo` (KSG estimates against closed forms and an independent oracle)."""
+
 from __future__ import annotations
 
 import argparse
-
 
 # What each command needs beyond mipp itself, and the extra that installs it.
 NEEDS = {"mi-demo": (["scipy", "sklearn"], "demo"), "prune": (["torch_pruning", "matplotlib"], "demo")}
@@ -11,53 +11,85 @@ NEEDS = {"mi-demo": (["scipy", "sklearn"], "demo"), "prune": (["torch_pruning", 
 
 def _require(command: str) -> None:
     import importlib.util
+
     modules, extra = NEEDS[command]
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        raise SystemExit(f"mipp {command} needs {', '.join(missing)}: pip install 'mipp[{extra}]' (or pip install "
-                         f"{' '.join('scikit-learn' if m == 'sklearn' else m.replace('_', '-') for m in missing)})")
+        raise SystemExit(
+            f"mipp {command} needs {', '.join(missing)}: pip install 'mipp[{extra}]' (or pip install "
+            f"{' '.join('scikit-learn' if m == 'sklearn' else m.replace('_', '-') for m in missing)})"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     from mipp import __version__
+
     parser = argparse.ArgumentParser(prog="mipp", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mipp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("mi-demo", help="estimate MI on generated data and on sklearn's digits, against "
-                                       "the closed form and an independent k-d tree oracle",
-                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    demo = sub.add_parser(
+        "mi-demo",
+        help="estimate MI on generated data and on sklearn's digits, against "
+        "the closed form and an independent k-d tree oracle",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     demo.add_argument("--n", type=int, default=4000, help="samples for the Gaussian checks")
     demo.add_argument("--k", type=int, default=3, help="KSG neighbours")
-    prune = sub.add_parser("prune", help="train a LeNet on offline MNIST digits, prune it with MIPP (after "
-                                         "training and at init), and compare with the least-squares screen, "
-                                         "random, L1 and Taylor at the same per-group counts, re-fitted alike",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    prune.add_argument("--model", default="lenet",
-                       help="a built-in experiment (lenet: 8/16/32 CNN; lenet5: 6-16-120-84; lenet300: "
-                            "784-300-100-10), or your own model as package.module:factory (a callable "
-                            "returning it), pruned with --inputs and written to --out")
+    prune = sub.add_parser(
+        "prune",
+        help="train a LeNet on offline MNIST digits, prune it with MIPP (after "
+        "training and at init), and compare with the least-squares screen, "
+        "random, L1 and Taylor at the same per-group counts, re-fitted alike",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    prune.add_argument(
+        "--model",
+        default="lenet",
+        help="a built-in experiment (lenet: 8/16/32 CNN; lenet5: 6-16-120-84; lenet300: "
+        "784-300-100-10), or your own model as package.module:factory (a callable "
+        "returning it), pruned with --inputs and written to --out",
+    )
     prune.add_argument("--weights", help="your model: a state_dict file (torch.save) loaded into it")
     prune.add_argument("--inputs", help="your model: a file holding a tensor of input samples (torch.save)")
-    prune.add_argument("--out", default="mipp-out", help="your model: the output folder (pruned.pt, "
-                       "selection.json, report.txt, selection.png)")
+    prune.add_argument(
+        "--out",
+        default="mipp-out",
+        help="your model: the output folder (pruned.pt, selection.json, report.txt, selection.png)",
+    )
     prune.add_argument("--joint", action="store_true", help="decide residual streams against all consumers")
     prune.add_argument("--seed", type=int, default=0)
-    prune.add_argument("--tolerance", type=float, nargs="+",
-                       help="nats a node may add through the tolerance channel and still be removed (the "
-                            "experiment sweeps 0.2 0.5 1.0 by default; your own model: one value, default 0.2)")
-    prune.add_argument("--noise", type=float, default=0.01,
-                       help="tolerance-channel noise, a fraction of the consumers' pre-activation variance")
+    prune.add_argument(
+        "--tolerance",
+        type=float,
+        nargs="+",
+        help="nats a node may add through the tolerance channel and still be removed (the "
+        "experiment sweeps 0.2 0.5 1.0 by default; your own model: one value, default 0.2)",
+    )
+    prune.add_argument(
+        "--noise",
+        type=float,
+        default=0.01,
+        help="tolerance-channel noise, a fraction of the consumers' pre-activation variance",
+    )
     prune.add_argument("--alpha", type=float, default=0.05, help="1 - confidence of each removal")
     prune.add_argument("--setting", nargs="+", choices=["trained", "init"], default=["trained", "init"])
     prune.add_argument("--k", type=int, default=3, help="KSG neighbours")
     prune.add_argument("--n-samples", type=int, default=1000, help="activations per group (N)")
-    prune.add_argument("--methods", nargs="+", default=["mipp", "screen", "random", "l1", "taylor"],
-                       choices=["mipp", "screen", "random", "l1", "taylor"])
+    prune.add_argument(
+        "--methods",
+        nargs="+",
+        default=["mipp", "screen", "random", "l1", "taylor"],
+        choices=["mipp", "screen", "random", "l1", "taylor"],
+    )
     prune.add_argument("--epochs", type=int, default=3)
     prune.add_argument("--finetune-epochs", type=int, default=1)
     prune.add_argument("--n-train", type=int, help="training images used (default: all 4,000)")
-    prune.add_argument("--no-refit", action="store_true", help="fold the removed nodes' mean contributions "
-                       "into the consumers' biases instead of the least-squares re-fit (every method alike)")
+    prune.add_argument(
+        "--no-refit",
+        action="store_true",
+        help="fold the removed nodes' mean contributions "
+        "into the consumers' biases instead of the least-squares re-fit (every method alike)",
+    )
     prune.add_argument("--csv", help="write the result rows to this CSV file")
     prune.add_argument("--plot", help="write a PNG of the first MIPP selection's report")
     prune.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -65,17 +97,33 @@ def main(argv: list[str] | None = None) -> int:
     _require(args.command)
     if args.command == "mi-demo":
         from mipp.demo import run_demo
+
         return run_demo(n=args.n, k=args.k)
     if args.command == "prune" and ":" in args.model:
         return prune_own_model(args)
     if args.command == "prune":
-        from mipp.pruning.experiment import MODELS, Config, main as run_experiment, write_csv
+        from mipp.pruning.experiment import MODELS, Config, write_csv
+        from mipp.pruning.experiment import main as run_experiment
+
         if args.model not in MODELS:
             parser.error(f"--model must be one of {sorted(MODELS)} or package.module:factory, got {args.model!r}")
-        cfg = Config(model=args.model, seed=args.seed, epochs=args.epochs, finetune_epochs=args.finetune_epochs,
-                     tolerances=tuple(args.tolerance or Config.tolerances), settings=tuple(args.setting), k=args.k, alpha=args.alpha,
-                     noise=args.noise, n_samples=args.n_samples, n_train=args.n_train, refit=not args.no_refit,
-                     methods=tuple(args.methods), progress=not args.no_progress, plot=args.plot)
+        cfg = Config(
+            model=args.model,
+            seed=args.seed,
+            epochs=args.epochs,
+            finetune_epochs=args.finetune_epochs,
+            tolerances=tuple(args.tolerance or Config.tolerances),
+            settings=tuple(args.setting),
+            k=args.k,
+            alpha=args.alpha,
+            noise=args.noise,
+            n_samples=args.n_samples,
+            n_train=args.n_train,
+            refit=not args.no_refit,
+            methods=tuple(args.methods),
+            progress=not args.no_progress,
+            plot=args.plot,
+        )
         rows = run_experiment(cfg)
         if args.csv:
             write_csv(rows, args.csv)
@@ -86,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 def load_factory(spec: str):
     """``package.module:factory`` -> the callable (``factory`` may be a dotted attribute path)."""
     import importlib
+
     module_name, _, attr = spec.partition(":")
     try:
         obj = importlib.import_module(module_name)
@@ -107,6 +156,7 @@ def prune_own_model(args) -> int:
     import torch
 
     from mipp.pruning import MIPP
+
     if not args.inputs:
         raise SystemExit("mipp prune: --inputs is required with --model package.module:factory")
     if args.tolerance is not None and len(args.tolerance) != 1:
@@ -120,9 +170,16 @@ def prune_own_model(args) -> int:
     inputs = torch.load(args.inputs, map_location="cpu", weights_only=True)
     if not isinstance(inputs, torch.Tensor):
         raise SystemExit(f"mipp prune: --inputs must hold a tensor of samples, got {type(inputs).__name__}")
-    sel = MIPP(k=args.k, alpha=args.alpha, tolerance=tolerance, noise=args.noise,
-               n_samples=args.n_samples, joint=args.joint, seed=args.seed,
-               progress=not args.no_progress).select(model, inputs)
+    sel = MIPP(
+        k=args.k,
+        alpha=args.alpha,
+        tolerance=tolerance,
+        noise=args.noise,
+        n_samples=args.n_samples,
+        joint=args.joint,
+        seed=args.seed,
+        progress=not args.no_progress,
+    ).select(model, inputs)
     small = sel.apply(model) if args.no_refit else sel.apply(model, refit=inputs[: args.n_samples])
     os.makedirs(args.out, exist_ok=True)
     torch.save(small, os.path.join(args.out, "pruned.pt"))

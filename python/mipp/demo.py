@@ -6,6 +6,7 @@
    halves (32 + 32 dims) against an independent KSG-1 built on scipy's k-d tree, which must agree to
    rounding.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,6 +32,7 @@ def _kdtree_ksg1(x, y, k: int) -> float:
     import numpy as np
     from scipy.spatial import cKDTree
     from scipy.special import digamma
+
     xy = np.hstack([x, y])
     n = len(xy)
     dist, idx = cKDTree(xy).query(xy, k=k + 1, p=np.inf)
@@ -38,8 +40,7 @@ def _kdtree_ksg1(x, y, k: int) -> float:
     # with duplicated rows the sample itself need not come first; drop it by index, keep k others
     eps = np.array([d[m][k - 1] for d, m in zip(dist, not_self)])
     below = np.nextafter(eps, 0)
-    counts = [np.array(cKDTree(v).query_ball_point(v, below, p=np.inf, return_length=True)) - 1
-              for v in (x, y)]
+    counts = [np.array(cKDTree(v).query_ball_point(v, below, p=np.inf, return_length=True)) - 1 for v in (x, y)]
     counts = [np.where(eps > 0, c, 0) for c in counts]  # nothing is strictly closer than 0
     return float(digamma(k) + digamma(n) - np.mean(digamma(counts[0] + 1) + digamma(counts[1] + 1)))
 
@@ -52,8 +53,7 @@ def _timed(fn):
 
 def run_demo(n: int = 4000, k: int = 3) -> int:
     info = mipp.build_info()
-    print(f"mipp {info['mipp']}  torch {info['torch']}  CPU backend: {info['cpu_backend']}  "
-          f"triton: {info['triton']}")
+    print(f"mipp {info['mipp']}  torch {info['torch']}  CPU backend: {info['cpu_backend']}  triton: {info['triton']}")
     gen = torch.Generator().manual_seed(0)
     worst = 0.0
 
@@ -81,10 +81,10 @@ def run_demo(n: int = 4000, k: int = 3) -> int:
 
     print("\n3. sklearn digits (1797 images, 64 pixels valued 0..16: many tied distances)")
     from sklearn.datasets import load_digits
+
     pixels = torch.as_tensor(load_digits().data, dtype=torch.float64)
     images = pixels.reshape(-1, 8, 8)
-    halves = {"left; right": (images[:, :, :4], images[:, :, 4:]),
-              "top; bottom": (images[:, :4, :], images[:, 4:, :])}
+    halves = {"left; right": (images[:, :, :4], images[:, :, 4:]), "top; bottom": (images[:, :4, :], images[:, 4:, :])}
     print(f"   {'I(half; half)':>14} {'mipp KSG-1':>11} {'k-d tree':>10} {'|diff|':>9} {'seconds':>8}")
     max_diff = 0.0
     for name, (a, b) in halves.items():
@@ -95,10 +95,12 @@ def run_demo(n: int = 4000, k: int = 3) -> int:
         print(f"   {name:>14} {ours:11.6f} {theirs:10.6f} {abs(ours - theirs):9.2e} {sec:8.2f}")
 
     # Statistical checks (their tolerance is for N around 4000) and the exact one against the k-d tree.
-    checks = {f"closed form within 0.03 nats (largest error {worst:.4f})": worst < 0.03,
-              f"I(x;y|z) on the chain within 0.03 of 0 ({chain:.4f})": abs(chain) < 0.03,
-              f"I(x;y|noise) within 0.03 of I(x;y) ({indep - true_xy:+.4f})": abs(indep - true_xy) < 0.03,
-              f"equal to the k-d tree on tied data to 1e-9 ({max_diff:.1e})": max_diff < 1e-9}
+    checks = {
+        f"closed form within 0.03 nats (largest error {worst:.4f})": worst < 0.03,
+        f"I(x;y|z) on the chain within 0.03 of 0 ({chain:.4f})": abs(chain) < 0.03,
+        f"I(x;y|noise) within 0.03 of I(x;y) ({indep - true_xy:+.4f})": abs(indep - true_xy) < 0.03,
+        f"equal to the k-d tree on tied data to 1e-9 ({max_diff:.1e})": max_diff < 1e-9,
+    }
     print()
     for what, passed in checks.items():
         print(f"{'ok  ' if passed else 'FAIL'} {what}")

@@ -21,6 +21,7 @@ Estimators (nats):
   m_i counted within the stratum). A discrete y given a continuous z is not offered: it needs a mixed-data
   estimator (Mesner & Shalizi 2021, IEEE Trans. Inf. Theory 67(1)).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -83,7 +84,7 @@ def ross(gx: torch.Tensor, codes: torch.Tensor, k: int, strata: torch.Tensor | N
     """(B,) Ross's estimate of I(x; y) for continuous groups gx (B, N, d) and class codes (N,) of y, shared by
     the batch; with ``strata`` (codes of a discrete z), I(x; y | z) by Ross within each stratum."""
     joint = codes if strata is None else joint_codes(codes, strata)
-    keep = _class_sizes(joint) > 1                       # a class of one has no neighbour of its own class
+    keep = _class_sizes(joint) > 1  # a class of one has no neighbour of its own class
     if not bool(keep.all()):
         gx, codes, joint = gx[:, keep], codes[keep], joint[keep]
         strata = None if strata is None else strata[keep]
@@ -101,8 +102,9 @@ def ross(gx: torch.Tensor, codes: torch.Tensor, k: int, strata: torch.Tensor | N
         _, strata = torch.unique(strata, return_inverse=True)
         m = _ops.count_within([gx, label_group(strata, [gx])], eps, True)
         first = _mean_psi(_class_sizes(strata)[None].to(eps.device), 0)
-    return (first + _mean_psi(k_each[None].to(eps.device), 0) - _mean_psi(n_class[None].to(eps.device), 0)
-            - _mean_psi(m, 1))
+    return (
+        first + _mean_psi(k_each[None].to(eps.device), 0) - _mean_psi(n_class[None].to(eps.device), 0) - _mean_psi(m, 1)
+    )
 
 
 def plug_in(cx: torch.Tensor, cy: torch.Tensor) -> torch.Tensor:
@@ -122,8 +124,12 @@ def drop_small_strata(groups: list[torch.Tensor], strata: torch.Tensor, k: int):
     other strata), with a warning; returns (groups, strata codes)."""
     small = _class_sizes(strata) <= k
     if bool(small.any()):
-        warnings.warn(f"{int(small.sum())} samples in strata of z with at most k={k} members are left out of the "
-                      "conditional estimate", RuntimeWarning, stacklevel=4)
+        warnings.warn(
+            f"{int(small.sum())} samples in strata of z with at most k={k} members are left out of the "
+            "conditional estimate",
+            RuntimeWarning,
+            stacklevel=4,
+        )
         groups = [g[:, ~small] for g in groups]
         _, strata = torch.unique(strata[~small], return_inverse=True)
     return groups, strata

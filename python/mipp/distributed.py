@@ -17,6 +17,7 @@ exception on one rank makes every rank raise a RuntimeError naming the rank and 
 waiting in a collective. A rank that dies outright (killed, segfault) is bounded by the process group's
 own timeout (``init_process_group(timeout=...)``).
 """
+
 from __future__ import annotations
 
 import heapq
@@ -30,8 +31,10 @@ from mipp import ksg
 
 def _rank_world(group) -> tuple[int, int]:
     if not dist.is_available() or not dist.is_initialized():
-        raise RuntimeError("mipp.distributed needs an initialised process group: call "
-                           "torch.distributed.init_process_group first (e.g. under torchrun)")
+        raise RuntimeError(
+            "mipp.distributed needs an initialised process group: call "
+            "torch.distributed.init_process_group first (e.g. under torchrun)"
+        )
     return dist.get_rank(group), dist.get_world_size(group)
 
 
@@ -71,8 +74,10 @@ def _guarded(fn, group):
     failed = [(r, e) for r, e in enumerate(statuses) if e is not None]
     if failed:
         r, e = failed[0]
-        raise RuntimeError(f"mipp.distributed: rank {r} of {world} failed: {e.splitlines()[0]}"
-                           f"{' (and ' + str(len(failed) - 1) + ' more ranks)' if len(failed) > 1 else ''}")
+        raise RuntimeError(
+            f"mipp.distributed: rank {r} of {world} failed: {e.splitlines()[0]}"
+            f"{' (and ' + str(len(failed) - 1) + ' more ranks)' if len(failed) > 1 else ''}"
+        )
     return result
 
 
@@ -111,9 +116,10 @@ def _sharded(estimator, tensors: dict, group, **kwargs) -> torch.Tensor:
 
     def evaluate(lo, hi):
         part = {k: ksg.batch_slice(v, lo, hi, total) for k, v in tensors.items()}
-        if total == 1:   # an unbatched call: nothing to split, rank 0 computes it
+        if total == 1:  # an unbatched call: nothing to split, rank 0 computes it
             return estimator(**part, **kwargs).reshape(1) if lo == 0 and hi > 0 else torch.empty(0, dtype=torch.float64)
         return estimator(**part, **kwargs)
+
     out = shard_map(evaluate, total, group)
     batched = any(v is not None and v.dim() == 3 for v in tensors.values())
     return out if batched else out[0]
@@ -141,8 +147,9 @@ def permutation_test(x, y, z=None, k: int = 3, *, group=None, **kwargs) -> ksg.P
     """:func:`mipp.permutation_test` with the data and surrogates split across the ranks of ``group``. The
     permutations are drawn on every rank from the same ``generator`` (a CPU one, seeded alike), so every
     rank evaluates its block of exactly the single-process surrogates."""
-    return ksg._permutation_test(x, y, z, k, batch_map=lambda evaluate, total: shard_map(evaluate, total, group),
-                                 **kwargs)
+    return ksg._permutation_test(
+        x, y, z, k, batch_map=lambda evaluate, total: shard_map(evaluate, total, group), **kwargs
+    )
 
 
 def estimate_many(calls: list[tuple[str, tuple, dict]], group=None) -> list[torch.Tensor]:
@@ -187,8 +194,10 @@ def mi_rows(x, y, k: int = 3, *, group=None, normalize: bool = False, reduction:
 
     def local():
         eps = ops.knn_distance([gx, gy], k, lo, hi)
-        return torch.stack([ops.count_within([gx], eps, True, lo, hi), ops.count_within([gy], eps, True, lo, hi)],
-                           dim=-1)[0]
-    counts = _gather_rows(_guarded(local, group), [b - a for a, b in spans], group)[None]   # (1, N, 2)
+        return torch.stack(
+            [ops.count_within([gx], eps, True, lo, hi), ops.count_within([gy], eps, True, lo, hi)], dim=-1
+        )[0]
+
+    counts = _gather_rows(_guarded(local, group), [b - a for a, b in spans], group)[None]  # (1, N, 2)
     terms = ksg._psi_terms([(counts[..., 0].contiguous(), 1, 1.0), (counts[..., 1].contiguous(), 1, 1.0)], reduction)
     return ksg._finish(terms, ksg._digamma(k) + ksg._digamma(n), n, False, reduction)

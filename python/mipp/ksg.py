@@ -8,6 +8,7 @@ an argument without a batch dimension is shared by the whole batch and its dista
 The result is a 0-d float64 tensor, or ``(B,)`` when any argument is batched (``reduction="none"``:
 the per-sample local values, ``(N,)`` or ``(B, N)``, whose mean is the estimate).
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,11 @@ def _digamma(n: int) -> float:
     if n < 20:
         return _PSI_SMALL[n]
     inv2 = 1.0 / (n * n)
-    return math.log(n) - 0.5 / n - inv2 * (1 / 12 - inv2 * (1 / 120 - inv2 * (1 / 252 - inv2 * (
-        1 / 240 - inv2 * (1 / 132)))))
+    return (
+        math.log(n)
+        - 0.5 / n
+        - inv2 * (1 / 12 - inv2 * (1 / 120 - inv2 * (1 / 252 - inv2 * (1 / 240 - inv2 * (1 / 132)))))
+    )
 
 
 def _integer(name: str, value, low: int, error: type = TypeError) -> int:
@@ -59,8 +63,9 @@ def as_tensor(name: str, value) -> torch.Tensor:
         raise TypeError(f"{name} must be a tensor or an array-like of numbers, got {type(value).__name__}")
     try:
         import numpy as np
+
         arr = np.asarray(value)
-    except Exception as exc:   # ragged lists and the like
+    except Exception as exc:  # ragged lists and the like
         raise TypeError(f"{name} could not be read as an array of numbers: {exc}") from exc
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got an array of dtype {arr.dtype}")
@@ -85,9 +90,13 @@ def _warn_ties(name: str, g: torch.Tensor) -> None:
     repeated[:, :-1] |= same
     frac = float(repeated.double().mean(dim=1).max())
     if frac >= TIE_FRACTION:
-        warnings.warn(f"{name}: {frac:.0%} of the samples of a column repeat another sample's value, so ties decide "
-                      "the KSG neighbourhoods and the estimate is biased upward. Add jitter (jitter=1e-10, as "
-                      "scikit-learn does) or, for labels, pass discrete_x / discrete_y", UserWarning, stacklevel=5)
+        warnings.warn(
+            f"{name}: {frac:.0%} of the samples of a column repeat another sample's value, so ties decide "
+            "the KSG neighbourhoods and the estimate is biased upward. Add jitter (jitter=1e-10, as "
+            "scikit-learn does) or, for labels, pass discrete_x / discrete_y",
+            UserWarning,
+            stacklevel=5,
+        )
 
 
 def _jitter(g: torch.Tensor, jitter: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -98,8 +107,14 @@ def _jitter(g: torch.Tensor, jitter: float, generator: torch.Generator | None) -
     return g + jitter * scale * noise
 
 
-def _as_groups(args: dict[str, torch.Tensor], k: int, normalize: bool, min_n: int | None = None,
-               jitter: float = 0.0, generator: torch.Generator | None = None):
+def _as_groups(
+    args: dict[str, torch.Tensor],
+    k: int,
+    normalize: bool,
+    min_n: int | None = None,
+    jitter: float = 0.0,
+    generator: torch.Generator | None = None,
+):
     """Validate the named arguments and return them as (B_g, N, d) tensors of one dtype and device, whether
     any of them carried a batch dimension, N and k (as an int). Inputs are never modified."""
     k = _integer("k", k, 1)
@@ -110,11 +125,17 @@ def _as_groups(args: dict[str, torch.Tensor], k: int, normalize: bool, min_n: in
         if t.device.type == "meta":
             raise ValueError(f"{name} is on the meta device, which holds no values; pass real data")
         if t.requires_grad and not torch.compiler.is_compiling():
-            warnings.warn(f"{name} requires grad, but KSG estimates are counts of neighbours: the result "
-                          "carries no gradient (detach the input to silence this)", UserWarning, stacklevel=4)
+            warnings.warn(
+                f"{name} requires grad, but KSG estimates are counts of neighbours: the result "
+                "carries no gradient (detach the input to silence this)",
+                UserWarning,
+                stacklevel=4,
+            )
         if t.dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"{name} must be float32 or float64, got {t.dtype}; convert it with "
-                            f"{name}.double() (integer data: add jitter explicitly if ties are not wanted)")
+            raise TypeError(
+                f"{name} must be float32 or float64, got {t.dtype}; convert it with "
+                f"{name}.double() (integer data: add jitter explicitly if ties are not wanted)"
+            )
         if t.dim() == 1:
             g = t[None, :, None]
         elif t.dim() == 2:
@@ -124,8 +145,10 @@ def _as_groups(args: dict[str, torch.Tensor], k: int, normalize: bool, min_n: in
             batched = True
             if t.shape[0] != 1:
                 if batch is not None and t.shape[0] != batch:
-                    raise ValueError(f"{name} has batch size {t.shape[0]} but an earlier argument has {batch};"
-                                     " batched arguments must share one batch size (or have size 1)")
+                    raise ValueError(
+                        f"{name} has batch size {t.shape[0]} but an earlier argument has {batch};"
+                        " batched arguments must share one batch size (or have size 1)"
+                    )
                 batch = int(t.shape[0])
         else:
             raise ValueError(f"{name} must have shape (N,), (N, d) or (B, N, d), got {tuple(t.shape)}")
@@ -136,8 +159,10 @@ def _as_groups(args: dict[str, torch.Tensor], k: int, normalize: bool, min_n: in
         if n_ref is None:
             n_ref, device = int(g.shape[1]), t.device
         elif g.shape[1] != n_ref:
-            raise ValueError(f"{name} has {g.shape[1]} samples but {next(iter(args))} has {n_ref}; "
-                             "all arguments need the same number of samples N")
+            raise ValueError(
+                f"{name} has {g.shape[1]} samples but {next(iter(args))} has {n_ref}; "
+                "all arguments need the same number of samples N"
+            )
         elif t.device != device:
             raise ValueError(f"{name} is on {t.device} but {next(iter(args))} is on {device}")
         # under torch.compile these checks run inside the ops instead (mipp.ops._check, at run time)
@@ -166,8 +191,10 @@ def _as_groups(args: dict[str, torch.Tensor], k: int, normalize: bool, min_n: in
         for name, g in zip(out, groups):
             spread = g.amax(dim=-2) - g.amin(dim=-2)
             if not bool(torch.isfinite(spread).all()):
-                raise ValueError(f"{name}: the differences between its samples overflow {g.dtype} (a column "
-                                 "spans more than the largest finite value); rescale it or pass normalize=True")
+                raise ValueError(
+                    f"{name}: the differences between its samples overflow {g.dtype} (a column "
+                    "spans more than the largest finite value); rescale it or pass normalize=True"
+                )
     return groups, batched, n_ref, k
 
 
@@ -179,7 +206,7 @@ def _zscore(g: torch.Tensor) -> torch.Tensor:
     # split one column across threads when there are few columns, so a batched call and the per-column calls
     # got z-scores differing in the last bits, which flip ties (rounded data) between otherwise equal results.
     n = g.shape[-2]
-    scale = g.abs().amax(dim=-2, keepdim=True)          # a max is exact: the same bits in any layout
+    scale = g.abs().amax(dim=-2, keepdim=True)  # a max is exact: the same bits in any layout
     g = g / torch.where(scale > 0, scale, torch.ones_like(scale))
     centred = g - g.cumsum(dim=-2)[..., -1:, :] / n
     var = (centred * centred).cumsum(dim=-2)[..., -1:, :] / max(n - 1, 1)
@@ -208,9 +235,19 @@ def _psi_terms(counts: list[tuple[torch.Tensor, int, float]], reduction: str):
     return total
 
 
-def mi(x: torch.Tensor, y: torch.Tensor, k: int = 3, *, algorithm: int = 1, normalize: bool = False,
-       reduction: str = "mean", discrete_x: bool = False, discrete_y: bool = False, jitter: float = 0.0,
-       generator: torch.Generator | None = None) -> torch.Tensor:
+def mi(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    k: int = 3,
+    *,
+    algorithm: int = 1,
+    normalize: bool = False,
+    reduction: str = "mean",
+    discrete_x: bool = False,
+    discrete_y: bool = False,
+    jitter: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Estimate of I(x; y) in nats, max-norm.
 
     x, y: (N,), (N, d) or batched (B, N, d); tensors or array-likes. k: neighbours. Continuous x and y: KSG
@@ -239,31 +276,39 @@ def _labels(name: str, value, n: int, batched_ok: bool = False):
     t = as_tensor(name, value)
     if t.device.type == "meta":
         raise ValueError(f"{name} is on the meta device, which holds no values; pass real data")
-    if batched_ok and t.dim() == 3:                  # (B, N, d): one set of labels per problem
+    if batched_ok and t.dim() == 3:  # (B, N, d): one set of labels per problem
         return torch.stack([discrete.label_codes(name, r, n)[0] for r in t])
     return discrete.label_codes(name, t, n)[0]
 
 
 def _mi_discrete(x, y, k, algorithm, normalize, reduction, discrete_x, discrete_y, jitter=0.0, generator=None):
     _discrete_checks(algorithm, reduction)
-    if discrete_x and not discrete_y:                # I(x; y) is symmetric: continuous y against labels x
+    if discrete_x and not discrete_y:  # I(x; y) is symmetric: continuous y against labels x
         return _mi_discrete(y, x, k, algorithm, normalize, reduction, False, True, jitter, generator)
     y = as_tensor("y", y)
-    if discrete_x:                                   # both discrete: plug-in
+    if discrete_x:  # both discrete: plug-in
         x = as_tensor("x", x)
         n = x.shape[-2] if x.dim() == 3 else x.shape[0]
         cx = _labels("x", x, n, batched_ok=True)
         batched = cx.dim() == 2
         out = discrete.plug_in(cx if batched else cx[None], _labels("y", y, n))
         return out if batched else out[0]
-    (gx,), batched, n, k = _as_groups({"x": x}, _integer("k", k, 1), normalize, min_n=2, jitter=jitter,
-                                      generator=generator)
+    (gx,), batched, n, k = _as_groups(
+        {"x": x}, _integer("k", k, 1), normalize, min_n=2, jitter=jitter, generator=generator
+    )
     out = discrete.ross(gx, _labels("y", y, n).to(gx.device), k)
     return out if batched else out[0]
 
 
-def _mi(args: dict[str, torch.Tensor], k: int, algorithm: int, normalize: bool, reduction: str,
-        jitter: float = 0.0, generator: torch.Generator | None = None):
+def _mi(
+    args: dict[str, torch.Tensor],
+    k: int,
+    algorithm: int,
+    normalize: bool,
+    reduction: str,
+    jitter: float = 0.0,
+    generator: torch.Generator | None = None,
+):
     _check_reduction(reduction)
     if isinstance(algorithm, bool) or algorithm not in (1, 2):
         raise ValueError(f"algorithm must be 1 or 2, got {algorithm!r}")
@@ -283,9 +328,19 @@ def _mi(args: dict[str, torch.Tensor], k: int, algorithm: int, normalize: bool, 
     return _finish(terms, const, n, batched, reduction)
 
 
-def cmi(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, k: int = 3, *, normalize: bool = False,
-        reduction: str = "mean", discrete_y: bool = False, discrete_z: bool = False, jitter: float = 0.0,
-        generator: torch.Generator | None = None) -> torch.Tensor:
+def cmi(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    z: torch.Tensor,
+    k: int = 3,
+    *,
+    normalize: bool = False,
+    reduction: str = "mean",
+    discrete_y: bool = False,
+    discrete_z: bool = False,
+    jitter: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Estimate of I(x; y | z) in nats, max-norm.
 
     Continuous x, y, z: Frenzel-Pompe. ``discrete_z``: z holds labels (strata, shared by the batch): the
@@ -295,8 +350,7 @@ def cmi(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, k: int = 3, *, normal
     if discrete_y or discrete_z:
         return _cmi_discrete(x, y, z, k, normalize, reduction, discrete_y, discrete_z, jitter, generator)
     _check_reduction(reduction)
-    (gx, gy, gz), batched, n, k = _as_groups({"x": x, "y": y, "z": z}, k, normalize, jitter=jitter,
-                                             generator=generator)
+    (gx, gy, gz), batched, n, k = _as_groups({"x": x, "y": y, "z": z}, k, normalize, jitter=jitter, generator=generator)
     eps = _ops.knn_distance([gx, gy, gz], k)
     nxz = _ops.count_within([gx, gz], eps, True)
     nyz = _ops.count_within([gy, gz], eps, True)
@@ -308,8 +362,10 @@ def cmi(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, k: int = 3, *, normal
 def _cmi_discrete(x, y, z, k, normalize, reduction, discrete_y, discrete_z, jitter=0.0, generator=None):
     _discrete_checks(1, reduction)
     if not discrete_z:
-        raise ValueError("a discrete y given a continuous z needs a mixed-data estimator (Mesner & Shalizi 2021), "
-                         "which mipp does not offer; pass discrete_z=True for a discrete z")
+        raise ValueError(
+            "a discrete y given a continuous z needs a mixed-data estimator (Mesner & Shalizi 2021), "
+            "which mipp does not offer; pass discrete_z=True for a discrete z"
+        )
     k = _integer("k", k, 1)
     z = as_tensor("z", z)
     if discrete_y:
@@ -330,9 +386,17 @@ def _cmi_discrete(x, y, z, k, normalize, reduction, discrete_y, discrete_z, jitt
     return _finish(terms, _digamma(k), int(gx.shape[1]), batched, "mean")
 
 
-def mi_per_feature(X: torch.Tensor, Y: torch.Tensor, k: int = 3, *, algorithm: int = 1,
-                   normalize: bool = False, discrete_y: bool = False, jitter: float = 0.0,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+def mi_per_feature(
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    k: int = 3,
+    *,
+    algorithm: int = 1,
+    normalize: bool = False,
+    discrete_y: bool = False,
+    jitter: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """I(X[:, i]; Y) for every column i of X (N, D), as one batched call: Y's distances (or, with
     ``discrete_y``, its label group) are computed once for all D problems. Returns (D,) float64."""
     X = as_tensor("X", X)
@@ -342,15 +406,29 @@ def mi_per_feature(X: torch.Tensor, Y: torch.Tensor, k: int = 3, *, algorithm: i
         raise ValueError(f"X has no columns (shape {tuple(X.shape)}); pass at least one feature")
     if discrete_y:
         try:
-            return mi(X.T.unsqueeze(-1), Y, k, algorithm=algorithm, normalize=normalize, discrete_y=True,
-                      jitter=jitter, generator=generator)
+            return mi(
+                X.T.unsqueeze(-1),
+                Y,
+                k,
+                algorithm=algorithm,
+                normalize=normalize,
+                discrete_y=True,
+                jitter=jitter,
+                generator=generator,
+            )
         except (ValueError, TypeError) as exc:
             raise type(exc)(str(exc).replace("x ", "X ", 1) if str(exc).startswith("x ") else str(exc)) from None
     return _mi({"X": X.T.unsqueeze(-1), "Y": Y}, k, algorithm, normalize, "mean", jitter, generator)
 
 
-def local_permutations(z: torch.Tensor, n_permutations: int, neighbors: int = 5,
-                       generator: torch.Generator | None = None, *, normalize: bool = False) -> torch.Tensor:
+def local_permutations(
+    z: torch.Tensor,
+    n_permutations: int,
+    neighbors: int = 5,
+    generator: torch.Generator | None = None,
+    *,
+    normalize: bool = False,
+) -> torch.Tensor:
     """(n_permutations, N) sample indices that move every sample only to one of its ``neighbors`` nearest
     neighbours in z (max-norm; on z-scored columns when ``normalize``): the surrogates of a conditional
     test of I(x; y | z) = 0.
@@ -383,15 +461,15 @@ def local_permutations(z: torch.Tensor, n_permutations: int, neighbors: int = 5,
         d = reference._joint_distance([reference._group_distance(g, q0, q1)], q0)[0]
         nearest[q0:q1] = d.topk(neighbors, dim=1, largest=False).indices
     nearest = nearest.cpu()
-    order = torch.rand(n_permutations, n, generator=generator).argsort(dim=1)          # visiting order
-    priority = torch.rand(n_permutations, n, neighbors, generator=generator)           # random choice
+    order = torch.rand(n_permutations, n, generator=generator).argsort(dim=1)  # visiting order
+    priority = torch.rand(n_permutations, n, neighbors, generator=generator)  # random choice
     taken = torch.zeros(n_permutations, n, dtype=torch.bool)
     perm = torch.empty(n_permutations, n, dtype=torch.long)
     rows = torch.arange(n_permutations)
     for t in range(n):
         i = order[:, t]
-        cand = nearest[i]                                                              # (P, neighbors)
-        score = priority[rows, i] + (~taken.gather(1, cand)).to(priority.dtype)        # free ones first
+        cand = nearest[i]  # (P, neighbors)
+        score = priority[rows, i] + (~taken.gather(1, cand)).to(priority.dtype)  # free ones first
         choice = cand.gather(1, score.argmax(dim=1, keepdim=True))[:, 0]
         perm[rows, i] = choice
         taken[rows, choice] = True
@@ -400,15 +478,24 @@ def local_permutations(z: torch.Tensor, n_permutations: int, neighbors: int = 5,
 
 class PermutationResult(NamedTuple):
     estimate: torch.Tensor  # the statistic on the data: 0-d, or (B,) for batched x
-    p_value: torch.Tensor   # (1 + #{null >= estimate}) / (n_permutations + 1), float64
-    null: torch.Tensor      # the statistic on the surrogates: (n_permutations,) or (B, n_permutations)
+    p_value: torch.Tensor  # (1 + #{null >= estimate}) / (n_permutations + 1), float64
+    null: torch.Tensor  # the statistic on the surrogates: (n_permutations,) or (B, n_permutations)
 
 
-def permutation_test(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None = None, k: int = 3, *,
-                     n_permutations: int = 100, generator: torch.Generator | None = None,
-                     algorithm: int = 1, normalize: bool = False,
-                     local_neighbors: int | None = None, discrete_y: bool = False,
-                     discrete_z: bool = False) -> PermutationResult:
+def permutation_test(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    z: torch.Tensor | None = None,
+    k: int = 3,
+    *,
+    n_permutations: int = 100,
+    generator: torch.Generator | None = None,
+    algorithm: int = 1,
+    normalize: bool = False,
+    local_neighbors: int | None = None,
+    discrete_y: bool = False,
+    discrete_z: bool = False,
+) -> PermutationResult:
     """Permutation test of I(x; y) (or I(x; y | z)) > 0.
 
     The surrogates shuffle the samples of x (each problem of a batched x with its own permutations) and
@@ -419,9 +506,19 @@ def permutation_test(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None = 
     globally, which tests I(x; (y, z)) = 0 against a null that also breaks x's dependence on z.
     ``discrete_y`` / ``discrete_z``: as in :func:`mi` / :func:`cmi`; with a discrete z, x is shuffled
     within each stratum of z (the valid conditional null; ``local_neighbors`` is not used then)."""
-    return _permutation_test(x, y, z, k, n_permutations=n_permutations, generator=generator,
-                             algorithm=algorithm, normalize=normalize, local_neighbors=local_neighbors,
-                             discrete_y=discrete_y, discrete_z=discrete_z)
+    return _permutation_test(
+        x,
+        y,
+        z,
+        k,
+        n_permutations=n_permutations,
+        generator=generator,
+        algorithm=algorithm,
+        normalize=normalize,
+        local_neighbors=local_neighbors,
+        discrete_y=discrete_y,
+        discrete_z=discrete_z,
+    )
 
 
 def batch_slice(t, lo: int, hi: int, total: int):
@@ -437,8 +534,21 @@ def whole_batch(evaluate, total: int) -> torch.Tensor:
     return evaluate(0, total)
 
 
-def _permutation_test(x, y, z=None, k=3, *, n_permutations=100, generator=None, algorithm=1, normalize=False,
-                      local_neighbors=None, discrete_y=False, discrete_z=False, batch_map=whole_batch):
+def _permutation_test(
+    x,
+    y,
+    z=None,
+    k=3,
+    *,
+    n_permutations=100,
+    generator=None,
+    algorithm=1,
+    normalize=False,
+    local_neighbors=None,
+    discrete_y=False,
+    discrete_z=False,
+    batch_map=whole_batch,
+):
     n_permutations = _integer("n_permutations", n_permutations, 1, ValueError)
     x, y = as_tensor("x", x), as_tensor("y", y)
     z = None if z is None else as_tensor("z", z)
@@ -454,9 +564,10 @@ def _permutation_test(x, y, z=None, k=3, *, n_permutations=100, generator=None, 
             raise ValueError("discrete_z needs z")
         strata = _labels("z", z, n)
         gen_device = generator.device if generator is not None else torch.device("cpu")
-        keys = strata.to(gen_device).to(torch.float64) + 0.5 * torch.rand(b * n_permutations, n, generator=generator,
-                                                                          device=gen_device, dtype=torch.float64)
-        shuffled = keys.argsort(dim=1)                     # stratum by stratum, random within each
+        keys = strata.to(gen_device).to(torch.float64) + 0.5 * torch.rand(
+            b * n_permutations, n, generator=generator, device=gen_device, dtype=torch.float64
+        )
+        shuffled = keys.argsort(dim=1)  # stratum by stratum, random within each
         base = strata.to(gen_device).argsort(stable=True)
         perm = torch.empty_like(shuffled)
         perm[:, base] = shuffled
@@ -472,8 +583,9 @@ def _permutation_test(x, y, z=None, k=3, *, n_permutations=100, generator=None, 
         perm = torch.rand(b, n_permutations, n, generator=generator, device=gen_device).argsort(dim=-1)
         perm = perm.to(xb.device)
     # (b, P + 1, n, d): surrogate 0 is the data itself, so estimate and null come from one call.
-    surrogates = torch.gather(xb[:, None].expand(b, n_permutations, n, d), 2,
-                              perm[..., None].expand(b, n_permutations, n, d))
+    surrogates = torch.gather(
+        xb[:, None].expand(b, n_permutations, n, d), 2, perm[..., None].expand(b, n_permutations, n, d)
+    )
     xs = torch.cat([xb[:, None], surrogates], dim=1).reshape(b * (n_permutations + 1), n, d)
 
     def per_problem(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -491,10 +603,11 @@ def _permutation_test(x, y, z=None, k=3, *, n_permutations=100, generator=None, 
         # a slice of the (b * (P + 1)) problems; a per-problem y / z is sliced with them, a shared one is not
         def part(t):
             return batch_slice(t, lo, hi, xs.shape[0])
+
         if z is None:
             return mi(xs[lo:hi], part(yy), k, algorithm=algorithm, normalize=normalize, discrete_y=discrete_y)
-        return cmi(xs[lo:hi], part(yy), part(zz), k, normalize=normalize, discrete_y=discrete_y,
-                   discrete_z=discrete_z)
+        return cmi(xs[lo:hi], part(yy), part(zz), k, normalize=normalize, discrete_y=discrete_y, discrete_z=discrete_z)
+
     stats = batch_map(evaluate, xs.shape[0]).reshape(b, n_permutations + 1)
     estimate, null = stats[:, 0], stats[:, 1:]
     p_value = (1.0 + (null >= estimate[:, None]).sum(dim=1, dtype=torch.float64)) / (n_permutations + 1)

@@ -4,6 +4,7 @@ One registration site for every op: the CUDA kernel is the Triton launcher (or t
 kernel is the extension's exact CPU kernel when it is built and the pure-torch reference otherwise, and
 the fake kernel gives the static output shape so that ``torch.compile(fullgraph=True)`` traces through.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -20,8 +21,7 @@ def _fallback_warning(op: str, why: str) -> None:
     """Warn once per op when a CUDA tensor has to take the slow reference path."""
     if op not in _warned:
         _warned.add(op)
-        warnings.warn(f"mipp::{op} on CUDA falls back to the pure-torch reference: {why}", RuntimeWarning,
-                      stacklevel=3)
+        warnings.warn(f"mipp::{op} on CUDA falls back to the pure-torch reference: {why}", RuntimeWarning, stacklevel=3)
 
 
 def _cuda(op: str, module: str, *args):
@@ -44,8 +44,14 @@ def _cpu(op: str, *args):
     return getattr(reference, op)(*args) if out is None else out
 
 
-def _check(op: str, groups: list[torch.Tensor], k: int | None = None, radius: torch.Tensor | None = None,
-           q0: int = 0, q1: int = -1):
+def _check(
+    op: str,
+    groups: list[torch.Tensor],
+    k: int | None = None,
+    radius: torch.Tensor | None = None,
+    q0: int = 0,
+    q1: int = -1,
+):
     """The ops' contract, on every backend and inside compiled code (the kernels run at run time there):
     3-D floating groups of one dtype and device with equal N and batch sizes in {1, B}; finite values
     whose differences do not overflow the dtype (a +inf distance would tie with the self pair, which is
@@ -53,11 +59,14 @@ def _check(op: str, groups: list[torch.Tensor], k: int | None = None, radius: to
     n, batch = None, 1
     for i, g in enumerate(groups):
         if g.dim() != 3 or not g.is_floating_point():
-            raise ValueError(f"mipp::{op}: groups[{i}] must be a floating (B, N, d) tensor, got "
-                             f"{g.dtype} of shape {tuple(g.shape)}")
+            raise ValueError(
+                f"mipp::{op}: groups[{i}] must be a floating (B, N, d) tensor, got {g.dtype} of shape {tuple(g.shape)}"
+            )
         if g.dtype != groups[0].dtype or g.device != groups[0].device:
-            raise ValueError(f"mipp::{op}: groups[{i}] is {g.dtype} on {g.device} but groups[0] is "
-                             f"{groups[0].dtype} on {groups[0].device}")
+            raise ValueError(
+                f"mipp::{op}: groups[{i}] is {g.dtype} on {g.device} but groups[0] is "
+                f"{groups[0].dtype} on {groups[0].device}"
+            )
         if n is None:
             n = int(g.shape[1])
         elif int(g.shape[1]) != n:
@@ -71,19 +80,21 @@ def _check(op: str, groups: list[torch.Tensor], k: int | None = None, radius: to
                 raise ValueError(f"mipp::{op}: groups[{i}] contains NaN or inf")
             spread = g.amax(dim=1) - g.amin(dim=1)
             if not bool(torch.isfinite(spread).all()):
-                raise ValueError(f"mipp::{op}: the differences between samples of groups[{i}] overflow "
-                                 f"{g.dtype} (a column spans more than its largest finite value); rescale it")
+                raise ValueError(
+                    f"mipp::{op}: the differences between samples of groups[{i}] overflow "
+                    f"{g.dtype} (a column spans more than its largest finite value); rescale it"
+                )
     if k is not None and n > 0 and not 1 <= k < n:
         raise ValueError(f"mipp::{op}: k={k} must be in [1, N - 1] for N={n} samples")
     r0, r1 = reference.rows(n, q0, q1)
     if not 0 <= r0 <= r1 <= n:
-        raise ValueError(f"mipp::{op}: the query rows [q0, q1) = [{q0}, {q1}) must lie in [0, N={n}] "
-                         "(q1 = -1: N)")
+        raise ValueError(f"mipp::{op}: the query rows [q0, q1) = [{q0}, {q1}) must lie in [0, N={n}] (q1 = -1: N)")
     if radius is not None:
         m = r1 - r0
         if radius.dim() != 2 or radius.shape[1] != m or (batch != 1 and radius.shape[0] not in (1, batch)):
-            raise ValueError(f"mipp::{op}: radius must have shape (B, {m}) (one value per query row), got "
-                             f"{tuple(radius.shape)}")
+            raise ValueError(
+                f"mipp::{op}: radius must have shape (B, {m}) (one value per query row), got {tuple(radius.shape)}"
+            )
         if radius.numel() and not bool(torch.isfinite(radius).all()):
             raise ValueError(f"mipp::{op}: radius contains NaN or inf")
 
@@ -98,6 +109,7 @@ def _batch_rows(groups, radius=None, q0=0, q1=-1):
 
 # The distance ops take the query rows [q0, q1) (q1 = -1: all N): their outputs have one row per query, the
 # candidates are always all N samples (mipp.distributed splits one estimate's rows across processes).
+
 
 @torch.library.custom_op("mipp::knn_distance", mutates_args=(), device_types="cuda")
 def knn_distance(groups: list[torch.Tensor], k: int, q0: int = 0, q1: int = -1) -> torch.Tensor:
@@ -119,8 +131,9 @@ def _knn_distance_fake(groups, k, q0=0, q1=-1):
 
 
 @torch.library.custom_op("mipp::count_within", mutates_args=(), device_types="cuda")
-def count_within(groups: list[torch.Tensor], radius: torch.Tensor, strict: bool, q0: int = 0,
-                 q1: int = -1) -> torch.Tensor:
+def count_within(
+    groups: list[torch.Tensor], radius: torch.Tensor, strict: bool, q0: int = 0, q1: int = -1
+) -> torch.Tensor:
     """(B, M) int64 number of j != i within ``radius[b, i - q0]`` (``<`` if strict, else ``<=``)."""
     _check("count_within", groups, radius=radius, q0=q0, q1=q1)
     return _cuda("count_within", "count", groups, radius, strict, q0, q1)
@@ -177,8 +190,7 @@ def digamma_sum(counts: torch.Tensor, offset: int, reduce: bool) -> torch.Tensor
         _fallback_warning("digamma_sum", _ext.MISSING_REASON or "the extension was built without CUDA")
         return reference.digamma_sum(counts, offset, reduce)
     stream = torch.cuda.current_stream(counts.device).cuda_stream
-    return _digamma_sum_ext(counts, offset, reduce,
-                            lambda *a: _ext._C.digamma_sum_cuda(*a, stream))
+    return _digamma_sum_ext(counts, offset, reduce, lambda *a: _ext._C.digamma_sum_cuda(*a, stream))
 
 
 @digamma_sum.register_kernel("cpu")

@@ -9,6 +9,7 @@ the order of the reduction: the Triton kernels and the C++ kernels reproduce the
 Work is chunked over query rows so that memory stays at ``O(B * chunk * N)`` and never ``N x N``.
 A group shared by the batch (``B_g == 1``) is computed once per chunk and broadcast, not once per problem.
 """
+
 from __future__ import annotations
 
 import torch
@@ -73,12 +74,13 @@ def knn_distance(groups: list[torch.Tensor], k: int, q0: int = 0, q1: int = -1) 
     out = groups[0].new_empty(batch, r1 - r0)
     for a, b in _chunks(batch, n, r0, r1):
         d = _joint_distance([_group_distance(g, a, b) for g in groups], a)
-        out[:, a - r0:b - r0] = torch.kthvalue(d, k, dim=2).values
+        out[:, a - r0 : b - r0] = torch.kthvalue(d, k, dim=2).values
     return out
 
 
-def count_within(groups: list[torch.Tensor], radius: torch.Tensor, strict: bool, q0: int = 0,
-                 q1: int = -1) -> torch.Tensor:
+def count_within(
+    groups: list[torch.Tensor], radius: torch.Tensor, strict: bool, q0: int = 0, q1: int = -1
+) -> torch.Tensor:
     """(B, M) int64 for the query samples i in [q0, q1): #{j != i : d(i, j) < radius[b, i - q0]} (``strict``)
     or ``<=`` (not strict), d the joint distance of ``groups`` over all N samples. ``radius`` has shape
     (B, M); a group with B_g == 1 is shared by all B radii."""
@@ -88,9 +90,9 @@ def count_within(groups: list[torch.Tensor], radius: torch.Tensor, strict: bool,
     out = torch.empty(batch, r1 - r0, dtype=torch.int64, device=radius.device)
     for a, b in _chunks(batch, n, r0, r1):
         d = _joint_distance([_group_distance(g, a, b) for g in groups], a)
-        r = radius[:, a - r0:b - r0, None]
+        r = radius[:, a - r0 : b - r0, None]
         inside = d < r if strict else d <= r
-        out[:, a - r0:b - r0] = inside.sum(dim=2)
+        out[:, a - r0 : b - r0] = inside.sum(dim=2)
     return out
 
 
@@ -106,18 +108,19 @@ def marginal_radius(groups: list[torch.Tensor], radius: torch.Tensor, q0: int = 
     out = radius.new_empty(batch, r1 - r0, len(groups))
     for a, b in _chunks(batch, n, r0, r1):
         parts = [_group_distance(g, a, b) for g in groups]
-        inside = _joint_distance(parts, a) <= radius[:, a - r0:b - r0, None]
+        inside = _joint_distance(parts, a) <= radius[:, a - r0 : b - r0, None]
         for gi, p in enumerate(parts):
-            out[:, a - r0:b - r0, gi] = torch.where(inside, p, p.new_zeros(())).amax(dim=2)
+            out[:, a - r0 : b - r0, gi] = torch.where(inside, p, p.new_zeros(())).amax(dim=2)
     return out
 
 
 def digamma_sum(counts: torch.Tensor, offset: int, reduce: bool) -> torch.Tensor:
     """psi(counts + offset) in float64, summed over the last dimension when ``reduce``. Integer counts
     with counts + offset <= 0 (the poles of psi) are an error, as in the C++ kernel."""
-    if not (counts.is_floating_point() or counts.is_complex()) and counts.numel() and \
-            int(counts.min()) + offset <= 0:
-        raise ValueError(f"digamma_sum: counts + offset must be >= 1 (psi has poles at 0, -1, -2, ...), "
-                         f"got min(counts) = {int(counts.min())} with offset {offset}")
+    if not (counts.is_floating_point() or counts.is_complex()) and counts.numel() and int(counts.min()) + offset <= 0:
+        raise ValueError(
+            f"digamma_sum: counts + offset must be >= 1 (psi has poles at 0, -1, -2, ...), "
+            f"got min(counts) = {int(counts.min())} with offset {offset}"
+        )
     values = torch.special.digamma(counts.to(torch.float64) + offset)
     return values.sum(dim=-1) if reduce else values

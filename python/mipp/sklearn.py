@@ -9,6 +9,7 @@ clipped at 0. The results equal scikit-learn's to about 1e-10 on the same inputs
 the work is done: all continuous features against the target in one batched engine call (the target's
 distances computed once), on torch's threads; ``n_jobs`` is accepted for compatibility and ignored.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,10 +29,10 @@ def _sklearn():
     return sklearn
 
 
-def _estimate_mi(X, y, *, discrete_features="auto", discrete_target=False, n_neighbors=3, copy=True,
-                 random_state=None):
+def _estimate_mi(X, y, *, discrete_features="auto", discrete_target=False, n_neighbors=3, copy=True, random_state=None):
     sk = _sklearn()
     from scipy.sparse import issparse
+
     X, y = sk.utils.validation.check_X_y(X, y, accept_sparse="csc", y_numeric=not discrete_target)
     n_samples, n_features = X.shape
     if isinstance(discrete_features, (str, bool)):
@@ -63,35 +64,48 @@ def _estimate_mi(X, y, *, discrete_features="auto", discrete_target=False, n_nei
         X = X.toarray()
     mi = np.zeros(n_features)
     cont, disc = np.flatnonzero(continuous_mask), np.flatnonzero(discrete_mask)
-    y_t = torch.as_tensor(np.unique(y, return_inverse=True)[1].reshape(-1) if discrete_target
-                          else np.asarray(y, dtype=np.float64))
+    y_t = torch.as_tensor(
+        np.unique(y, return_inverse=True)[1].reshape(-1) if discrete_target else np.asarray(y, dtype=np.float64)
+    )
     if len(cont):
-        xs = torch.as_tensor(np.ascontiguousarray(X[:, cont].T, dtype=np.float64))[..., None]   # (B, N, 1)
+        xs = torch.as_tensor(np.ascontiguousarray(X[:, cont].T, dtype=np.float64))[..., None]  # (B, N, 1)
         mi[cont] = mipp.mi(xs, y_t, n_neighbors, discrete_y=discrete_target).numpy()
     if len(disc):
         if discrete_target:
             codes = np.stack([np.unique(X[:, j], return_inverse=True)[1].reshape(-1) for j in disc])
             xs = torch.as_tensor(codes)[..., None]
             mi[disc] = mipp.mi(xs, y_t, discrete_x=True, discrete_y=True).numpy()
-        else:   # each discrete feature has its own classes: Ross's estimate per feature
+        else:  # each discrete feature has its own classes: Ross's estimate per feature
             for j in disc:
                 labels = np.unique(X[:, j], return_inverse=True)[1].reshape(-1)
                 mi[j] = float(mipp.mi(y_t, torch.as_tensor(labels), n_neighbors, discrete_y=True))
     return np.maximum(mi, 0.0)
 
 
-def mutual_info_regression(X, y, *, discrete_features="auto", n_neighbors=3, copy=True, random_state=None,
-                           n_jobs=None):
+def mutual_info_regression(X, y, *, discrete_features="auto", n_neighbors=3, copy=True, random_state=None, n_jobs=None):
     """Mutual information (nats) between each feature of X (n_samples, n_features) and a continuous target
     y, as scikit-learn's ``sklearn.feature_selection.mutual_info_regression``. Returns (n_features,)."""
-    return _estimate_mi(X, y, discrete_features=discrete_features, discrete_target=False,
-                        n_neighbors=n_neighbors, copy=copy, random_state=random_state)
+    return _estimate_mi(
+        X,
+        y,
+        discrete_features=discrete_features,
+        discrete_target=False,
+        n_neighbors=n_neighbors,
+        copy=copy,
+        random_state=random_state,
+    )
 
 
-def mutual_info_classif(X, y, *, discrete_features="auto", n_neighbors=3, copy=True, random_state=None,
-                        n_jobs=None):
+def mutual_info_classif(X, y, *, discrete_features="auto", n_neighbors=3, copy=True, random_state=None, n_jobs=None):
     """Mutual information (nats) between each feature of X (n_samples, n_features) and class labels y, as
     scikit-learn's ``sklearn.feature_selection.mutual_info_classif``. Returns (n_features,)."""
     _sklearn().utils.multiclass.check_classification_targets(y)
-    return _estimate_mi(X, y, discrete_features=discrete_features, discrete_target=True,
-                        n_neighbors=n_neighbors, copy=copy, random_state=random_state)
+    return _estimate_mi(
+        X,
+        y,
+        discrete_features=discrete_features,
+        discrete_target=True,
+        n_neighbors=n_neighbors,
+        copy=copy,
+        random_state=random_state,
+    )

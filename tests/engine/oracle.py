@@ -12,6 +12,7 @@ Every function takes 2-D numpy arrays ``(N, d)`` (1-D arrays are treated as one 
 arrays' own dtype (float64, or float32 when all inputs are float32), so the per-sample values can be
 compared with the ops *exactly*.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,6 +1,7 @@
 """Batched calls equal separate calls bit for bit (torch.equal on the float64 results): x (B, N, d) with
 a shared y (and z), batched y/z, mixed B_g (some arguments (1, N, d), some (B, N, d)), and
 mi_per_feature against per-column mi."""
+
 from __future__ import annotations
 
 import pytest
@@ -37,8 +38,9 @@ def test_mi_batched_x_shared_y(algorithm, k, ties, normalize):
     assert got.shape == (B,) and got.dtype == torch.float64
     assert torch.equal(got, want)
     local = mipp.mi(x, y, k, algorithm=algorithm, normalize=normalize, reduction="none")
-    want_local = torch.stack([mipp.mi(x[b], y, k, algorithm=algorithm, normalize=normalize, reduction="none")
-                              for b in range(B)])
+    want_local = torch.stack(
+        [mipp.mi(x[b], y, k, algorithm=algorithm, normalize=normalize, reduction="none") for b in range(B)]
+    )
     assert local.shape == (B, N) and torch.equal(local, want_local)
 
 
@@ -113,7 +115,9 @@ def test_large_batch_many_chunks():
     """B = 40 problems: the reference's chunking depends on B * N; results still equal separate calls."""
     g = _gen(10)
     y = torch.randn(N, 1, dtype=torch.float64, generator=g)
-    x = y[None] * torch.rand(40, 1, 1, dtype=torch.float64, generator=g) + torch.randn(40, N, 1, dtype=torch.float64, generator=g)
+    x = y[None] * torch.rand(40, 1, 1, dtype=torch.float64, generator=g) + torch.randn(
+        40, N, 1, dtype=torch.float64, generator=g
+    )
     got = mipp.mi(x, y, 3)
     assert torch.equal(got, torch.stack([mipp.mi(x[b], y, 3) for b in range(40)]))
 

@@ -1,5 +1,6 @@
 """The extension's exact CPU kernels (knn_distance, count_within, marginal_radius) against the reference,
 bit for bit (torch.equal), on every path (brute force, sorted sweep), with proof that the C++ path ran."""
+
 import numpy as np
 import pytest
 import torch
@@ -19,7 +20,7 @@ def _data(kind, b, n, d, dtype, seed):
     if kind == "ties":  # few distinct values: many equal distances, the k-th one tied
         x = (x * 2).round()
     elif kind == "duplicates":  # whole rows repeated: distance 0 to other samples
-        x[:, n // 2:] = x[:, : n - n // 2]
+        x[:, n // 2 :] = x[:, : n - n // 2]
     elif kind == "offset":  # large values: the subtraction rounds, |a - b| is not the true distance
         x = 1e6 + x * 1e-3 if dtype == torch.float64 else 1e4 + x * 1e-2
     return x.to(dtype)
@@ -27,6 +28,7 @@ def _data(kind, b, n, d, dtype, seed):
 
 def _ran(op, path):
     """A context that asserts the C++ kernel of `op` ran on `path` at least once inside it."""
+
     class Ran:
         def __enter__(self):
             self.before = _ext.paths[f"{op}:{path}"]
@@ -35,6 +37,7 @@ def _ran(op, path):
         def __exit__(self, *exc):
             if exc[0] is None:
                 assert _ext.paths[f"{op}:{path}"] > self.before, f"{op} did not run the C++ {path} path"
+
     return Ran()
 
 
@@ -112,8 +115,9 @@ def test_non_contiguous_inputs():
     assert not x.is_contiguous() and not y.is_contiguous()
     check_all_ops([x, y], 2)
     eps = reference.knn_distance([x, y], 2)
-    assert torch.equal(ops.count_within([x], eps[:, None, :].expand(2, 3, 100)[:, 1], True),
-                       reference.count_within([x], eps, True))
+    assert torch.equal(
+        ops.count_within([x], eps[:, None, :].expand(2, 3, 100)[:, 1], True), reference.count_within([x], eps, True)
+    )
 
 
 @pytest.mark.parametrize("n, k", [(2, 1), (3, 2), (17, 16), (300, 30)])
@@ -123,7 +127,10 @@ def test_small_n_and_large_k(n, k):
 
 def test_tile_edges_and_many_problems():
     # N not a multiple of the tile sizes (8 query rows, 256 candidates), more problems than threads
-    groups = [_data("continuous", 7, 523, 3, torch.float32, seed=11), _data("continuous", 1, 523, 20, torch.float32, seed=12)]
+    groups = [
+        _data("continuous", 7, 523, 3, torch.float32, seed=11),
+        _data("continuous", 1, 523, 20, torch.float32, seed=12),
+    ]
     check_all_ops(groups, 5)
 
 
@@ -147,8 +154,14 @@ def test_same_result_for_any_thread_count():
         for t in (1, 2, 5):
             torch.set_num_threads(t)
             eps = ops.knn_distance(groups, 3)
-            results.append((eps, ops.count_within(groups[:1], eps, True), ops.count_within(groups[1:], eps, True),
-                            ops.marginal_radius(groups, eps)))
+            results.append(
+                (
+                    eps,
+                    ops.count_within(groups[:1], eps, True),
+                    ops.count_within(groups[1:], eps, True),
+                    ops.marginal_radius(groups, eps),
+                )
+            )
     finally:
         torch.set_num_threads(threads)
     for r in results[1:]:
@@ -158,11 +171,11 @@ def test_same_result_for_any_thread_count():
 def test_outside_contract_is_refused_before_the_kernels():
     x64 = _data("continuous", 1, 50, 2, torch.float64, seed=17)
     before = sum(_ext.paths.values())
-    with pytest.raises(ValueError, match="groups\\[1\\] is torch.float32"):
-        ops.knn_distance([x64, x64.float()], 3)        # mixed dtypes (the estimators promote first)
+    with pytest.raises(ValueError, match=r"groups\[1\] is torch\.float32"):
+        ops.knn_distance([x64, x64.float()], 3)  # mixed dtypes (the estimators promote first)
     with pytest.raises(ValueError, match="k=3 must be in"):
-        ops.knn_distance([x64[:, :3]], 3)               # k = N
-    assert sum(_ext.paths.values()) == before           # neither call reached the extension
+        ops.knn_distance([x64[:, :3]], 3)  # k = N
+    assert sum(_ext.paths.values()) == before  # neither call reached the extension
 
 
 def test_mi_matches_sklearn_ksg():

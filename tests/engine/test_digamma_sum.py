@@ -1,4 +1,5 @@
 """mipp::digamma_sum on the CPU: the extension kernel against scipy, mpmath and the reference path."""
+
 import mpmath
 import numpy as np
 import pytest
@@ -98,8 +99,9 @@ def test_other_integer_dtypes_and_noncontiguous():
     base = torch.randint(0, 100, (6, 9), generator=torch.Generator().manual_seed(4))
     want = reference.digamma_sum(base.T, 1, True)
     torch.testing.assert_close(digamma_sum(base.T, 1, True), want, rtol=1e-14, atol=0)  # transposed view
-    torch.testing.assert_close(digamma_sum(base.int(), 1, True), reference.digamma_sum(base, 1, True),
-                               rtol=1e-14, atol=0)
+    torch.testing.assert_close(
+        digamma_sum(base.int(), 1, True), reference.digamma_sum(base, 1, True), rtol=1e-14, atol=0
+    )
 
 
 @pytest.mark.parametrize("counts, offset", [([3, -1, 2], 0), ([0, 4], 0), ([5, -3], 1)])

@@ -1,5 +1,6 @@
 """Discrete variables: Ross (2014) for continuous x and class labels, the plug-in estimate, conditioning on
 strata; against scikit-learn, closed forms and exact decompositions."""
+
 import math
 
 import numpy as np
@@ -39,12 +40,12 @@ def test_ross_equals_sklearn(k, sizes):
     x, y = labelled(rng, 800, sizes)
     # distinct multiples of 2^-20 in [-32, 32), shifted by the integer label: squares and products exact
     while True:
-        quantised = ((rng.choice(2 ** 26, size=len(y), replace=False) - 2 ** 25) / 2 ** 20 + y)[:, None]
+        quantised = ((rng.choice(2**26, size=len(y), replace=False) - 2**25) / 2**20 + y)[:, None]
         if len(np.unique(quantised)) == len(y):
             break
     got = float(mipp.mi(quantised, y, k, discrete_y=True))
     assert max(got, 0.0) == pytest.approx(skl._compute_mi_cd(quantised[:, 0], y, k), abs=1e-10)
-    assert float(mipp.mi(y, quantised, k, discrete_x=True)) == got   # the same estimate, roles swapped
+    assert float(mipp.mi(y, quantised, k, discrete_x=True)) == got  # the same estimate, roles swapped
     raw = float(mipp.mi(x, y, k, discrete_y=True))
     tiny = sizes is not None and min(c for c in sizes if c > 1) <= 3
     assert max(raw, 0.0) == pytest.approx(skl._compute_mi_cd(x[:, 0], y, k), abs=1e-3 if tiny else 1e-12)
@@ -54,7 +55,7 @@ def test_gaussian_mixture_closed_form():
     """x | y=c ~ N(mu_c, 1), 3 equiprobable classes: I = h(mixture) - h(N(0, 1)), h by numerical integration."""
     mus = np.array([-1.5, 0.0, 2.0])
     grid = np.linspace(-12, 14, 200001)
-    dens = np.mean([np.exp(-(grid - m) ** 2 / 2) / math.sqrt(2 * math.pi) for m in mus], axis=0)
+    dens = np.mean([np.exp(-((grid - m) ** 2) / 2) / math.sqrt(2 * math.pi) for m in mus], axis=0)
     h_mix = -np.trapezoid(dens * np.log(dens), grid)
     truth = h_mix - 0.5 * math.log(2 * math.pi * math.e)
     errs = []
@@ -141,14 +142,16 @@ def test_discrete_errors_are_named():
 def test_label_group_ops_are_exact_on_every_cpu_path(monkeypatch):
     """The label group composes with the ops: extension and reference give the same distances and counts."""
     rng = np.random.default_rng(11)
-    x = torch.as_tensor(np.round(rng.standard_normal((1, 300, 2)), 1))     # ties
+    x = torch.as_tensor(np.round(rng.standard_normal((1, 300, 2)), 1))  # ties
     codes = torch.as_tensor(rng.integers(0, 4, 300))
     g = label_group(codes, [x])
     eps = torch.ops.mipp.knn_distance([x, g], 3)
     assert torch.equal(eps, reference.knn_distance([x, g], 3))
-    assert float(eps.max()) < float(g.max()) / 3                              # within class
+    assert float(eps.max()) < float(g.max()) / 3  # within class
     for strict in (True, False):
-        assert torch.equal(torch.ops.mipp.count_within([x, g], eps, strict), reference.count_within([x, g], eps, strict))
+        assert torch.equal(
+            torch.ops.mipp.count_within([x, g], eps, strict), reference.count_within([x, g], eps, strict)
+        )
     with_ext = mipp.mi(x[0], codes, 3, discrete_y=True)
     monkeypatch.setattr(_ext, "_C", None)
     monkeypatch.setattr(_ext, "_warned", True)
@@ -159,13 +162,25 @@ def test_permutation_test_with_discrete_labels_and_strata():
     rng = np.random.default_rng(12)
     z = rng.integers(0, 3, 400)
     x = rng.standard_normal(400) + z
-    y = (x + 0.3 * rng.standard_normal(400) > z).astype(int)         # depends on x given z
+    y = (x + 0.3 * rng.standard_normal(400) > z).astype(int)  # depends on x given z
     g = torch.Generator().manual_seed(0)
     res = mipp.permutation_test(x, y, n_permutations=19, generator=g, discrete_y=True)
     assert float(res.p_value) == pytest.approx(1 / 20)
     res = mipp.permutation_test(x, y, z, n_permutations=19, generator=g, discrete_y=True, discrete_z=True)
     assert float(res.p_value) == pytest.approx(1 / 20)
-    noise = rng.standard_normal(400)                                  # independent of y given z
-    ps = [float(mipp.permutation_test(noise + z, y, z, n_permutations=19, discrete_y=True, discrete_z=True,
-                                      generator=torch.Generator().manual_seed(s)).p_value) for s in range(5)]
+    noise = rng.standard_normal(400)  # independent of y given z
+    ps = [
+        float(
+            mipp.permutation_test(
+                noise + z,
+                y,
+                z,
+                n_permutations=19,
+                discrete_y=True,
+                discrete_z=True,
+                generator=torch.Generator().manual_seed(s),
+            ).p_value
+        )
+        for s in range(5)
+    ]
     assert min(ps) > 0.05

@@ -1,5 +1,6 @@
 """mipp.distributed with 2 and 3 CPU processes (gloo): every call returns, on every rank, exactly the
 single-process result; a rank that raises makes every rank raise."""
+
 import os
 import socket
 import traceback
@@ -26,22 +27,25 @@ def _data():
     y = torch.randn(300, 2, dtype=torch.float64, generator=g)
     x[3] += y[:, :1]
     z = torch.randn(300, 1, dtype=torch.float64, generator=g)
-    X = torch.randn(300, 9, dtype=torch.float64, generator=g).round(decimals=1)      # ties
+    X = torch.randn(300, 9, dtype=torch.float64, generator=g).round(decimals=1)  # ties
     labels = torch.randint(0, 4, (300,), generator=g)
     return x, y, z, X, labels
 
 
 def _model():
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(6, 24), torch.nn.ReLU(), torch.nn.Linear(24, 12), torch.nn.ReLU(),
-                               torch.nn.Linear(12, 3)).double()
+    return torch.nn.Sequential(
+        torch.nn.Linear(6, 24), torch.nn.ReLU(), torch.nn.Linear(24, 12), torch.nn.ReLU(), torch.nn.Linear(12, 3)
+    ).double()
 
 
 def _selection(sel) -> dict:
     """What a selection decided: kept nodes and every record's rule, decision and statistics (as repr, exact
     for floats and equal for NaN)."""
-    return {"keep": {n: v.tolist() for n, v in sel.keep.items()},
-            "records": {n: [_record(r) for r in res.records] for n, res in sel.layers.items()}}
+    return {
+        "keep": {n: v.tolist() for n, v in sel.keep.items()},
+        "records": {n: [_record(r) for r in res.records] for n, res in sel.layers.items()},
+    }
 
 
 def _record(r) -> tuple:
@@ -51,13 +55,14 @@ def _record(r) -> tuple:
 def _selections(group=None) -> dict:
     x, y, z, X, labels = _data()
     inputs = torch.randn(400, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    inputs[:, 5] = inputs[:, 4]                       # a duplicate input feeds redundant first-layer nodes
+    inputs[:, 5] = inputs[:, 4]  # a duplicate input feeds redundant first-layer nodes
     pruner = MIPP(n_samples=400, tolerance=0.3, progress=False)
     keep_layer, res_layer = pruner.select_layer(X, y, group=group)
-    return {"model": _selection(pruner.select(_model(), inputs, group=group)),
-            "budget": _selection(MIPP(n_samples=400, sparsity=0.5, progress=False).select(_model(), inputs,
-                                                                                           group=group)),
-            "layer": [keep_layer, [_record(r) for r in res_layer.records]]}
+    return {
+        "model": _selection(pruner.select(_model(), inputs, group=group)),
+        "budget": _selection(MIPP(n_samples=400, sparsity=0.5, progress=False).select(_model(), inputs, group=group)),
+        "layer": [keep_layer, [_record(r) for r in res_layer.records]],
+    }
 
 
 def _calls(distributed: bool) -> dict:
@@ -65,8 +70,11 @@ def _calls(distributed: bool) -> dict:
     x, y, z, X, labels = _data()
     api = mdist if distributed else mipp
     rows = mdist.mi_rows if distributed else mipp.mi
-    many = mdist.estimate_many if distributed else \
-        (lambda calls: [getattr(mipp, name)(*args, **kw) for name, args, kw in calls])
+    many = (
+        mdist.estimate_many
+        if distributed
+        else (lambda calls: [getattr(mipp, name)(*args, **kw) for name, args, kw in calls])
+    )
     return {
         "mi": api.mi(x, y, 3),
         "mi2": api.mi(x, y, 3, algorithm=2, normalize=True),
@@ -74,8 +82,9 @@ def _calls(distributed: bool) -> dict:
         "mi_unbatched": api.mi(x[0], y, 3),
         "per_feature": api.mi_per_feature(X, y, 3),
         "per_feature_labels": api.mi_per_feature(X, labels, 3, discrete_y=True),
-        "perm": api.permutation_test(x[3], y, z, 3, n_permutations=29, local_neighbors=4,
-                                     generator=torch.Generator().manual_seed(5)).null,
+        "perm": api.permutation_test(
+            x[3], y, z, 3, n_permutations=29, local_neighbors=4, generator=torch.Generator().manual_seed(5)
+        ).null,
         "rows": rows(x[3], y, 3),
         "rows_local": rows(x[3], y, 4, normalize=True, reduction="none"),
         "many": many([("mi", (x[3], y, 3), {}), ("cmi", (x[1], y, z, 2), {}), ("mi_per_feature", (X, y, 3), {})]),
@@ -93,15 +102,28 @@ def _worker(rank, world, port, queue, fail_rank):
         if fail_rank is not None:
             bad = x.clone()
             if rank == fail_rank:
-                bad[:, 0, 0] = float("nan")          # in every problem: in its own block too
+                bad[:, 0, 0] = float("nan")  # in every problem: in its own block too
             try:
                 mdist.mi(bad, y, 3)
                 got["failure"] = "no error"
             except RuntimeError as exc:
                 got["failure"] = str(exc)
         # plain Python values (exact for float64): shared-memory tensors would vanish with this process
-        queue.put((rank, {k: ([t.tolist() for t in v] if isinstance(v, list) else
-                              v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in got.items()}))
+        queue.put(
+            (
+                rank,
+                {
+                    k: (
+                        [t.tolist() for t in v]
+                        if isinstance(v, list)
+                        else v.tolist()
+                        if isinstance(v, torch.Tensor)
+                        else v
+                    )
+                    for k, v in got.items()
+                },
+            )
+        )
     except Exception:
         queue.put((rank, traceback.format_exc()))
     finally:
@@ -137,7 +159,7 @@ def test_balanced_assignment_and_blocks():
     assert mdist.blocks(10, 3) == [(0, 4), (4, 7), (7, 10)]
     owners = mdist.balanced([9.0, 1.0, 1.0, 1.0, 8.0, 2.0], 2)
     loads = [sum([9.0, 1.0, 1.0, 1.0, 8.0, 2.0][i] for i in o) for o in owners]
-    assert sorted(sum(owners, [])) == list(range(6)) and max(loads) - min(loads) <= 2.0
+    assert sorted(i for o in owners for i in o) == list(range(6)) and max(loads) - min(loads) <= 2.0
 
 
 def test_helpers_need_a_process_group():

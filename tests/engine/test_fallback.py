@@ -1,5 +1,6 @@
 """Without the extension (a failed or skipped build), every op runs the pure-torch reference and the
 estimates are unchanged: counts and distances are exact on both paths, only psi's last bits may differ."""
+
 import pytest
 import torch
 
@@ -16,8 +17,7 @@ def _data():
 
 
 def _estimates(x, y, z):
-    return torch.stack([mipp.mi(x, y), mipp.mi(x, y, algorithm=2), mipp.cmi(x, y, z),
-                        *mipp.mi(x.T.unsqueeze(-1), y)])
+    return torch.stack([mipp.mi(x, y), mipp.mi(x, y, algorithm=2), mipp.cmi(x, y, z), *mipp.mi(x.T.unsqueeze(-1), y)])
 
 
 def test_reference_fallback_matches_extension(monkeypatch):
@@ -40,9 +40,10 @@ def test_fallback_warns_once_with_the_reason_and_the_fix(monkeypatch):
     with pytest.warns(RuntimeWarning, match=r"pure-torch reference.*no g\+\+.*Fix: install a C\+\+ compiler"):
         mipp.mi(x, y)
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        mipp.mi(x, y)                        # once only
+        mipp.mi(x, y)  # once only
     info = mipp.build_info()
     assert "no g++" in info["extension_missing_reason"] and "compiler" in info["extension_fix"]
     assert "circular import" not in info["extension_missing_reason"]
@@ -50,6 +51,7 @@ def test_fallback_warns_once_with_the_reason_and_the_fix(monkeypatch):
 
 def test_missing_reason_says_never_built_without_a_status_file(monkeypatch, tmp_path):
     import importlib.util
+
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     monkeypatch.setattr(_ext, "__file__", str(tmp_path / "_ext.py"))
     assert "never built" in _ext._missing_reason()

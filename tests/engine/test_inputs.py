@@ -1,5 +1,6 @@
 """Input handling of the public estimators: bad input gets a ValueError/TypeError that names the
 argument; inputs are never modified; layouts and dtypes; result shapes, dtypes and devices."""
+
 from __future__ import annotations
 
 import re
@@ -195,7 +196,7 @@ def test_array_likes_are_float64_tensors():
     assert float(mipp.mi(x.numpy(), y.tolist())) == float(mipp.mi(x, y))
     assert float(mipp.cmi(x.numpy(), y.numpy(), z.numpy().astype(np.float32))) == float(mipp.cmi(x, y, z))
     assert torch.equal(mipp.mi_per_feature(x.numpy(), y.numpy()), mipp.mi_per_feature(x, y))
-    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    g = lambda: torch.Generator().manual_seed(0)
     a = mipp.permutation_test(x.tolist(), y.numpy(), z.numpy(), n_permutations=5, generator=g(), local_neighbors=3)
     b = mipp.permutation_test(x, y, z, n_permutations=5, generator=g(), local_neighbors=3)
     assert torch.equal(a.null, b.null)
@@ -216,8 +217,7 @@ def test_more_bad_inputs_are_named():
     _raises(ValueError, "x", mipp.mi, torch.empty(0, N, 1, dtype=torch.float64), y)
     _raises(ValueError, "X", mipp.mi_per_feature, x[:, :0], y)
     for bad in (0, -2, True, 2.5):
-        _raises(ValueError, "local_neighbors", mipp.permutation_test, x, y, z, n_permutations=5,
-                local_neighbors=bad)
+        _raises(ValueError, "local_neighbors", mipp.permutation_test, x, y, z, n_permutations=5, local_neighbors=bad)
     for n in (0, 1):
         _raises(ValueError, "z", mipp.local_permutations, z[:n], 5)
     for bad in (-1, 2.5):
@@ -254,10 +254,10 @@ def test_inputs_not_modified(normalize):
     mipp.mi(xxb, yy, normalize=normalize)
     mipp.cmi(xxb, ybig, zz, normalize=normalize, reduction="none")
     mipp.mi_per_feature(xx, ybig, normalize=normalize)
-    mipp.permutation_test(xx, yy, n_permutations=5, normalize=normalize,
-                          generator=torch.Generator().manual_seed(0))
-    mipp.permutation_test(xxb, yy, zz, n_permutations=5, normalize=normalize,
-                          generator=torch.Generator().manual_seed(0))
+    mipp.permutation_test(xx, yy, n_permutations=5, normalize=normalize, generator=torch.Generator().manual_seed(0))
+    mipp.permutation_test(
+        xxb, yy, zz, n_permutations=5, normalize=normalize, generator=torch.Generator().manual_seed(0)
+    )
     for a, c in zip(args, clones):
         assert a.dtype == c.dtype and torch.equal(a, c)
 
@@ -367,17 +367,18 @@ def test_tied_data_warn_and_jitter_breaks_the_ties():
     is reproducible, leaves the input untouched and removes the warning."""
     g = torch.Generator().manual_seed(4)
     x = torch.randint(0, 2, (300, 1), generator=g).double()
-    y = x + torch.randint(0, 3, (300, 1), generator=g).double()        # both integer-valued
+    y = x + torch.randint(0, 3, (300, 1), generator=g).double()  # both integer-valued
     with pytest.warns(UserWarning, match="ties decide.*jitter=1e-10.*discrete_x / discrete_y"):
         tied = float(mipp.mi(x, y))
     before = x.clone()
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         a = float(mipp.mi(x, y, jitter=1e-10, generator=torch.Generator().manual_seed(0)))
         b = float(mipp.mi(x, y, jitter=1e-10, generator=torch.Generator().manual_seed(0)))
-    assert a == b and torch.equal(x, before) and a < tied             # ties bias KSG upward
-    assert abs(float(mipp.mi(x[:, 0], y[:, 0], discrete_x=True, discrete_y=True)) - a) < 0.1   # ~ plug-in
+    assert a == b and torch.equal(x, before) and a < tied  # ties bias KSG upward
+    assert abs(float(mipp.mi(x[:, 0], y[:, 0], discrete_x=True, discrete_y=True)) - a) < 0.1  # ~ plug-in
     _raises(ValueError, "jitter", mipp.mi, x, y, jitter=-1.0)
 
 

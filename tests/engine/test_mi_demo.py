@@ -1,4 +1,5 @@
 """The MI demo (`python -m mipp mi-demo`) passes its own checks: closed forms, CMI, k-d tree oracle."""
+
 from mipp.demo import run_demo
 
 

@@ -5,6 +5,7 @@ The data live outside the repository, in ``shared/testdata/milca`` beside it (ov
 JIDT's demo data files (GPL-3.0, not redistributed here) and the MILCA values from JIDT's unit tests. In a
 clone without them these tests skip, naming the folder; MIPP_REQUIRE_TESTDATA=1 makes the
 missing data a failure instead."""
+
 from __future__ import annotations
 
 import json
@@ -60,14 +61,18 @@ def _params():
 
 REQUIRED = os.environ.get("MIPP_REQUIRE_TESTDATA") == "1"
 if not CASES and not REQUIRED:
-    pytest.skip(f"the MILCA test data are not in {DATA_DIR} (JIDT's data, outside the repository): put "
-                "shared/testdata/milca beside the clone or set MIPP_TESTDATA", allow_module_level=True)
+    pytest.skip(
+        f"the MILCA test data are not in {DATA_DIR} (JIDT's data, outside the repository): put "
+        "shared/testdata/milca beside the clone or set MIPP_TESTDATA",
+        allow_module_level=True,
+    )
 
 
 def test_testdata_present():
     """With MIPP_REQUIRE_TESTDATA=1 missing data fail loudly instead of skipping."""
     assert (DATA_DIR / "expected.json").exists(), (
-        f"MILCA test data not found in {DATA_DIR}; clone shared/ beside the repository or set MIPP_TESTDATA")
+        f"MILCA test data not found in {DATA_DIR}; clone shared/ beside the repository or set MIPP_TESTDATA"
+    )
     assert len(CASES) == 6
     for case in CASES:
         assert (DATA_DIR / case["file"]).exists(), case["file"]

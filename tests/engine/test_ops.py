@@ -2,6 +2,7 @@
 AOT dispatch) over non-contiguous inputs, small N, k=1, duplicates, float32/float64 and batched groups
 with B_g = 1 and B_g = B; the fake kernels' shapes/dtypes; and ``torch.compile(fullgraph=True)``
 smoke tests (compiled == eager, bit for bit)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,8 +40,7 @@ def _group_sets(dtype, n: int, duplicates: bool = False):
     x = _noncontig(3, n, 2, dtype, 1, duplicates)
     y = _noncontig(1, n, 1, dtype, 2, duplicates)
     z = _noncontig(3, n, 3, dtype, 3, duplicates)
-    return {"single": [x], "batched+shared": [x, y], "three": [x, y, z], "shared_only": [y],
-            "b1": [x[:1], y]}
+    return {"single": [x], "batched+shared": [x, y], "three": [x, y, z], "shared_only": [y], "b1": [x[:1], y]}
 
 
 CASES = [(dtype, dup) for dtype in DTYPES for dup in (False, True)]
@@ -154,7 +154,7 @@ def test_digamma_sum_opcheck(offset, reduce):
     assert not counts.is_contiguous()
     opcheck(ops.digamma_sum.default, (counts, offset, reduce))
     opcheck(ops.digamma_sum.default, (counts[:1], offset, reduce))  # B = 1
-    opcheck(ops.digamma_sum.default, (counts[0], offset, reduce))   # 1-D
+    opcheck(ops.digamma_sum.default, (counts[0], offset, reduce))  # 1-D
     opcheck(ops.digamma_sum.default, (counts[:, :0], offset, reduce))  # N = 0
     out = ops.digamma_sum(counts, offset, reduce)
     assert out.dtype == torch.float64 and out.shape == ((3,) if reduce else (3, 6))
@@ -220,8 +220,9 @@ def test_compile_mi_fullgraph(algorithm):
     for n in (150, 120):  # a second shape: recompilation
         got, want = fn(x[0, :n], y[:n]), mipp.mi(x[0, :n], y[:n], 20, algorithm=algorithm)
         assert got.dtype == torch.float64 and got.dim() == 0 and torch.equal(got, want)
-    batched = torch.compile(lambda a, b: mipp.mi(a, b, 20, algorithm=algorithm, reduction="none"),
-                            fullgraph=True, backend="aot_eager")
+    batched = torch.compile(
+        lambda a, b: mipp.mi(a, b, 20, algorithm=algorithm, reduction="none"), fullgraph=True, backend="aot_eager"
+    )
     assert torch.equal(batched(x, y), mipp.mi(x, y, 20, algorithm=algorithm, reduction="none"))
 
 
@@ -259,11 +260,14 @@ def test_ops_opcheck_cuda():
         assert torch.equal(eps.cpu(), ops.knn_distance([g.cpu() for g in groups], 3))
         for strict in (True, False):
             opcheck(ops.count_within.default, (groups, eps, strict))
-            assert torch.equal(ops.count_within(groups, eps, strict).cpu(),
-                               ops.count_within([g.cpu() for g in groups], eps.cpu(), strict))
+            assert torch.equal(
+                ops.count_within(groups, eps, strict).cpu(),
+                ops.count_within([g.cpu() for g in groups], eps.cpu(), strict),
+            )
         opcheck(ops.marginal_radius.default, (groups, eps))
-        assert torch.equal(ops.marginal_radius(groups, eps).cpu(),
-                           ops.marginal_radius([g.cpu() for g in groups], eps.cpu()))
+        assert torch.equal(
+            ops.marginal_radius(groups, eps).cpu(), ops.marginal_radius([g.cpu() for g in groups], eps.cpu())
+        )
     counts = ops.count_within([x], ops.knn_distance([x], 3), True)
     opcheck(ops.digamma_sum.default, (counts, 1, True))
     assert torch.equal(ops.digamma_sum(counts, 1, True).cpu(), ops.digamma_sum(counts.cpu(), 1, True))
@@ -292,9 +296,9 @@ def test_compiled_estimators_keep_the_checks():
 def test_ops_validate_their_own_contract():
     g = torch.randn(1, 10, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"k=10 must be in \[1, N - 1\]"):
-        ops.knn_distance([g], 10)                                      # used to return inf silently
+        ops.knn_distance([g], 10)  # used to return inf silently
     with pytest.raises(ValueError, match="N=1 samples but groups\\[0\\] has N=10"):
-        ops.knn_distance([g, torch.randn(1, 1, 1, dtype=torch.float64)], 3)   # used to broadcast
+        ops.knn_distance([g, torch.randn(1, 1, 1, dtype=torch.float64)], 3)  # used to broadcast
     with pytest.raises(ValueError, match="radius must have shape"):
         ops.count_within([g], torch.ones(1, 9, dtype=torch.float64), True)
     with pytest.raises(ValueError, match=r"torch.float64 on cpu but groups\[0\] is torch.float32"):

@@ -1,6 +1,7 @@
 """mipp.permutation_test: reproducible with a generator; p = (1 + #{null >= estimate}) / (P + 1); the
 estimate is the plain estimator's value; p-values are uniform under independence (200 independent data
 sets in one batched call) and 1 / (P + 1) under strong dependence; the conditional version with z."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,8 +50,9 @@ def test_result_fields_and_p_value_formula(algorithm, normalize):
     g = _gen(3)
     x = torch.randn(N, 2, dtype=torch.float64, generator=g)
     y = 0.3 * x[:, :1] + torch.randn(N, 1, dtype=torch.float64, generator=g)
-    res = mipp.permutation_test(x, y, k=4, n_permutations=P, generator=_gen(4), algorithm=algorithm,
-                                normalize=normalize)
+    res = mipp.permutation_test(
+        x, y, k=4, n_permutations=P, generator=_gen(4), algorithm=algorithm, normalize=normalize
+    )
     assert res.estimate.shape == () and res.p_value.shape == () and res.null.shape == (P,)
     assert res.p_value.dtype == torch.float64 and res.estimate.dtype == torch.float64
     assert torch.equal(res.estimate, mipp.mi(x, y, 4, algorithm=algorithm, normalize=normalize))
@@ -92,8 +94,12 @@ def test_batched_x_strong_dependence():
 def test_batched_x_and_y():
     g = _gen(13)
     y = torch.randn(3, N, 1, dtype=torch.float64, generator=g)
-    x = torch.cat([y[:1] + 0.1 * torch.randn(1, N, 1, dtype=torch.float64, generator=g),
-                   torch.randn(2, N, 1, dtype=torch.float64, generator=g)])
+    x = torch.cat(
+        [
+            y[:1] + 0.1 * torch.randn(1, N, 1, dtype=torch.float64, generator=g),
+            torch.randn(2, N, 1, dtype=torch.float64, generator=g),
+        ]
+    )
     res = mipp.permutation_test(x, y, n_permutations=P, generator=_gen(14))
     assert torch.equal(res.estimate, torch.stack([mipp.mi(x[b], y[b]) for b in range(3)]))
     assert torch.equal(res.p_value, _p_formula(res.estimate, res.null))
@@ -206,8 +212,9 @@ def test_local_permutation_surrogates_move_samples_to_z_neighbours():
     z = torch.randn(150, 2, dtype=torch.float64, generator=g)
     x = z[:, 0] + 0.3 * torch.randn(150, dtype=torch.float64, generator=g)
     y = z[:, 1:] + 0.3 * torch.randn(150, 1, dtype=torch.float64, generator=g)
-    res = mipp.permutation_test(x, y, z, n_permutations=9, local_neighbors=5,
-                                generator=torch.Generator().manual_seed(7))
+    res = mipp.permutation_test(
+        x, y, z, n_permutations=9, local_neighbors=5, generator=torch.Generator().manual_seed(7)
+    )
     perm = mipp.local_permutations(z, 9, 5, torch.Generator().manual_seed(7))
     assert torch.equal(res.null, mipp.cmi(x[perm].unsqueeze(-1), y, z))
     assert torch.equal(res.estimate, mipp.cmi(x, y, z))
@@ -222,7 +229,8 @@ def test_local_permutation_needs_an_unbatched_z():
     with pytest.raises(ValueError, match="z"):
         mipp.permutation_test(x[0], y.double(), None, local_neighbors=5, n_permutations=5)
     with pytest.raises(ValueError, match="z"):
-        mipp.permutation_test(x, y.double(), torch.randn(3, 50, 2, dtype=torch.float64), local_neighbors=5,
-                              n_permutations=5)
+        mipp.permutation_test(
+            x, y.double(), torch.randn(3, 50, 2, dtype=torch.float64), local_neighbors=5, n_permutations=5
+        )
     with pytest.raises(ValueError, match="neighbors"):
         mipp.local_permutations(z, 5, 0)

@@ -3,6 +3,7 @@ exact numpy counting), on continuous data, on data with ties (rounded values, du
 integer alphabets) and on data with large offsets / large scales, where absolute-epsilon tricks fail.
 
 Per-sample op outputs must be *equal* to the oracle; the estimates must agree to 1e-10 (float64)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -112,8 +113,7 @@ def test_large_offset_defeats_absolute_epsilon():
 @pytest.mark.parametrize("k", KS)
 def test_oracle_kdtree_equals_brute_force(name, k):
     x, y, z = data(name)
-    np.testing.assert_array_equal(oracle.knn_distance_kdtree([x, y, z], k),
-                                  oracle.knn_distance_brute([x, y, z], k))
+    np.testing.assert_array_equal(oracle.knn_distance_kdtree([x, y, z], k), oracle.knn_distance_brute([x, y, z], k))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -189,11 +189,13 @@ def test_ops_float32_equal_oracle(name):
         ref_eps = oracle.knn_distance_brute([x, y, z], k)
         np.testing.assert_array_equal(eps[0].numpy(), ref_eps)
         for strict in (True, False):
-            np.testing.assert_array_equal(ops.count_within([gx, gz], eps, strict)[0].numpy(),
-                                          oracle.count_within([x, z], ref_eps, strict))
+            np.testing.assert_array_equal(
+                ops.count_within([gx, gz], eps, strict)[0].numpy(), oracle.count_within([x, z], ref_eps, strict)
+            )
         radii = ops.marginal_radius([gx, gy], ops.knn_distance([gx, gy], k))
-        np.testing.assert_array_equal(radii[0].numpy(),
-                                      oracle.marginal_radius([x, y], oracle.knn_distance_brute([x, y], k)))
+        np.testing.assert_array_equal(
+            radii[0].numpy(), oracle.marginal_radius([x, y], oracle.knn_distance_brute([x, y], k))
+        )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -249,12 +251,24 @@ def test_normalize_equals_oracle_on_zscored_columns(name):
     way that depends on how the mean and std are summed (numpy and torch differ)."""
     x, y, z = data(name)
     k = 3
-    assert abs(mipp.mi(_t(x), _t(y), k, algorithm=2, normalize=True).item()
-               - oracle.ksg2(oracle.zscore(x), oracle.zscore(y), k)) <= 1e-9
-    assert abs(mipp.mi(_t(x), _t(y), k, normalize=True).item()
-               - oracle.ksg1(oracle.zscore(x), oracle.zscore(y), k)) <= 1e-9
-    assert abs(mipp.cmi(_t(x), _t(y), _t(z), k, normalize=True).item()
-               - oracle.cmi_fp(oracle.zscore(x), oracle.zscore(y), oracle.zscore(z), k)) <= 1e-9
+    assert (
+        abs(
+            mipp.mi(_t(x), _t(y), k, algorithm=2, normalize=True).item()
+            - oracle.ksg2(oracle.zscore(x), oracle.zscore(y), k)
+        )
+        <= 1e-9
+    )
+    assert (
+        abs(mipp.mi(_t(x), _t(y), k, normalize=True).item() - oracle.ksg1(oracle.zscore(x), oracle.zscore(y), k))
+        <= 1e-9
+    )
+    assert (
+        abs(
+            mipp.cmi(_t(x), _t(y), _t(z), k, normalize=True).item()
+            - oracle.cmi_fp(oracle.zscore(x), oracle.zscore(y), oracle.zscore(z), k)
+        )
+        <= 1e-9
+    )
 
 
 @pytest.mark.parametrize("name", TIED)

@@ -1,5 +1,6 @@
 """mipp.sklearn's mutual_info_regression / mutual_info_classif equal scikit-learn's on the same inputs
 (the same random_state gives the same jitter) and work as SelectKBest score functions."""
+
 import numpy as np
 import pytest
 

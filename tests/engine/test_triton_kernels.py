@@ -6,6 +6,7 @@ interpreter is slow, so the problems are tiny (N <= 70) but chosen to reach ever
 interpreter config (BLOCK_Q=32, BLOCK_N=16) puts K_PAD below, equal to and above BLOCK_N (k = 3, 9, 64),
 several query and candidate tiles, a batch block that overhangs the batch, and the padding rows.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -34,7 +35,7 @@ def _data(b: int, n: int, d: int, dtype, kind: str, seed: int) -> torch.Tensor:
     else:
         x = torch.randn(b, n, d, generator=gen, dtype=dtype)
     if kind == "duplicates":
-        x[:, n // 2:n // 2 + 6] = x[:, :6]
+        x[:, n // 2 : n // 2 + 6] = x[:, :6]
         x[:, -1] = x[:, 0]
     return x.to(DEVICE)
 
@@ -49,6 +50,7 @@ def _unchanged(groups, fn):
 
 # ---------------------------------------------------------------------------------------------------
 # knn_distance
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["continuous", "ties", "duplicates"])
@@ -85,7 +87,7 @@ def test_knn_distance_batched_mixed_groups():
 
 def test_knn_distance_non_contiguous():
     base = _data(2, 8, 60, torch.float64, "continuous", seed=4)
-    x = base.transpose(1, 2)[:, ::2]            # (2, 30, 8), strided rows and columns
+    x = base.transpose(1, 2)[:, ::2]  # (2, 30, 8), strided rows and columns
     y = _data(1, 30, 6, torch.float64, "ties", seed=5)[:, :, 1:5]  # (1, 30, 4), sliced columns
     assert not x.is_contiguous() and not y.is_contiguous()
     assert torch.equal(knn.knn_distance([x, y], 5), reference.knn_distance([x, y], 5))
@@ -100,6 +102,7 @@ def test_knn_distance_edge_sizes():
 
 # ---------------------------------------------------------------------------------------------------
 # count_within
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["continuous", "ties", "duplicates"])
@@ -137,7 +140,7 @@ def test_count_within_batched_shared_groups():
 
 
 def test_count_within_non_contiguous():
-    x = _data(3, 4, 50, torch.float32, "ties", seed=13).transpose(1, 2)   # (3, 50, 4)
+    x = _data(3, 4, 50, torch.float32, "ties", seed=13).transpose(1, 2)  # (3, 50, 4)
     r = _data(50, 3, 1, torch.float32, "continuous", seed=14)[..., 0].abs().T  # (3, 50), transposed
     assert not x.is_contiguous() and not r.is_contiguous()
     for strict in (True, False):
@@ -152,6 +155,7 @@ def test_count_within_infinite_radius_counts_everyone_else():
 
 # ---------------------------------------------------------------------------------------------------
 # marginal_radius
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["continuous", "ties", "duplicates"])
@@ -177,32 +181,44 @@ def test_marginal_radius_batched_non_contiguous():
 # ---------------------------------------------------------------------------------------------------
 # validation
 
+
 def _groups(n=10, dtype=torch.float32):
     return [_data(1, n, 2, dtype, "continuous", seed=21)]
 
 
-@pytest.mark.parametrize("call,error,match", [
-    (lambda: knn.knn_distance(_groups(), knn.K_CAP + 1), ValueError, rf"k={knn.K_CAP + 1}.*K_CAP={knn.K_CAP}"),
-    (lambda: knn.knn_distance(_groups(), 0), ValueError, "k=0"),
-    (lambda: knn.knn_distance(_groups(), 11), ValueError, "k=11.*N=10"),
-    (lambda: knn.knn_distance(_groups(), 2.0), TypeError, "k must be an int"),
-    (lambda: knn.knn_distance(_groups() + _groups(12), 2), ValueError, "N=12"),
-    (lambda: knn.knn_distance(_groups() + _groups(dtype=torch.float64), 2), TypeError, "float64"),
-    (lambda: knn.knn_distance(_groups() * 4, 2), ValueError, "4 column groups"),
-    (lambda: knn.knn_distance([_groups()[0][0]], 2), ValueError, "shape"),
-    (lambda: knn.knn_distance([_groups()[0].int()], 2), TypeError, "float32 or float64"),
-    (lambda: knn.knn_distance(_groups()[0], 2), TypeError, "list"),
-    (lambda: knn.knn_distance([torch.zeros(2, 10, 1, device=DEVICE), torch.zeros(3, 10, 1, device=DEVICE)],
-                              2), ValueError, "batch size"),
-    (lambda: count.count_within(_groups(), torch.ones(1, 9, device=DEVICE), True), ValueError, r"\(B, 10\)"),
-    (lambda: count.count_within(_groups(), torch.ones(1, 10, dtype=torch.float64, device=DEVICE), True),
-     TypeError, "radius"),
-    (lambda: count.count_within(_groups(), torch.ones(1, 10, device=DEVICE), 1), TypeError, "strict"),
-    (lambda: radius.marginal_radius(_groups() + _groups(12), torch.ones(1, 10, device=DEVICE)),
-     ValueError, "N=12"),
-    (lambda: radius.marginal_radius([torch.zeros(2, 10, 1, device=DEVICE)], torch.ones(3, 10, device=DEVICE)),
-     ValueError, "batch size"),
-])
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (lambda: knn.knn_distance(_groups(), knn.K_CAP + 1), ValueError, rf"k={knn.K_CAP + 1}.*K_CAP={knn.K_CAP}"),
+        (lambda: knn.knn_distance(_groups(), 0), ValueError, "k=0"),
+        (lambda: knn.knn_distance(_groups(), 11), ValueError, "k=11.*N=10"),
+        (lambda: knn.knn_distance(_groups(), 2.0), TypeError, "k must be an int"),
+        (lambda: knn.knn_distance(_groups() + _groups(12), 2), ValueError, "N=12"),
+        (lambda: knn.knn_distance(_groups() + _groups(dtype=torch.float64), 2), TypeError, "float64"),
+        (lambda: knn.knn_distance(_groups() * 4, 2), ValueError, "4 column groups"),
+        (lambda: knn.knn_distance([_groups()[0][0]], 2), ValueError, "shape"),
+        (lambda: knn.knn_distance([_groups()[0].int()], 2), TypeError, "float32 or float64"),
+        (lambda: knn.knn_distance(_groups()[0], 2), TypeError, "list"),
+        (
+            lambda: knn.knn_distance([torch.zeros(2, 10, 1, device=DEVICE), torch.zeros(3, 10, 1, device=DEVICE)], 2),
+            ValueError,
+            "batch size",
+        ),
+        (lambda: count.count_within(_groups(), torch.ones(1, 9, device=DEVICE), True), ValueError, r"\(B, 10\)"),
+        (
+            lambda: count.count_within(_groups(), torch.ones(1, 10, dtype=torch.float64, device=DEVICE), True),
+            TypeError,
+            "radius",
+        ),
+        (lambda: count.count_within(_groups(), torch.ones(1, 10, device=DEVICE), 1), TypeError, "strict"),
+        (lambda: radius.marginal_radius(_groups() + _groups(12), torch.ones(1, 10, device=DEVICE)), ValueError, "N=12"),
+        (
+            lambda: radius.marginal_radius([torch.zeros(2, 10, 1, device=DEVICE)], torch.ones(3, 10, device=DEVICE)),
+            ValueError,
+            "batch size",
+        ),
+    ],
+)
 def test_launchers_reject_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call()
@@ -210,6 +226,7 @@ def test_launchers_reject_bad_input(call, error, match):
 
 # ---------------------------------------------------------------------------------------------------
 # configs (pure Python: the GPU lists are checked here although the interpreter runs one config)
+
 
 def _launch_constexprs(module, batch: int):
     """Every (BB, G, SHARED*, K_PAD) the module's launcher can pass for a batch of ``batch`` problems,
@@ -236,8 +253,10 @@ def test_gpu_configs_fallback_is_smallest(module):
     block of every config."""
     for batch in (1, 2, 3, 5, 8, 100):
         for meta in _launch_constexprs(module, batch):
-            need = [pairwise.queries_per_thread(c) * module._live_values(c.kwargs["BLOCK_N"], meta)
-                    for c in module.GPU_CONFIGS]
+            need = [
+                pairwise.queries_per_thread(c) * module._live_values(c.kwargs["BLOCK_N"], meta)
+                for c in module.GPU_CONFIGS
+            ]
             assert need[0] == min(need), (batch, meta, need)
     rows = pairwise.row_multiple(module.GPU_CONFIGS)
     assert all(rows % c.kwargs["BLOCK_Q"] == 0 and rows % c.kwargs["BLOCK_N"] == 0 for c in module.GPU_CONFIGS)
@@ -254,9 +273,11 @@ def test_prune_drops_configs_over_the_register_budget():
 # ---------------------------------------------------------------------------------------------------
 # discrete variables: a label group (codes x L) combined with continuous groups, shared by a batch
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_label_group_matches_reference(dtype):
     from mipp.discrete import label_group
+
     x = _data(3, 50, 2, dtype, "ties", seed=7)
     codes = torch.randint(0, 4, (50,), generator=torch.Generator().manual_seed(8))
     g = label_group(codes, [x]).to(DEVICE)
@@ -269,6 +290,7 @@ def test_label_group_matches_reference(dtype):
 
 # ---------------------------------------------------------------------------------------------------
 # query rows: a range of rows equals the same rows of the full call, bit for bit
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("rows", [(0, 45), (7, 40), (33, 34), (20, 20)])

@@ -1,11 +1,20 @@
 """Budgets (MIPP(sparsity=...), MIPP(macs=...)) and the paper's baselines made structured."""
+
 import pytest
 import torch
 from torch import nn
 
 from mipp.pruning import MIPP, count_macs_params
-from mipp.pruning.baselines import (attached_scores, global_keep, grasp_scores, keep_top, obd_scores,
-                                    synflow_scores, thinet_keep, thinet_selection)
+from mipp.pruning.baselines import (
+    attached_scores,
+    global_keep,
+    grasp_scores,
+    keep_top,
+    obd_scores,
+    synflow_scores,
+    thinet_keep,
+    thinet_selection,
+)
 from mipp.pruning.decide import Block
 
 N = 400
@@ -22,7 +31,7 @@ def test_sparsity_budget_is_met_exactly_and_spread_by_mipp(sparsity):
     model, x = mlp()
     sel = MIPP(sparsity=sparsity, n_samples=N, progress=False).select(model, x)
     assert sum(sel.counts.values()) == 40 - round(sparsity * 40)
-    assert all(c >= 1 for c in sel.counts.values())               # no collapse
+    assert all(c >= 1 for c in sel.counts.values())  # no collapse
     assert sel.settings["tolerance"] > 0 and sel.settings["budget_passes"] >= 2
     # the same decisions as an emergent run at the tolerance found, up to the nodes given back
     free = MIPP(tolerance=sel.settings["tolerance"], n_samples=N, progress=False).select(model, x)
@@ -59,7 +68,7 @@ def test_attached_scores_sum_rows_and_consumer_columns():
     sel = MIPP(n_samples=N, progress=False).select(model, x)
     ones = {n: torch.ones_like(p) for n, p in model.named_parameters()}
     s = attached_scores(sel, model, ones)
-    assert torch.equal(s["0"], torch.full((24,), 6 + 1 + 16, dtype=torch.float64))   # row, bias, column
+    assert torch.equal(s["0"], torch.full((24,), 6 + 1 + 16, dtype=torch.float64))  # row, bias, column
     assert torch.equal(s["2"], torch.full((16,), 24 + 1 + 3, dtype=torch.float64))
 
 
@@ -67,8 +76,11 @@ def test_synflow_grasp_obd_score_every_node():
     model, x = mlp()
     y = torch.randint(0, 3, (N,))
     sel = MIPP(n_samples=N, progress=False).select(model, x)
-    for scores in (synflow_scores(sel, model), grasp_scores(sel, model, x[:64], y[:64]),
-                   obd_scores(sel, model, x[:64], y[:64])):
+    for scores in (
+        synflow_scores(sel, model),
+        grasp_scores(sel, model, x[:64], y[:64]),
+        obd_scores(sel, model, x[:64], y[:64]),
+    ):
         assert set(scores) == set(sel.keep) and all(bool(torch.isfinite(v).all()) for v in scores.values())
         assert all(float(v.max()) > 0 for v in scores.values())
         kept = keep_top(sel, scores)
@@ -83,11 +95,12 @@ def test_obd_equals_a_loop_over_samples():
     fisher = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
     for i in range(20):
         model.zero_grad()
-        nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
+        nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1]).backward()
         for n, p in model.named_parameters():
-            fisher[n] += p.grad ** 2
-    expect = attached_scores(sel, model, {n: 0.5 * p.detach() ** 2 * fisher[n] / 20
-                                          for n, p in model.named_parameters()})
+            fisher[n] += p.grad**2
+    expect = attached_scores(
+        sel, model, {n: 0.5 * p.detach() ** 2 * fisher[n] / 20 for n, p in model.named_parameters()}
+    )
     got = obd_scores(sel, model, x[:20], y[:20])
     for n in got:
         torch.testing.assert_close(got[n], expect[n], rtol=1e-5, atol=1e-12)
@@ -102,7 +115,7 @@ def test_thinet_greedy_matches_brute_force_on_a_small_layer():
     Xc = X - X.mean(0)
     block = Block(Xc.T @ Xc / 300, X.mean(0), X, 300, W, [torch.tensor([i]) for i in range(5)])
     kept = thinet_keep([block], 5, 3)
-    energy = lambda T: float(((X[:, T] @ W[:, T].T) ** 2).sum(1).mean())   # noqa: E731
+    energy = lambda T: float(((X[:, T] @ W[:, T].T) ** 2).sum(1).mean())
     first = min(range(5), key=lambda i: energy([i]))
     second = min((i for i in range(5) if i != first), key=lambda i: energy([first, i]))
     assert sorted(set(range(5)) - {first, second}) == kept

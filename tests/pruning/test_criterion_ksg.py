@@ -1,5 +1,6 @@
 """The layer decision (mipp.pruning.decide): closed forms against brute-force least squares, the KSG
 statistic against the Gaussian channel, the non-inferiority rule, exact rules, planted wide layers."""
+
 import math
 
 import pytest
@@ -56,15 +57,21 @@ def test_group_score_is_the_logdet_of_the_removed_block():
     X = torch.randn(800, 9, generator=g, dtype=torch.float64) @ torch.randn(9, 9, generator=g, dtype=torch.float64)
     W = torch.randn(4, 9, generator=g, dtype=torch.float64)
     Xc = X - X.mean(0)
-    block = Block(Xc.T @ Xc / 800, X.mean(0), X, 800, W, [torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5]),
-                                                         torch.tensor([6, 7, 8])])
+    block = Block(
+        Xc.T @ Xc / 800,
+        X.mean(0),
+        X,
+        800,
+        W,
+        [torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5]), torch.tensor([6, 7, 8])],
+    )
     st = _State(block, torch.zeros(9, dtype=torch.bool), ridge=0.0)
     st.sigma2 = 0.5
     scores = gaussian_scores([st], [0, 1, 2])
     C = block.cov
     for node, G in enumerate(([0, 1, 2], [3, 4, 5], [6, 7, 8])):
         R = [c for c in range(9) if c not in G]
-        V = C[G][:, G] - C[G][:, R] @ torch.linalg.solve(C[R][:, R], C[R][:, G])   # Var(x_G | rest)
+        V = C[G][:, G] - C[G][:, R] @ torch.linalg.solve(C[R][:, R], C[R][:, G])  # Var(x_G | rest)
         expected = 0.5 * torch.logdet(torch.eye(4, dtype=torch.float64) + W[:, G] @ V @ W[:, G].T / 0.5)
         assert float(scores[node]) == pytest.approx(float(expected), rel=1e-9)
 
@@ -75,10 +82,18 @@ def test_ksg_statistic_matches_the_gaussian_channel():
     X = torch.randn(3000, 2, generator=g, dtype=torch.float64)
     for w in (0.05, 0.15, 0.4):
         W = torch.tensor([[w, 1.0]], dtype=torch.float64)
-        d = decide_layer([dense_block(X, W)], 2, k=3, alpha=0.05, tolerance=-1.0, noise=0.01, min_keep=1,
-                         generator=torch.Generator().manual_seed(0))
+        d = decide_layer(
+            [dense_block(X, W)],
+            2,
+            k=3,
+            alpha=0.05,
+            tolerance=-1.0,
+            noise=0.01,
+            min_keep=1,
+            generator=torch.Generator().manual_seed(0),
+        )
         rec = next(r for r in d.records if r.node == 0)
-        truth = 0.5 * math.log1p(w ** 2 / (0.01 * (1 + w ** 2)))
+        truth = 0.5 * math.log1p(w**2 / (0.01 * (1 + w**2)))
         assert rec.gaussian == pytest.approx(truth, rel=0.05)
         assert rec.estimate == pytest.approx(truth, abs=0.05)
         # the bound: the smaller of KSG's and the closed form's upper bounds, both above the point values
@@ -88,22 +103,33 @@ def test_ksg_statistic_matches_the_gaussian_channel():
 def test_burden_of_proof_is_on_removing():
     """A node whose information (0.016 nats) is just below the tolerance (0.02) is removed when the data show
     it (large N) and kept when they cannot (small N: wide confidence bounds). A weak test keeps nodes."""
+
     def layer(n, seed):
         g = torch.Generator().manual_seed(seed)
         X = torch.randn(n, 4, generator=g, dtype=torch.float64)
         W = torch.tensor([[0.0312, 1.0, 1.0, 1.0]], dtype=torch.float64)
-        return decide_layer([dense_block(X, W)], 4, k=3, alpha=0.05, tolerance=0.02, noise=0.01,
-                            min_keep=1, generator=torch.Generator().manual_seed(0))
+        return decide_layer(
+            [dense_block(X, W)],
+            4,
+            k=3,
+            alpha=0.05,
+            tolerance=0.02,
+            noise=0.01,
+            min_keep=1,
+            generator=torch.Generator().manual_seed(0),
+        )
+
     big = layer(20000, 0)
     assert next(r for r in big.records if r.node == 0).gaussian == pytest.approx(0.016, abs=0.001)
     assert 0 not in big.kept
     assert sum(0 in layer(60, s).kept for s in range(5)) >= 4
-    for s in range(3):       # and nothing informative is removed by a weak test
+    for s in range(3):  # and nothing informative is removed by a weak test
         assert {1, 2, 3} <= set(layer(60, s).kept)
 
 
 def test_chi2_upper_factor():
     from mipp.pruning.decide import chi2_upper_factor
+
     scipy_stats = pytest.importorskip("scipy.stats")
     for dof in (5, 40, 700):
         for alpha in (0.05, 0.2):
@@ -113,32 +139,50 @@ def test_chi2_upper_factor():
 def test_exact_rules_remove_constants_duplicates_and_affine_combinations_untested():
     g = torch.Generator().manual_seed(3)
     base = torch.randn(400, 4, generator=g, dtype=torch.float64)
-    X = torch.cat([base, base[:, :1], 2 * base[:, 1:2] - base[:, 2:3] + 5, torch.full((400, 1), 3.0,
-                                                                                     dtype=torch.float64)], 1)
+    X = torch.cat(
+        [base, base[:, :1], 2 * base[:, 1:2] - base[:, 2:3] + 5, torch.full((400, 1), 3.0, dtype=torch.float64)], 1
+    )
     W = torch.randn(3, 7, generator=g, dtype=torch.float64)
-    d = decide_layer([dense_block(X, W)], 7, k=3, alpha=0.05, tolerance=1e-3, noise=1e-4, min_keep=1,
-                     generator=torch.Generator().manual_seed(0))
+    d = decide_layer(
+        [dense_block(X, W)],
+        7,
+        k=3,
+        alpha=0.05,
+        tolerance=1e-3,
+        noise=1e-4,
+        min_keep=1,
+        generator=torch.Generator().manual_seed(0),
+    )
     rules = {r.node: r.rule for r in d.records if r.removed}
     assert rules.pop(6) == "constant"
     assert len(rules) == 2 and set(rules.values()) == {"affine"}
     assert len({0, 4} & set(d.kept)) == 1 and len({1, 2, 5} & set(d.kept)) == 2 and 3 in d.kept
-    assert d.recon_error < 1e-9       # exact: the kept nodes reproduce the consumer
+    assert d.recon_error < 1e-9  # exact: the kept nodes reproduce the consumer
 
 
 def test_min_keep_and_no_collapse():
     X = torch.randn(300, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    W = torch.zeros(2, 6, dtype=torch.float64)       # nobody reads the layer: everything is removable
+    W = torch.zeros(2, 6, dtype=torch.float64)  # nobody reads the layer: everything is removable
     W[0, 0] = 1e-12
-    d = decide_layer([dense_block(X, W)], 6, k=3, alpha=0.05, tolerance=0.1, noise=0.01, min_keep=2,
-                     generator=torch.Generator().manual_seed(0))
+    d = decide_layer(
+        [dense_block(X, W)],
+        6,
+        k=3,
+        alpha=0.05,
+        tolerance=0.1,
+        noise=0.01,
+        min_keep=2,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert len(d.kept) == 2
     assert sum(r.rule == "min_keep" for r in d.records) == 2
 
 
 def test_screen_keep_is_greedy_least_squares():
     p = planted_layer(48, 1500, 0)
-    kept = screen_keep([dense_block(p.X, torch.linalg.lstsq(p.X - p.X.mean(0), p.Y - p.Y.mean(0)).solution.T)],
-                       48, len(p.groups))
+    kept = screen_keep(
+        [dense_block(p.X, torch.linalg.lstsq(p.X - p.X.mean(0), p.Y - p.Y.mean(0)).solution.T)], 48, len(p.groups)
+    )
     assert len(kept) == len(p.groups)
     assert p.score(kept)["unrelated_removed"] == 1.0
 
@@ -156,7 +200,7 @@ def test_planted_wide_layer(D):
         target = p.X[:, group].mean(1, keepdim=True)
         resid = target - Xk @ torch.linalg.lstsq(Xk, target).solution
         assert float(resid.var() / target.var()) < 0.05
-    assert score["copies_mean"] <= 2.5      # of 3: averaging copies only pays for latents that dominate Y
+    assert score["copies_mean"] <= 2.5  # of 3: averaging copies only pays for latents that dominate Y
     assert res.n_tests > 0 and res.recon_error < 0.05
 
 
@@ -173,12 +217,22 @@ def test_select_layer_is_seeded_and_checks_its_arguments():
         MIPP(progress=False).select_layer(p.X.numpy(), p.Y)
 
 
-@pytest.mark.parametrize("kwargs, needle", [
-    (dict(tolerance=-0.1), "tolerance"), (dict(tolerance=float("inf")), "tolerance"),
-    (dict(noise=0.0), "noise"), (dict(alpha=1.0), "alpha"), (dict(alpha=0), "alpha"),
-    (dict(min_keep=0), "min_keep"), (dict(k=0), "k"), (dict(k=2.5), "k"), (dict(n_samples=True), "n_samples"),
-    (dict(ridge=-1.0), "ridge"), (dict(m_max=0), "m_max"),
-])
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        (dict(tolerance=-0.1), "tolerance"),
+        (dict(tolerance=float("inf")), "tolerance"),
+        (dict(noise=0.0), "noise"),
+        (dict(alpha=1.0), "alpha"),
+        (dict(alpha=0), "alpha"),
+        (dict(min_keep=0), "min_keep"),
+        (dict(k=0), "k"),
+        (dict(k=2.5), "k"),
+        (dict(n_samples=True), "n_samples"),
+        (dict(ridge=-1.0), "ridge"),
+        (dict(m_max=0), "m_max"),
+    ],
+)
 def test_bad_settings_are_named(kwargs, needle):
     with pytest.raises(ValueError, match=needle):
         MIPP(**kwargs)

@@ -1,6 +1,7 @@
 """The paper's loss-difference estimator as MIPP's second backend (mipp.pruning.loss): planted layers,
 the paired control, the rule's direction, the shared driver (budget, apply, save / load), seeding, errors.
 Small MLP budgets keep these fast; benchmarks/bench_paper.py and bench_wide.py use the defaults."""
+
 import math
 
 import pytest
@@ -38,7 +39,7 @@ def test_confidence_and_tolerance_move_sparsity_the_documented_way():
     p = planted_layer(24, 400, 1)
     kept = {c: len(fast(confidence=c).select_layer(p.X, p.Y)[0]) for c in (0.6, 0.999)}
     assert kept[0.999] <= kept[0.6]
-    loose = len(fast(tolerance=0.5).select_layer(p.X, p.Y)[0])      # half the target's variance may go
+    loose = len(fast(tolerance=0.5).select_layer(p.X, p.Y)[0])  # half the target's variance may go
     assert loose <= kept[0.999] and loose < 24
 
 
@@ -57,8 +58,17 @@ def test_constant_and_dropped_columns_are_removed_untested():
     W = torch.randn(3, 5, generator=g, dtype=torch.float64)
     block = Block(Xc.T @ Xc / 400, X.mean(0), X, 400, W, [torch.tensor([i]) for i in range(5)])
     drop = [torch.tensor([False, False, False, True, False])]
-    d = decide_layer_loss([block], 5, confidence=0.9, repeats=3, tolerance=0.0, min_keep=1,
-                          generator=torch.Generator().manual_seed(0), config=FAST, drop=drop)
+    d = decide_layer_loss(
+        [block],
+        5,
+        confidence=0.9,
+        repeats=3,
+        tolerance=0.0,
+        min_keep=1,
+        generator=torch.Generator().manual_seed(0),
+        config=FAST,
+        drop=drop,
+    )
     rules = {r.node: r.rule for r in d.records}
     assert rules[2] == rules[3] == "constant" and {rules[0], rules[1], rules[4]} == {"test"}
     assert 2 not in d.kept and 3 not in d.kept
@@ -66,13 +76,14 @@ def test_constant_and_dropped_columns_are_removed_untested():
 
 def test_budget_apply_and_save_load_on_a_model(tmp_path):
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 6), torch.nn.ReLU(),
-                                torch.nn.Linear(6, 3)).double()
+    model = torch.nn.Sequential(
+        torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3)
+    ).double()
     x = torch.randn(300, 6, dtype=torch.float64)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     sel = fast(sparsity=0.5, n_samples=300, repeats=3).select(model, x)
     assert sum(len(v) for v in sel.keep.values()) == 7 and sel.settings["estimator"] == "loss"
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())      # model untouched
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # model untouched
     small = sel.apply(model, refit=x)
     assert small(x).shape == (300, 3)
     path = sel.save(str(tmp_path / "sel.json"))
@@ -82,19 +93,24 @@ def test_budget_apply_and_save_load_on_a_model(tmp_path):
     assert MIPP(**{k: v for k, v in back.settings.items() if k in MIPP.__dataclass_fields__}).loss_config == FAST
 
 
-@pytest.mark.parametrize("kwargs, error, needle", [
-    ({"estimator": "knn"}, ValueError, "estimator"),
-    ({"estimator": "loss", "confidence": 1.0}, ValueError, "confidence"),
-    ({"estimator": "loss", "repeats": 1}, ValueError, "repeats"),
-    ({"estimator": "loss", "loss_config": "small"}, TypeError, "loss_config"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, needle",
+    [
+        ({"estimator": "knn"}, ValueError, "estimator"),
+        ({"estimator": "loss", "confidence": 1.0}, ValueError, "confidence"),
+        ({"estimator": "loss", "repeats": 1}, ValueError, "repeats"),
+        ({"estimator": "loss", "loss_config": "small"}, TypeError, "loss_config"),
+    ],
+)
 def test_bad_settings_are_named(kwargs, error, needle):
     with pytest.raises(error, match=needle):
         MIPP(**kwargs)
 
 
-@pytest.mark.parametrize("kwargs, needle", [({"hidden": 0}, "hidden"), ({"lr": -1.0}, "lr"),
-                                            ({"holdout": 1.0}, "holdout"), ({"steps": 2.5}, "steps")])
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [({"hidden": 0}, "hidden"), ({"lr": -1.0}, "lr"), ({"holdout": 1.0}, "holdout"), ({"steps": 2.5}, "steps")],
+)
 def test_bad_loss_config_is_named(kwargs, needle):
     with pytest.raises(ValueError, match=needle):
         LossConfig(**kwargs)
@@ -103,10 +119,11 @@ def test_bad_loss_config_is_named(kwargs, needle):
 def test_bad_inputs_and_distributed_are_refused_clearly():
     with pytest.raises(ValueError, match="samples"):
         fast().select_layer(torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 1, dtype=torch.float64))
-    with pytest.raises(ValueError, match="NaN|nan|finite"):
+    with pytest.raises(ValueError, match=r"NaN|nan|finite"):
         X = torch.randn(50, 4, dtype=torch.float64)
         X[0, 0] = float("nan")
         fast().select_layer(X, torch.randn(50, 1, dtype=torch.float64))
     with pytest.raises(ValueError, match="loss estimator runs in one process"):
-        fast().select_layer(torch.randn(50, 4, dtype=torch.float64), torch.randn(50, 1, dtype=torch.float64),
-                            group=object())
+        fast().select_layer(
+            torch.randn(50, 4, dtype=torch.float64), torch.randn(50, 1, dtype=torch.float64), group=object()
+        )

@@ -1,4 +1,5 @@
 """The Torch-Pruning bridge: MIPP's decisions inside Torch-Pruning's pruners, without its traps."""
+
 import copy
 
 import pytest
@@ -24,15 +25,14 @@ def _truncating_pair():
 
 def mlp_selection(n_hidden=12):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(5, n_hidden), nn.ReLU(), nn.Linear(n_hidden, 6), nn.ReLU(),
-                          nn.Linear(6, 3)).eval()
+    model = nn.Sequential(nn.Linear(5, n_hidden), nn.ReLU(), nn.Linear(n_hidden, 6), nn.ReLU(), nn.Linear(6, 3)).eval()
     x = torch.randn(300, 5)
     return model, x, MIPP(n_samples=300, progress=False).select(model, x)
 
 
 def test_importance_scores_kept_nodes_and_leaves_undecided_groups_alone():
     model, x, sel = mlp_selection()
-    sel = sel.with_keep({"0": torch.tensor([1, 4, 7])})            # group "2" undecided
+    sel = sel.with_keep({"0": torch.tensor([1, 4, 7])})  # group "2" undecided
     imp = MIPPImportance(sel, model)
     dg = tp.DependencyGraph().build_dependency(model, example_inputs=x[:2])
     g0 = dg.get_pruning_group(model[0], tp.prune_linear_out_channels, idxs=list(range(12)))
@@ -66,11 +66,12 @@ def test_a_hand_configured_metapruner_cannot_override_mipp():
     sel = MIPP(n_samples=300, progress=False).select(model, x)
     sel = sel.with_keep({name: torch.arange(sel.structure.groups[name].n_nodes - 1) for name in sel.keep})
     pruned = copy.deepcopy(model)
-    pruner = tp.pruner.MetaPruner(pruned, x[:2], importance=MIPPImportance(sel, pruned), pruning_ratio=0.5,
-                                  iterative_steps=2)
+    pruner = tp.pruner.MetaPruner(
+        pruned, x[:2], importance=MIPPImportance(sel, pruned), pruning_ratio=0.5, iterative_steps=2
+    )
     pruner.step()
-    assert pruned.fc.out_features == 5                      # the output layer is untouched
-    assert pruned.stem[0].out_channels == 8                 # so is the residual stream MIPP left alone
+    assert pruned.fc.out_features == 5  # the output layer is untouched
+    assert pruned.stem[0].out_channels == 8  # so is the residual stream MIPP left alone
     with pytest.raises(RuntimeError, match="MIPP kept"):
         pruner.step()
 

@@ -2,15 +2,16 @@
 equal masked originals, the mean fold and the least-squares re-fit, inputs of every kind, reports.
 
 Networks are tiny and N is a few hundred, so the file runs in well under a minute."""
+
 import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from mipp.pruning import MIPP, Selection, UnsupportedModelError, analyse, count_macs_params, count_params
-import torch.nn.functional as F
 
 N = 400
 FAST = dict(n_samples=N, progress=False)
@@ -42,11 +43,11 @@ def test_planted_mlp():
     model, x = planted_mlp(0, nn.Tanh())
     sel = MIPP(**FAST).select(model, x)
     keep = set(sel.keep["0"].tolist())
-    assert 6 not in keep and 7 not in keep          # constant, and noise fed forward nowhere
-    assert len(keep & {0, 4}) == 1                  # exactly one of a duplicated pair
-    assert 3 in keep                                # an informative node with no substitute
-    assert len(keep & {1, 2, 5}) >= 2               # the sum needs two of the three
-    assert not sel.structure.groups["2"].prunable   # the output layer is never pruned
+    assert 6 not in keep and 7 not in keep  # constant, and noise fed forward nowhere
+    assert len(keep & {0, 4}) == 1  # exactly one of a duplicated pair
+    assert 3 in keep  # an informative node with no substitute
+    assert len(keep & {1, 2, 5}) >= 2  # the sum needs two of the three
+    assert not sel.structure.groups["2"].prunable  # the output layer is never pruned
     rules = {r.node: r.rule for r in sel.layers["0"].records}
     assert rules[6] == "constant"
 
@@ -60,7 +61,7 @@ def test_linear_combination_removed_exactly_and_refit_reproduces_the_output():
     assert len(keep & {1, 2, 5}) == 2 and len(keep & {0, 4}) == 1 and 3 in keep
     removed = [r for r in sel.layers["0"].records if r.removed]
     assert {r.rule for r in removed if r.node in {0, 1, 2, 4, 5}} == {"affine"}
-    exact = sel.with_keep({"0": torch.tensor(sorted(keep | {7}))})     # every removed node is affine here
+    exact = sel.with_keep({"0": torch.tensor(sorted(keep | {7}))})  # every removed node is affine here
     small = exact.apply(model, refit=x)
     torch.testing.assert_close(small(x), model(x), rtol=1e-4, atol=1e-4)
     masked = exact.mask(copy.deepcopy(model), refit=x)
@@ -87,13 +88,21 @@ def test_no_layer_collapses():
 
 # ---- structural pruning equals masking -------------------------------------------------------------
 
+
 class SmallCNN(nn.Module):
     """VGG/LeNet style with a Flatten -> Linear expansion (no global pooling)."""
 
     def __init__(self):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
-                                      nn.Conv2d(6, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 6, 3, padding=1),
+            nn.BatchNorm2d(6),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(6, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+        )
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(8 * 4 * 4, 12), nn.Sigmoid(), nn.Linear(12, 4))
 
     def forward(self, x):
@@ -143,8 +152,7 @@ def randomise_norms(model):
 
 
 MODELS = {
-    "mlp": (lambda: nn.Sequential(nn.Linear(6, 10), nn.ReLU(), nn.Linear(10, 7), nn.GELU(), nn.Linear(7, 3)),
-            (6,)),
+    "mlp": (lambda: nn.Sequential(nn.Linear(6, 10), nn.ReLU(), nn.Linear(10, 7), nn.GELU(), nn.Linear(7, 3)), (6,)),
     "cnn": (SmallCNN, (3, 8, 8)),
     "resnet": (TinyResNet, (3, 8, 8)),
 }
@@ -157,8 +165,12 @@ def half_selection(name: str, seed: int = 0, n: int = 64):
     x = torch.randn(n, *shape)
     sel = MIPP(**FAST).select(model, x)
     gen = torch.Generator().manual_seed(seed)
-    keep = {g: torch.randperm(sel.structure.groups[g].n_nodes, generator=gen)[: max(1, sel.structure.groups[g].n_nodes // 2)]
-            for g in sel.keep}
+    keep = {
+        g: torch.randperm(sel.structure.groups[g].n_nodes, generator=gen)[
+            : max(1, sel.structure.groups[g].n_nodes // 2)
+        ]
+        for g in sel.keep
+    }
     return model, x, sel.with_keep(keep)
 
 
@@ -171,7 +183,7 @@ def test_apply_equals_masked_original(name, treatment):
     small = sel.apply(model, **kw)
     masked = sel.mask(copy.deepcopy(model), **kw)
     torch.testing.assert_close(small(x), masked(x), rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(model(x), before)                       # the original is untouched
+    torch.testing.assert_close(model(x), before)  # the original is untouched
     assert count_params(small) < count_params(model)
     assert count_macs_params(small, x[:1])[0] < count_macs_params(model, x[:1])[0]
     for g, idx in sel.keep.items():
@@ -191,15 +203,18 @@ def test_refit_beats_fold_in_reconstruction():
     model, x, sel = half_selection("mlp", n=400)
     torch.set_grad_enabled(False)
     ref = model(x)
-    err = {kw: float((sel.apply(model, **dict([kw]))(x) - ref).pow(2).mean())
-           for kw in (("fold", False), ("fold", True), ("refit", x))[:2]}
+    err = {
+        kw: float((sel.apply(model, **dict([kw]))(x) - ref).pow(2).mean())
+        for kw in (("fold", False), ("fold", True), ("refit", x))[:2]
+    }
     refit_err = float((sel.apply(model, refit=x)(x) - ref).pow(2).mean())
     torch.set_grad_enabled(True)
     assert refit_err < min(err.values())
 
 
-@pytest.mark.parametrize("layer, consumer", [("features.0", "features.4"), ("features.4", "head.1"),
-                                             ("head.1", "head.3")])
+@pytest.mark.parametrize(
+    "layer, consumer", [("features.0", "features.4"), ("features.4", "head.1"), ("head.1", "head.3")]
+)
 def test_fold_keeps_the_consumers_mean_output(layer, consumer):
     """Folding is exact in the mean: the consumer's output averaged over the recorded samples (and over
     positions for a convolution) is the original's, padding included; without it the mean shifts."""
@@ -231,7 +246,7 @@ def test_fold_and_refit_need_their_data():
     assert bare.apply(model, fold=False)[2].weight.shape[1] == len(sel.keep["0"])
     with pytest.raises(ValueError, match="no samples"):
         sel.apply(model, refit=x[:0])
-    small = bare.apply(model, refit=x)                                   # a re-fit needs no recorded means
+    small = bare.apply(model, refit=x)  # a re-fit needs no recorded means
     assert small[2].bias is not None
 
 
@@ -262,15 +277,16 @@ def test_mipp_on_resnet_runs_and_applies():
     for joint in (False, True):
         sel = MIPP(joint=joint, **FAST).select(model, x)
         assert set(sel.keep) == ({"layer1.conv1", "layer2.conv1"} | ({"stem.0", "layer2.conv2"} if joint else set()))
-        torch.testing.assert_close(sel.apply(model, refit=x)(x[:8]), sel.mask(copy.deepcopy(model), refit=x)(x[:8]),
-                                   rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            sel.apply(model, refit=x)(x[:8]), sel.mask(copy.deepcopy(model), refit=x)(x[:8]), rtol=1e-4, atol=1e-4
+        )
 
 
 def test_flatten_columns_come_from_torch_pruning():
     st = analyse(SmallCNN().eval(), torch.randn(2, 3, 8, 8))
     (consumer,) = st.groups["features.4"].consumers
-    assert consumer.name == "head.1" and consumer.columns[3] == list(range(48, 64))   # channel 3 -> 16 features
-    assert "features.1" in st.groups["features.0"].members                          # its batch norm
+    assert consumer.name == "head.1" and consumer.columns[3] == list(range(48, 64))  # channel 3 -> 16 features
+    assert "features.1" in st.groups["features.0"].members  # its batch norm
 
 
 def test_model_without_prunable_layers():
@@ -331,8 +347,9 @@ def test_save_load_apply_equals_apply(tmp_path):
     sel = MIPP(**FAST).select(model, x)
     path = sel.save(str(tmp_path / "sel.json"))
     import json
+
     with open(path) as f:
-        data = json.load(f)                                   # strict JSON (no NaN)
+        data = json.load(f)  # strict JSON (no NaN)
     assert data["version"] == 1 and set(data["keep"]) == set(sel.keep)
     loaded = Selection.load(path, model)
     assert {k: v.tolist() for k, v in loaded.keep.items()} == {k: v.tolist() for k, v in sel.keep.items()}
@@ -354,8 +371,9 @@ def test_apply_to_a_masked_model():
     model, x, sel = half_selection("cnn")
     masked = sel.mask(copy.deepcopy(model), fold=False)
     with torch.no_grad():
-        torch.testing.assert_close(sel.apply(masked, fold=False)(x), sel.apply(model, fold=False)(x),
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            sel.apply(masked, fold=False)(x), sel.apply(model, fold=False)(x), rtol=1e-5, atol=1e-5
+        )
     assert torch_prune.is_pruned(masked)
 
 
@@ -370,6 +388,7 @@ class FunctionalDropout(nn.Module):
 
 def test_functional_dropout_is_recorded_in_eval_semantics():
     from mipp.pruning import MIPP
+
     torch.manual_seed(0)
     model = FunctionalDropout().train()
     x = torch.randn(300, 5)
@@ -383,6 +402,7 @@ def test_functional_dropout_is_recorded_in_eval_semantics():
 
 def test_a_softmax_head_does_not_block_the_hidden_layers():
     from mipp.pruning import MIPP
+
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 3), nn.Softmax(dim=1)).eval()
     x = torch.randn(300, 5)

@@ -1,14 +1,15 @@
 """Any model Torch-Pruning can prune: a zoo of the architectures people prune (tests/pruning/zoo.py). For each,
 MIPP selects and applies; the pruned model equals the masked original for the same kept nodes; MACs and
 parameters drop as Torch-Pruning's counter reports; groups MIPP cannot decide are named with the reason."""
+
 import copy
 
 import pytest
 import torch
 from torch import nn
+from zoo import ZOO
 
 from mipp.pruning import MIPP, UnsupportedModelError, analyse, count_macs_params
-from zoo import ZOO
 
 N = 160
 
@@ -35,8 +36,14 @@ def test_zoo_select_apply_equals_mask(name, joint):
     sel = MIPP(n_samples=N, joint=joint, progress=False).select(model, x)
     assert sel.keep, f"nothing decided in {name}"
     gen = torch.Generator().manual_seed(0)
-    half = sel.with_keep({g: torch.randperm(sel.structure.groups[g].n_nodes, generator=gen)
-                          [: max(1, sel.structure.groups[g].n_nodes // 2)] for g in sel.keep})
+    half = sel.with_keep(
+        {
+            g: torch.randperm(sel.structure.groups[g].n_nodes, generator=gen)[
+                : max(1, sel.structure.groups[g].n_nodes // 2)
+            ]
+            for g in sel.keep
+        }
+    )
     for kw in (dict(fold=False), dict(refit=x)):
         small = half.apply(model, **kw)
         masked = half.mask(copy.deepcopy(model), **kw)
@@ -46,7 +53,7 @@ def test_zoo_select_apply_equals_mask(name, joint):
     m1, p1 = count_macs_params(small, x[:1])
     assert m1 < m0 and p1 < p0
     with torch.no_grad():
-        assert small(x).shape == model(x).shape                      # the output layer is never pruned
+        assert small(x).shape == model(x).shape  # the output layer is never pruned
     mipp_small = sel.apply(model, refit=x)
     with torch.no_grad():
         assert torch.isfinite(mipp_small(x)).all()
@@ -54,20 +61,24 @@ def test_zoo_select_apply_equals_mask(name, joint):
 
 def test_zoo_undecided_groups_are_named():
     st = analyse(randomise(ZOO["encoder"][0]()), torch.randn(2, *ZOO["encoder"][1]))
-    assert st.groups["blocks.0.fc1"].prunable and st.groups["blocks.1.fc1"].prunable     # the FFN neurons
+    assert st.groups["blocks.0.fc1"].prunable and st.groups["blocks.1.fc1"].prunable  # the FFN neurons
     assert "LayerNorm" not in st.groups["embed"].reason and "normalise" in st.groups["embed"].reason
-    assert "breaks the forward pass" in st.groups["blocks.0.qkv"].reason                # heads reshape
+    assert "breaks the forward pass" in st.groups["blocks.0.qkv"].reason  # heads reshape
     res = analyse(randomise(ZOO["resnet18"][0]()), torch.randn(2, *ZOO["resnet18"][1]))
     assert "residual stream" in res.groups["stem.0"].reason
-    assert {c.name for c in res.groups["stem.0"].consumers} == {"layers.0.conv1", "layers.1.conv1",
-                                                                 "layers.2.conv1", "layers.2.shortcut.0"}
+    assert {c.name for c in res.groups["stem.0"].consumers} == {
+        "layers.0.conv1",
+        "layers.1.conv1",
+        "layers.2.conv1",
+        "layers.2.shortcut.0",
+    }
     mob = analyse(randomise(ZOO["mobilenetv2"][0]()), torch.randn(2, *ZOO["mobilenetv2"][1]))
     expand = mob.groups["blocks.1.conv.0"]
-    assert "blocks.1.conv.3" in expand.members                   # the depthwise conv goes with its channels
+    assert "blocks.1.conv.3" in expand.members  # the depthwise conv goes with its channels
     assert [c.name for c in expand.consumers] == ["blocks.1.conv.6"]
     dense = analyse(randomise(ZOO["densenet"][0]()), torch.randn(2, *ZOO["densenet"][1]))
     assert [c.name for c in dense.groups["layers.0.2"].consumers] == ["layers.1.2", "layers.2.2", "transition.2"]
-    assert dense.groups["layers.0.2"].consumers[0].columns[0] == [8]   # concatenated after the stem's 8
+    assert dense.groups["layers.0.2"].consumers[0].columns[0] == [8]  # concatenated after the stem's 8
 
 
 def test_a_model_torch_pruning_cannot_trace_gets_a_clear_error():
@@ -78,7 +89,8 @@ def test_a_model_torch_pruning_cannot_trace_gets_a_clear_error():
 
         def forward(self, x):
             return self.b(torch.relu(self.a(x))).argmax(1)
-    with pytest.raises(UnsupportedModelError, match="no pruning group.*argmax"):
+
+    with pytest.raises(UnsupportedModelError, match=r"no pruning group.*argmax"):
         MIPP(progress=False).select(Argmax(), torch.randn(50, 4))
 
 
@@ -90,5 +102,6 @@ def test_a_dict_output_keeps_layers_that_reach_it():
 
         def forward(self, x):
             return {"out": self.b(torch.relu(self.a(x))), "hidden": self.a(x)}
+
     st = analyse(Two(), torch.randn(2, 4))
     assert not st.groups["a"].prunable and "reach the model output" in st.groups["a"].reason

@@ -1,6 +1,7 @@
 """Small versions of the architectures people prune, written here (torchvision does not install beside the
 CPU torch of this project): ResNet-18-style, MobileNetV2-style, VGG-11-BN, a DenseNet-style block, a
 transformer encoder block, a Conv1d network. Same structure as the originals, few channels."""
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,9 +47,15 @@ class InvertedResidual(nn.Module):
         hidden = cin * expand
         self.use_res = stride == 1 and cin == cout
         self.conv = nn.Sequential(
-            nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
-            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
-            nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout))
+            nn.Conv2d(cin, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(),
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
 
     def forward(self, x):
         return x + self.conv(x) if self.use_res else self.conv(x)
@@ -60,8 +67,9 @@ class MobileNetV2(nn.Module):
     def __init__(self, classes=10):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU6())
-        self.blocks = nn.Sequential(InvertedResidual(8, 8, 1, 2), InvertedResidual(8, 12, 2, 3),
-                                    InvertedResidual(12, 12, 1, 3))
+        self.blocks = nn.Sequential(
+            InvertedResidual(8, 8, 1, 2), InvertedResidual(8, 12, 2, 3), InvertedResidual(12, 12, 1, 3)
+        )
         self.head = nn.Sequential(nn.Conv2d(12, 32, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6())
         self.fc = nn.Linear(32, classes)
 
@@ -83,8 +91,16 @@ class VGG11BN(nn.Module):
                 layers += [nn.Conv2d(cin, v, 3, padding=1), nn.BatchNorm2d(v), nn.ReLU()]
                 cin = v
         self.features = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(cin * 2 * 2, 64), nn.ReLU(), nn.Dropout(),
-                                        nn.Linear(64, 64), nn.ReLU(), nn.Dropout(), nn.Linear(64, classes))
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(cin * 2 * 2, 64),
+            nn.ReLU(),
+            nn.Dropout(),
+            nn.Linear(64, 64),
+            nn.ReLU(),
+            nn.Dropout(),
+            nn.Linear(64, classes),
+        )
 
     def forward(self, x):
         return self.classifier(self.features(x))
@@ -155,8 +171,14 @@ class Conv1dNet(nn.Module):
 
     def __init__(self, classes=5):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv1d(3, 12, 5, padding=2), nn.BatchNorm1d(12), nn.ReLU(), nn.MaxPool1d(2),
-                                      nn.Conv1d(12, 16, 3, padding=1), nn.ReLU())
+        self.features = nn.Sequential(
+            nn.Conv1d(3, 12, 5, padding=2),
+            nn.BatchNorm1d(12),
+            nn.ReLU(),
+            nn.MaxPool1d(2),
+            nn.Conv1d(12, 16, 3, padding=1),
+            nn.ReLU(),
+        )
         self.fc = nn.Linear(16, classes)
 
     def forward(self, x):

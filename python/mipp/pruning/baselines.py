@@ -11,6 +11,7 @@ with every output position instead of a sample of them); and the least-squares s
 closed-form order without its KSG decisions). SynFlow and GraSP also as global rankings of their own
 (``global_keep``), which can collapse a layer; the collapse is reported.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,13 +24,13 @@ from mipp.pruning.structure import _tp, build_graph, clone_model, eval_mode
 
 def keep_top(selection: Selection, scores: dict[str, torch.Tensor]) -> Selection:
     """A selection with ``selection``'s per-group counts keeping the highest-scoring nodes."""
-    return selection.with_keep({name: scores[name].topk(len(idx)).indices.sort().values
-                                for name, idx in selection.keep.items()})
+    return selection.with_keep(
+        {name: scores[name].topk(len(idx)).indices.sort().values for name, idx in selection.keep.items()}
+    )
 
 
 def random_scores(selection: Selection, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    return {name: torch.rand(selection.structure.groups[name].n_nodes, generator=generator)
-            for name in selection.keep}
+    return {name: torch.rand(selection.structure.groups[name].n_nodes, generator=generator) for name in selection.keep}
 
 
 def l1_scores(selection: Selection, model: nn.Module) -> dict[str, torch.Tensor]:
@@ -38,8 +39,9 @@ def l1_scores(selection: Selection, model: nn.Module) -> dict[str, torch.Tensor]
     return {name: modules[name].weight.detach().abs().flatten(1).sum(dim=1).cpu() for name in selection.keep}
 
 
-def taylor_scores(selection: Selection, model: nn.Module, x: torch.Tensor, target: torch.Tensor,
-                  loss_fn=nn.functional.cross_entropy) -> dict[str, torch.Tensor]:
+def taylor_scores(
+    selection: Selection, model: nn.Module, x: torch.Tensor, target: torch.Tensor, loss_fn=nn.functional.cross_entropy
+) -> dict[str, torch.Tensor]:
     """Torch-Pruning's first-order Taylor importance of each group (all its coupled layers) from the gradient
     of the loss on (x, target)."""
     tp = _tp()
@@ -53,27 +55,34 @@ def taylor_scores(selection: Selection, model: nn.Module, x: torch.Tensor, targe
     out = {}
     for name in selection.keep:
         root = modules[name]
-        group = dg.get_pruning_group(root, dg.get_pruner_of_module(root).prune_out_channels,
-                                     idxs=list(range(selection.structure.groups[name].n_nodes)))
+        group = dg.get_pruning_group(
+            root,
+            dg.get_pruner_of_module(root).prune_out_channels,
+            idxs=list(range(selection.structure.groups[name].n_nodes)),
+        )
         out[name] = imp(group).detach().cpu()
     return out
 
 
-def screen_selection(selection: Selection, model: nn.Module, inputs, n_samples: int = 1000,
-                     ridge: float = 1e-9) -> Selection:
+def screen_selection(
+    selection: Selection, model: nn.Module, inputs, n_samples: int = 1000, ridge: float = 1e-9
+) -> Selection:
     """The least-squares screen alone at ``selection``'s per-group counts: in every group, from the output
     back, greedy removal by ||W_i||^2 Var(x_i | rest) with rank-one updates (decide.screen_keep)."""
     counts = selection.counts
 
     def decide(group, blocks, drops, bar):
         return screen_keep(blocks, group.n_nodes, counts[group.name], ridge=ridge, drop=drops), None
-    chosen = walk(model, inputs, decide, n_samples=n_samples, joint=any(
-        selection.structure.groups[n].coupled for n in counts))
+
+    chosen = walk(
+        model, inputs, decide, n_samples=n_samples, joint=any(selection.structure.groups[n].coupled for n in counts)
+    )
     return selection.with_keep(chosen.keep)
 
 
-def attached_scores(selection: Selection, model: nn.Module, param_scores: dict[str, torch.Tensor]
-                    ) -> dict[str, torch.Tensor]:
+def attached_scores(
+    selection: Selection, model: nn.Module, param_scores: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Per group, each node's L1 norm of the scores of the weights attached to it (``param_scores``: parameter
     name -> a score tensor of the parameter's shape): for every module of the group, the output rows of a
     layer that produces the nodes and the input columns of a layer that reads them."""
@@ -101,8 +110,11 @@ def attached_scores(selection: Selection, model: nn.Module, param_scores: dict[s
                     continue
                 s = s.detach().abs().double().cpu()
                 if is_in:
-                    if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) and p.dim() >= 2 and \
-                            getattr(module, "groups", 1) == 1:
+                    if (
+                        isinstance(module, (nn.Linear, nn.modules.conv._ConvNd))
+                        and p.dim() >= 2
+                        and getattr(module, "groups", 1) == 1
+                    ):
                         score.index_add_(0, root_idx, s.transpose(0, 1)[idx].flatten(1).sum(1))
                 elif p.shape[0] > int(idx.max()):
                     score.index_add_(0, root_idx, s[idx].reshape(len(idx), -1).sum(1))
@@ -121,12 +133,14 @@ def synflow_scores(selection: Selection, model: nn.Module) -> dict[str, torch.Te
     with eval_mode(net):
         net.zero_grad()
         net(torch.ones_like(ex[:1], dtype=torch.float64)).sum().backward()
-    return attached_scores(selection, model, {n: p.detach() * p.grad for n, p in net.named_parameters()
-                                            if p.grad is not None})
+    return attached_scores(
+        selection, model, {n: p.detach() * p.grad for n, p in net.named_parameters() if p.grad is not None}
+    )
 
 
-def grasp_scores(selection: Selection, model: nn.Module, x: torch.Tensor, target: torch.Tensor,
-                 loss_fn=nn.functional.cross_entropy) -> dict[str, torch.Tensor]:
+def grasp_scores(
+    selection: Selection, model: nn.Module, x: torch.Tensor, target: torch.Tensor, loss_fn=nn.functional.cross_entropy
+) -> dict[str, torch.Tensor]:
     """GraSP: theta * Hg, with g the loss gradient and Hg its Hessian-vector product (double backward) on
     (x, target); its magnitude summed over each node's attached weights."""
     net = clone_model(model, unmask=True)
@@ -138,17 +152,20 @@ def grasp_scores(selection: Selection, model: nn.Module, x: torch.Tensor, target
     return attached_scores(selection, model, {names[id(p)]: p.detach() * h for p, h in zip(params, hg)})
 
 
-def obd_scores(selection: Selection, model: nn.Module, x: torch.Tensor, target: torch.Tensor,
-               loss_fn=nn.functional.cross_entropy) -> dict[str, torch.Tensor]:
+def obd_scores(
+    selection: Selection, model: nn.Module, x: torch.Tensor, target: torch.Tensor, loss_fn=nn.functional.cross_entropy
+) -> dict[str, torch.Tensor]:
     """Optimal Brain Damage with the diagonal Fisher as the Hessian: 1/2 theta^2 E[g^2] from per-sample
     gradients (torch.func.vmap over grad), summed over each node's attached weights."""
     from torch.func import functional_call, grad, vmap
+
     net = clone_model(model, unmask=True)
     params = {n: p.detach() for n, p in net.named_parameters()}
     buffers = {n: b for n, b in net.named_buffers()}
 
     def loss_one(p, xi, ti):
         return loss_fn(functional_call(net, (p, buffers), (xi[None],)), ti[None])
+
     with eval_mode(net):
         fisher = {n: torch.zeros_like(p) for n, p in params.items()}
         for xb, tb in zip(x.split(128), target.split(128)):
@@ -164,15 +181,15 @@ def thinet_keep(blocks, n_nodes: int, n_keep: int, drop=None) -> list[int]:
     features, every output position), until ``n_keep`` remain. Returns the kept nodes, sorted."""
     gram = torch.zeros(n_nodes, n_nodes, dtype=torch.float64)
     for j, b in enumerate(blocks):
-        second = b.cov + torch.outer(b.mean, b.mean)                     # E[x x^T]
+        second = b.cov + torch.outer(b.mean, b.mean)  # E[x x^T]
         if drop is not None:
             second = second * ~drop[j][:, None] * ~drop[j][None, :]
-        owner = torch.zeros(second.shape[0], n_nodes, dtype=torch.float64)   # feature column -> node
+        owner = torch.zeros(second.shape[0], n_nodes, dtype=torch.float64)  # feature column -> node
         for i, cols in enumerate(b.columns):
             owner[cols, i] = 1.0
-        gram += owner.T @ ((b.weight.T @ b.weight) * second) @ owner    # sum over outputs of W_a W_b x_a x_b
+        gram += owner.T @ ((b.weight.T @ b.weight) * second) @ owner  # sum over outputs of W_a W_b x_a x_b
     removed: list[int] = []
-    cross = torch.zeros(n_nodes, dtype=torch.float64)          # sum over removed r of gram[r, :]
+    cross = torch.zeros(n_nodes, dtype=torch.float64)  # sum over removed r of gram[r, :]
     alive = list(range(n_nodes))
     while len(alive) > n_keep:
         cand = torch.tensor(alive)
@@ -189,18 +206,20 @@ def thinet_selection(selection: Selection, model: nn.Module, inputs, n_samples: 
 
     def decide(group, blocks, drops, bar):
         return thinet_keep(blocks, group.n_nodes, counts[group.name], drops), None
+
     return selection.with_keep(walk(model, inputs, decide, n_samples=n_samples).keep)
 
 
-def global_keep(selection: Selection, scores: dict[str, torch.Tensor], sparsity: float,
-                min_keep: int = 1) -> tuple[Selection, list[str]]:
+def global_keep(
+    selection: Selection, scores: dict[str, torch.Tensor], sparsity: float, min_keep: int = 1
+) -> tuple[Selection, list[str]]:
     """A method's own budget: remove the globally lowest-scoring ``sparsity`` fraction of all decided groups'
     nodes. Returns the selection and the groups that collapsed (would have kept no node; they keep their
     ``min_keep`` best so the network still runs)."""
     names = list(selection.keep)
     flat = torch.cat([scores[n].double() for n in names])
     total = len(flat)
-    n_remove = int(round(sparsity * total))
+    n_remove = round(sparsity * total)
     order = flat.argsort()[n_remove:]
     owner = torch.cat([torch.full((len(scores[n]),), j) for j, n in enumerate(names)])
     offset = {n: sum(len(scores[m]) for m in names[:j]) for j, n in enumerate(names)}

@@ -11,6 +11,7 @@ over all rows (mean and covariance: what the least-squares screen and re-fit nee
 input sample (a random position for a convolution, a random token for a sequence), so the
 per-sample statistics (KSG) see independent samples.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,8 +32,10 @@ def feature_rows(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]
         return rows, rows.shape[0] // max(n, 1)
     if isinstance(module, nn.modules.conv._ConvNd):
         if module.padding_mode != "zeros":
-            raise ValueError(f"convolutions with padding_mode={module.padding_mode!r} are not supported "
-                             "(their receptive fields are not zero-padded)")
+            raise ValueError(
+                f"convolutions with padding_mode={module.padding_mode!r} are not supported "
+                "(their receptive fields are not zero-padded)"
+            )
         if isinstance(module, nn.Conv1d):
             x = x.unsqueeze(-2)
             kernel, dilation, stride = (1, *module.kernel_size), (1, *module.dilation), (1, *module.stride)
@@ -41,7 +44,7 @@ def feature_rows(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]
             kernel, dilation, stride, padding = module.kernel_size, module.dilation, module.stride, module.padding
         else:
             raise ValueError(f"{type(module).__name__} is not supported as a consumer (Conv1d / Conv2d are)")
-        if isinstance(padding, str):   # "same" / "valid": the amount torch uses for stride 1
+        if isinstance(padding, str):  # "same" / "valid": the amount torch uses for stride 1
             padding = tuple(0 if padding == "valid" else d * (k - 1) // 2 for k, d in zip(kernel, dilation))
         cols = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)  # (n, C*k, L)
         return cols.transpose(1, 2).reshape(-1, cols.shape[1]), cols.shape[2]
@@ -59,16 +62,17 @@ def kernel_size(module: nn.Module) -> int:
 
 @dataclass
 class ConsumerStats:
-    n_rows: int              # rows behind the moments (samples x positions)
-    mean: torch.Tensor       # (F,) float64
-    cov: torch.Tensor        # (F, F) float64, population covariance over the rows
-    rows: torch.Tensor       # (N, F) float64: one row per input sample (uncentred)
+    n_rows: int  # rows behind the moments (samples x positions)
+    mean: torch.Tensor  # (F,) float64
+    cov: torch.Tensor  # (F, F) float64, population covariance over the rows
+    rows: torch.Tensor  # (N, F) float64: one row per input sample (uncentred)
 
 
 class _Accumulator:
     """Moments over rows summed in fixed chunks of CHUNK rows, and the sampled row of each input sample drawn
     from a per-sample uniform stream: both depend on the sequence of samples only, not on how the inputs
     were batched (a DataLoader and a tensor give bit-identical statistics, hence the same selection)."""
+
     CHUNK = 4096
 
     def __init__(self, seed: int):
@@ -85,7 +89,7 @@ class _Accumulator:
         n = rows.shape[0] // positions
         while len(self.uniform) < self.n_samples + n:
             self.uniform = torch.cat([self.uniform, torch.rand(1024, generator=self.gen, dtype=torch.float64)])
-        u = self.uniform[self.n_samples:self.n_samples + n]
+        u = self.uniform[self.n_samples : self.n_samples + n]
         pick = (u * positions).long().clamp_max(positions - 1) + torch.arange(n) * positions
         self.sampled.append(rows[pick])
         self.n_samples += n
@@ -138,8 +142,9 @@ def _batch_size(x) -> int:
         return _batch_size(next(iter(x.values())))
     if isinstance(x, (tuple, list)) and x:
         return _batch_size(x[0])
-    raise TypeError(f"inputs must be tensors, or yield tensors / (tensor, label) / dict batches; got "
-                    f"{type(x).__name__}")
+    raise TypeError(
+        f"inputs must be tensors, or yield tensors / (tensor, label) / dict batches; got {type(x).__name__}"
+    )
 
 
 def _slice(x, n: int):
@@ -178,7 +183,9 @@ def capture(model: nn.Module, batches: list, consumers: list[str], seed: int = 0
         def fn(module, inputs, output):
             rows, positions = feature_rows(module, inputs[0])
             acc[name].add(rows, positions)
+
         return fn
+
     handles = [modules[name].register_forward_hook(hook(name)) for name in consumers]
     try:
         device = _device(model)

@@ -36,6 +36,7 @@ so a residual is never fitted to the sample it is evaluated on, and one feature 
 random position of a convolution). When the signal has more than ``m_max`` directions, KSG estimates the
 leading ``m_max`` and the Gaussian closed form adds the rest (an upper bound for those directions).
 """
+
 from __future__ import annotations
 
 import math
@@ -61,21 +62,30 @@ REFRESH = 32
 class Block:
     """One consumer's view of a layer: the consumer's feature statistics and weights, and the columns of
     each node among its features (empty where the consumer does not read that node)."""
-    cov: torch.Tensor             # (F, F) float64
-    mean: torch.Tensor            # (F,)
-    rows: torch.Tensor            # (N, F) one uncentred row per input sample
-    n_rows: int                   # rows behind cov (leverage of a row is 1/n_rows + x P x / n_rows)
-    weight: torch.Tensor          # (q, F) float64 pre-activation weights (kept outputs only)
-    columns: list[torch.Tensor]   # per node: LongTensor of its feature columns
+
+    cov: torch.Tensor  # (F, F) float64
+    mean: torch.Tensor  # (F,)
+    rows: torch.Tensor  # (N, F) one uncentred row per input sample
+    n_rows: int  # rows behind cov (leverage of a row is 1/n_rows + x P x / n_rows)
+    weight: torch.Tensor  # (q, F) float64 pre-activation weights (kept outputs only)
+    columns: list[torch.Tensor]  # per node: LongTensor of its feature columns
     name: str = "consumer"
 
     def __post_init__(self):
         F = self.cov.shape[0]
-        if self.cov.shape != (F, F) or self.mean.shape != (F,) or self.rows.dim() != 2 or \
-                self.rows.shape[1] != F or self.weight.dim() != 2 or self.weight.shape[1] != F:
-            raise ValueError(f"block {self.name!r}: inconsistent shapes cov {tuple(self.cov.shape)}, mean "
-                             f"{tuple(self.mean.shape)}, rows {tuple(self.rows.shape)}, weight "
-                             f"{tuple(self.weight.shape)}")
+        if (
+            self.cov.shape != (F, F)
+            or self.mean.shape != (F,)
+            or self.rows.dim() != 2
+            or self.rows.shape[1] != F
+            or self.weight.dim() != 2
+            or self.weight.shape[1] != F
+        ):
+            raise ValueError(
+                f"block {self.name!r}: inconsistent shapes cov {tuple(self.cov.shape)}, mean "
+                f"{tuple(self.mean.shape)}, rows {tuple(self.rows.shape)}, weight "
+                f"{tuple(self.weight.shape)}"
+            )
 
     @property
     def target_variance(self) -> float:
@@ -87,8 +97,8 @@ class Block:
 @dataclass
 class NodeRecord:
     node: int
-    step: int           # order in which the node was decided (0 first)
-    rule: str           # "constant", "affine", "unread", "test", "min_keep"; "budget": given back
+    step: int  # order in which the node was decided (0 first)
+    rule: str  # "constant", "affine", "unread", "test", "min_keep"; "budget": given back
     removed: bool
     # KSG backend: the closed-form Delta when decided (nats; nan for untested rules), the KSG estimate of
     # Delta (plus the Gaussian remainder) and its upper (1 - alpha) confidence bound, removed when below the
@@ -104,7 +114,7 @@ class NodeRecord:
 class LayerDecision:
     kept: list[int]
     records: list[NodeRecord] = field(default_factory=list)
-    recon_error: float = 0.0      # relative LS reconstruction error of the consumers on the kept nodes
+    recon_error: float = 0.0  # relative LS reconstruction error of the consumers on the kept nodes
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -120,12 +130,12 @@ class _State:
         var = block.cov.diagonal()
         scale = float(var.max()) if F else 0.0
         constant = var <= 1e-24 * max(scale, 1e-300)
-        self.present = torch.nonzero(~(constant | drop)).flatten()   # original columns at the rebuild
-        self.where = torch.full((F + 1,), -1, dtype=torch.long)     # original column -> position (-1: gone)
+        self.present = torch.nonzero(~(constant | drop)).flatten()  # original columns at the rebuild
+        self.where = torch.full((F + 1,), -1, dtype=torch.long)  # original column -> position (-1: gone)
         width = max((len(c) for c in block.columns), default=0)
         self.node_cols = torch.full((len(block.columns), max(width, 1)), F, dtype=torch.long)  # F: padding
         for i, c in enumerate(block.columns):
-            self.node_cols[i, :len(c)] = c
+            self.node_cols[i, : len(c)] = c
         self.centred_all = block.rows - block.mean
         self.sigma2 = 0.0
         self.removed_since = 0
@@ -169,7 +179,7 @@ class _State:
     def remove(self, g: torch.Tensor, e: torch.Tensor, Pgg: torch.Tensor):
         inv = torch.linalg.inv(Pgg)
         self.h -= ((e @ Pgg) * e).sum(1) / self.block.n_rows
-        Pg = self.P[g]                                          # (|g|, F) rows of the removed columns
+        Pg = self.P[g]  # (|g|, F) rows of the removed columns
         self.W.addmm_(self.W[:, g] @ inv, Pg, alpha=-1.0)
         self.P.addmm_(Pg.T @ inv, Pg, alpha=-1.0)
         self.live[g] = False
@@ -217,15 +227,15 @@ def gaussian_scores(states: list[_State], nodes: list[int], inflate: float = 1.0
                 continue
             sel = torch.nonzero(counts == size).flatten()
             rows = pos[sel]
-            g = rows[rows >= 0].view(len(sel), size)                              # (n, size), in order
-            if size == 1:                                                         # a neuron: no matrices
+            g = rows[rows >= 0].view(len(sel), size)  # (n, size), in order
+            if size == 1:  # a neuron: no matrices
                 c = g[:, 0]
                 snr = (st.W[:, c] ** 2).sum(0) * inflate / (st.P[c, c] * st.sigma2)
                 total[sel] += 0.5 * torch.log1p(snr)
                 continue
-            Pgg = st.P[g[:, :, None], g[:, None, :]]                              # (n, size, size)
+            Pgg = st.P[g[:, :, None], g[:, None, :]]  # (n, size, size)
             V = torch.linalg.inv(Pgg) * inflate
-            Wg = st.W[:, g].permute(1, 0, 2)                                       # (n, q, size)
+            Wg = st.W[:, g].permute(1, 0, 2)  # (n, q, size)
             A = Wg.transpose(1, 2) @ Wg / st.sigma2
             eye = torch.eye(size, dtype=A.dtype)
             total[sel] += 0.5 * torch.linalg.slogdet(eye + V @ A).logabsdet
@@ -250,22 +260,39 @@ def _signal(residuals: list[torch.Tensor], weights: list[torch.Tensor], m_max: i
     return ua[:, :m] * sa[:m], 0.5 * float(torch.log1p(sa[m:] ** 2 / n).sum())
 
 
-def decide_layer(blocks: list[Block], n_nodes: int, *, k: int, alpha: float, tolerance: float,
-                 noise: float, min_keep: int, generator: torch.Generator, ridge: float = 1e-9,
-                 m_max: int = 2, drop: list[torch.Tensor] | None = None,
-                 bar=None, local_mi=None) -> LayerDecision:
+def decide_layer(
+    blocks: list[Block],
+    n_nodes: int,
+    *,
+    k: int,
+    alpha: float,
+    tolerance: float,
+    noise: float,
+    min_keep: int,
+    generator: torch.Generator,
+    ridge: float = 1e-9,
+    m_max: int = 2,
+    drop: list[torch.Tensor] | None = None,
+    bar=None,
+    local_mi=None,
+) -> LayerDecision:
     """Decide every node of a layer (see the module docstring). ``drop``: per block, a boolean mask of
     feature columns already removed by other groups (left out of every regression). ``local_mi(a, b)``: the
     KSG local values of I(a; b) (normalized), by default ``mipp.mi``; mipp.distributed passes one that
     splits the query rows across ranks."""
     if local_mi is None:
+
         def local_mi(a, b):
             return mipp.mi(a, b, k, normalize=True, reduction="none")
+
     import time
+
     t0 = time.perf_counter()
     z = statistics.NormalDist().inv_cdf(1.0 - alpha)
-    states = [_State(b, drop[j] if drop is not None else torch.zeros(b.cov.shape[0], dtype=torch.bool),
-                     ridge) for j, b in enumerate(blocks)]
+    states = [
+        _State(b, drop[j] if drop is not None else torch.zeros(b.cov.shape[0], dtype=torch.bool), ridge)
+        for j, b in enumerate(blocks)
+    ]
     for st in states:
         st.sigma2 = noise * max(st.block.target_variance, 1e-300)
     out = LayerDecision(kept=[])
@@ -273,12 +300,12 @@ def decide_layer(blocks: list[Block], n_nodes: int, *, k: int, alpha: float, tol
     undecided = []
     step = 0
     for i in range(n_nodes):
-        if all(len(st.cols(i)) == 0 for st in states):      # every column constant (or none read)
-            if len(alive) > min_keep:
-                alive.discard(i)
-                out.records.append(NodeRecord(i, step, "constant", True, 0.0, 0.0, 0.0))
-                step += 1
-                continue
+        # every column constant (or none read)
+        if all(len(st.cols(i)) == 0 for st in states) and len(alive) > min_keep:
+            alive.discard(i)
+            out.records.append(NodeRecord(i, step, "constant", True, 0.0, 0.0, 0.0))
+            step += 1
+            continue
         undecided.append(i)
     if bar is not None:
         bar.reset(total=n_nodes)
@@ -315,10 +342,10 @@ def decide_layer(blocks: list[Block], n_nodes: int, *, k: int, alpha: float, tol
         gauss_upper = float(gaussian_scores(states, [i], chi2_upper_factor(dof, alpha))[0])
         t1 = time.perf_counter()
         # the ridge puts a floor of about ridge x (dependencies) under an exact combination's residual variance
-        if var_res <= (AFFINE_TOL ** 2 + 100 * ridge) * var_all:
+        if var_res <= (AFFINE_TOL**2 + 100 * ridge) * var_all:
             rule, estimate, upper = "affine", 0.0, 0.0
         elif all(float(w.abs().max()) == 0.0 for w in weights):
-            rule, estimate, upper = "unread", 0.0, 0.0           # no consumer weight reads it
+            rule, estimate, upper = "unread", 0.0, 0.0  # no consumer weight reads it
         else:
             rule = "test"
             signal, remainder = _signal(residuals, weights, m_max)
@@ -346,13 +373,16 @@ def decide_layer(blocks: list[Block], n_nodes: int, *, k: int, alpha: float, tol
     return out
 
 
-def screen_keep(blocks: list[Block], n_nodes: int, n_keep: int, *, ridge: float = 1e-9,
-                drop: list[torch.Tensor] | None = None) -> list[int]:
+def screen_keep(
+    blocks: list[Block], n_nodes: int, n_keep: int, *, ridge: float = 1e-9, drop: list[torch.Tensor] | None = None
+) -> list[int]:
     """The least-squares screen alone (no KSG): remove nodes greedily by the closed-form Delta (equivalently
     by the re-fitted reconstruction error ||W_i||^2 Var(x_i | rest) each removal adds), with the same
     rank-one updates as :func:`decide_layer`, until ``n_keep`` remain. Returns the kept nodes, sorted."""
-    states = [_State(b, drop[j] if drop is not None else torch.zeros(b.cov.shape[0], dtype=torch.bool),
-                     ridge) for j, b in enumerate(blocks)]
+    states = [
+        _State(b, drop[j] if drop is not None else torch.zeros(b.cov.shape[0], dtype=torch.bool), ridge)
+        for j, b in enumerate(blocks)
+    ]
     for st in states:
         st.sigma2 = max(st.block.target_variance, 1e-300)
     alive = list(range(n_nodes))

@@ -12,6 +12,7 @@ other group alone. Two traps of a hand-configured pruner are closed here:
   channels MIPP kept, and it raises when a channel MIPP kept has already been removed (a ``pruning_ratio``
   larger than MIPP's would do that; Torch-Pruning gives an importance no way to stop it within one step).
 """
+
 from __future__ import annotations
 
 import torch
@@ -37,7 +38,7 @@ class MIPPImportance:
         """Original indices of the root's current channels, replaying Torch-Pruning's pruning history."""
         alive = list(range(self._n[name]))
         dg = getattr(group, "_DG", None)
-        for root_name, is_out, idxs in (dg.pruning_history() if dg is not None else []):
+        for root_name, is_out, idxs in dg.pruning_history() if dg is not None else []:
             if root_name == name and is_out:
                 gone = set(int(i) for i in idxs)
                 alive = [a for j, a in enumerate(alive) if j not in gone]
@@ -50,9 +51,11 @@ class MIPPImportance:
         alive = self._alive(name, group)
         missing = self._keep[name] - set(alive)
         if missing:
-            raise RuntimeError(f"Torch-Pruning removed nodes {sorted(missing)[:5]} of {name!r} that MIPP kept: its "
-                               "pruning ratio exceeds MIPP's decision. Use "
-                               "mipp.pruning.integrations.torch_pruning_pruner(selection, model, example)")
+            raise RuntimeError(
+                f"Torch-Pruning removed nodes {sorted(missing)[:5]} of {name!r} that MIPP kept: its "
+                "pruning ratio exceeds MIPP's decision. Use "
+                "mipp.pruning.integrations.torch_pruning_pruner(selection, model, example)"
+            )
         original = [alive[int(i)] for i in group[0].root_idxs]
         return torch.tensor([float(o in self._keep[name]) for o in original])
 
@@ -67,8 +70,7 @@ def torch_pruning_ratios(selection: Selection, model: nn.Module) -> dict[nn.Modu
     return out
 
 
-def torch_pruning_pruner(selection: Selection, model: nn.Module, example=None, iterative_steps: int = 1,
-                         **kwargs):
+def torch_pruning_pruner(selection: Selection, model: nn.Module, example=None, iterative_steps: int = 1, **kwargs):
     """A ``tp.pruner.MetaPruner`` on ``model`` (pruned in place by ``pruner.step()``, as Torch-Pruning works)
     that removes exactly MIPP's nodes after ``iterative_steps`` steps and nothing else. Extra keyword
     arguments go to MetaPruner (those that set ratios or the importance are MIPP's and refused)."""
@@ -76,7 +78,13 @@ def torch_pruning_pruner(selection: Selection, model: nn.Module, example=None, i
     for key in ("importance", "pruning_ratio", "pruning_ratio_dict", "global_pruning"):
         if key in kwargs:
             raise TypeError(f"{key!r} is set by MIPP's selection and cannot be passed")
-    return tp.pruner.MetaPruner(model, selection.example if example is None else example,
-                                importance=MIPPImportance(selection, model), pruning_ratio=0.0,
-                                pruning_ratio_dict=torch_pruning_ratios(selection, model),
-                                iterative_steps=iterative_steps, global_pruning=False, **kwargs)
+    return tp.pruner.MetaPruner(
+        model,
+        selection.example if example is None else example,
+        importance=MIPPImportance(selection, model),
+        pruning_ratio=0.0,
+        pruning_ratio_dict=torch_pruning_ratios(selection, model),
+        iterative_steps=iterative_steps,
+        global_pruning=False,
+        **kwargs,
+    )

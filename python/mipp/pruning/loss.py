@@ -28,6 +28,7 @@ held-out loss is the best one seen, and the weights are those that reached it); 
 on the training rows; float32. Every model of a step (the repeats; the single-node models) is one stacked
 parameter set trained together (torch.func.stack_module_state + vmap), on the device of the activations.
 """
+
 from __future__ import annotations
 
 import copy
@@ -50,6 +51,7 @@ class LossConfig:
     finetune_steps: steps of a warm-started fit after masking a node. patience: steps without a better
     held-out loss before a fit stops (all of its stacked models). holdout: fraction of the samples held out
     for the losses."""
+
     hidden: int = 32
     depth: int = 2
     lr: float = 1e-2
@@ -81,9 +83,17 @@ class _Stack:
     """M independent MLPs with stacked parameters, trained together: their losses are summed, and Adam is
     element-wise, so each model's update is its own."""
 
-    def __init__(self, n_models: int, n_in: int, n_out: int, cfg: LossConfig, generator: torch.Generator,
-                 device, dtype=torch.float32):
-        seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+    def __init__(
+        self,
+        n_models: int,
+        n_in: int,
+        n_out: int,
+        cfg: LossConfig,
+        generator: torch.Generator,
+        device,
+        dtype=torch.float32,
+    ):
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             models = [_mlp(n_in, n_out, cfg).to(device=device, dtype=dtype) for _ in range(n_models)]
@@ -91,17 +101,17 @@ class _Stack:
         self.base = copy.deepcopy(models[0]).to("meta")
         self.cfg = cfg
 
-    def doubled(self) -> "_Stack":
+    def doubled(self) -> _Stack:
         """A stack of 2M models: these M, twice (the same weights)."""
         out = copy.copy(self)
         out.params = {k: torch.cat([v, v]) for k, v in self.params.items()}
         return out
 
-    def half(self, which: int) -> "_Stack":
+    def half(self, which: int) -> _Stack:
         """The first (0) or second (1) half of a doubled stack."""
         out = copy.copy(self)
         m = next(iter(self.params.values())).shape[0] // 2
-        out.params = {k: v[which * m:(which + 1) * m] for k, v in self.params.items()}
+        out.params = {k: v[which * m : (which + 1) * m] for k, v in self.params.items()}
         return out
 
     def _forward(self, params, x):
@@ -142,10 +152,20 @@ def _standardize(t: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
     return (t - mean) / torch.where(std > 0, std, torch.ones_like(std))
 
 
-def decide_layer_loss(blocks: list[Block], n_nodes: int, *, confidence: float, repeats: int, tolerance: float,
-                      min_keep: int, generator: torch.Generator, config: LossConfig,
-                      drop: list[torch.Tensor] | None = None, bar=None,
-                      target: torch.Tensor | None = None) -> LayerDecision:
+def decide_layer_loss(
+    blocks: list[Block],
+    n_nodes: int,
+    *,
+    confidence: float,
+    repeats: int,
+    tolerance: float,
+    min_keep: int,
+    generator: torch.Generator,
+    config: LossConfig,
+    drop: list[torch.Tensor] | None = None,
+    bar=None,
+    target: torch.Tensor | None = None,
+) -> LayerDecision:
     """Decide every node of a layer with the loss-difference estimator (see the module docstring).
     ``drop``: per block, a boolean mask of feature columns already removed by other groups (not inputs).
     ``target``: (N, q) values to predict instead of the consumers' pre-activations (select_layer's Y)."""
@@ -170,8 +190,9 @@ def decide_layer_loss(blocks: list[Block], n_nodes: int, *, confidence: float, r
     n = X.shape[0]
     n_val = max(1, round(config.holdout * n))
     if n - n_val < 2:
-        raise ValueError(f"the loss estimator needs at least 2 training samples; got N={n} with holdout "
-                         f"{config.holdout}")
+        raise ValueError(
+            f"the loss estimator needs at least 2 training samples; got N={n} with holdout {config.holdout}"
+        )
     # per repeat its own split; every tensor below is (models, samples, columns)
     splits = [torch.randperm(n, generator=generator).to(device) for _ in range(repeats)]
     Xs, Ys = [], []
@@ -185,7 +206,7 @@ def decide_layer_loss(blocks: list[Block], n_nodes: int, *, confidence: float, r
     alive = set(range(n_nodes))
     undecided, step = [], 0
     for i in range(n_nodes):
-        if not node_cols[i] and len(alive) > min_keep:       # every column constant or already removed
+        if not node_cols[i] and len(alive) > min_keep:  # every column constant or already removed
             alive.discard(i)
             out.records.append(NodeRecord(i, step, "constant", True, math.nan, 0.0, 0.0))
             step += 1
@@ -208,13 +229,14 @@ def decide_layer_loss(blocks: list[Block], n_nodes: int, *, confidence: float, r
     index = torch.zeros(len(undecided), width, dtype=torch.long, device=device)
     valid = torch.zeros(len(undecided), width, dtype=torch.bool, device=device)
     for r, i in enumerate(undecided):
-        index[r, :len(node_cols[i])] = torch.tensor(node_cols[i], dtype=torch.long)
-        valid[r, :len(node_cols[i])] = True
-    single_x = Xs[0][:, index].permute(1, 0, 2) * valid[:, None, :]     # (nodes, n, width)
+        index[r, : len(node_cols[i])] = torch.tensor(node_cols[i], dtype=torch.long)
+        valid[r, : len(node_cols[i])] = True
+    single_x = Xs[0][:, index].permute(1, 0, 2) * valid[:, None, :]  # (nodes, n, width)
     single_y = Ys[0].expand(len(undecided), -1, -1)
     singles = _Stack(len(undecided), width, Y.shape[1], config, generator, device)
-    single_loss = singles.fit(single_x[:, n_val:], single_y[:, n_val:], single_x[:, :n_val],
-                              single_y[:, :n_val], config.steps)
+    single_loss = singles.fit(
+        single_x[:, n_val:], single_y[:, n_val:], single_x[:, :n_val], single_y[:, :n_val], config.steps
+    )
     order = [undecided[j] for j in sorted(range(len(undecided)), key=lambda j: (-float(single_loss[j]), j))]
     single = {i: float(single_loss[j]) for j, i in enumerate(undecided)}
 

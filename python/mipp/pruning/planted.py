@@ -6,6 +6,7 @@ different latents (exact affine combinations: removable without loss); the remai
 N(0, 1) noise. The target Y (N, q) is a nonlinear function of the latents, tanh(L A / sqrt(n_latents))
 plus small noise, so every latent matters and nothing else does. Node order is shuffled.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,25 +16,37 @@ import torch
 
 @dataclass
 class PlantedLayer:
-    X: torch.Tensor                 # (N, D) float64
-    Y: torch.Tensor                 # (N, q) float64
-    groups: list[list[int]]         # per latent: the nodes that are its noisy copies
-    mixtures: list[int]             # exact sums of two copies
-    unrelated: list[int]            # independent noise nodes
+    X: torch.Tensor  # (N, D) float64
+    Y: torch.Tensor  # (N, q) float64
+    groups: list[list[int]]  # per latent: the nodes that are its noisy copies
+    mixtures: list[int]  # exact sums of two copies
+    unrelated: list[int]  # independent noise nodes
 
     def score(self, kept: list[int]) -> dict[str, float]:
         """Fraction of latent groups with a kept copy, fraction of unrelated nodes removed, mean and max kept
         copies per group, and the fraction of mixtures removed."""
         kept = set(kept)
         per_group = [len(kept & set(g)) for g in self.groups]
-        return {"groups_covered": sum(c > 0 for c in per_group) / len(per_group),
-                "unrelated_removed": 1 - len(kept & set(self.unrelated)) / max(len(self.unrelated), 1),
-                "copies_mean": sum(per_group) / len(per_group), "copies_max": max(per_group),
-                "mixtures_removed": 1 - len(kept & set(self.mixtures)) / max(len(self.mixtures), 1)}
+        return {
+            "groups_covered": sum(c > 0 for c in per_group) / len(per_group),
+            "unrelated_removed": 1 - len(kept & set(self.unrelated)) / max(len(self.unrelated), 1),
+            "copies_mean": sum(per_group) / len(per_group),
+            "copies_max": max(per_group),
+            "mixtures_removed": 1 - len(kept & set(self.mixtures)) / max(len(self.mixtures), 1),
+        }
 
 
-def planted_layer(D: int, n: int, seed: int, *, copies: int = 3, latent_fraction: float = 0.25,
-                  mixture_fraction: float = 0.125, copy_noise: float = 0.1, q: int = 16) -> PlantedLayer:
+def planted_layer(
+    D: int,
+    n: int,
+    seed: int,
+    *,
+    copies: int = 3,
+    latent_fraction: float = 0.25,
+    mixture_fraction: float = 0.125,
+    copy_noise: float = 0.1,
+    q: int = 16,
+) -> PlantedLayer:
     g = torch.Generator().manual_seed(seed)
     n_latents = max(1, int(D * latent_fraction / copies))
     n_mix = int(D * mixture_fraction)
@@ -56,9 +69,9 @@ def planted_layer(D: int, n: int, seed: int, *, copies: int = 3, latent_fraction
     cols += [torch.randn(n, generator=g, dtype=torch.float64) for _ in range(n_unrelated)]
     X = torch.stack(cols, dim=1)
     A = torch.randn(n_latents, q, generator=g, dtype=torch.float64)
-    Y = torch.tanh(L @ A / n_latents ** 0.5) + 0.05 * torch.randn(n, q, generator=g, dtype=torch.float64)
+    Y = torch.tanh(L @ A / n_latents**0.5) + 0.05 * torch.randn(n, q, generator=g, dtype=torch.float64)
     perm = torch.randperm(D, generator=g)
     where = torch.empty(D, dtype=torch.long)
-    where[perm] = torch.arange(D)       # new position of old column c: where[c]
-    remap = lambda idx: sorted(int(where[i]) for i in idx)  # noqa: E731
+    where[perm] = torch.arange(D)  # new position of old column c: where[c]
+    remap = lambda idx: sorted(int(where[i]) for i in idx)
     return PlantedLayer(X[:, perm], Y, [remap(gr) for gr in groups], remap(mixtures), remap(unrelated))

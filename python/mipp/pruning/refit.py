@@ -12,13 +12,14 @@ Every selection (MIPP's or a baseline's) gets the same treatment:
 
 Both work on a physically pruned copy and on a ``torch.nn.utils.prune``-masked model alike.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from mipp.pruning.capture import feature_rows, flat_weight, kernel_size, to_device
+from mipp.pruning.capture import feature_rows, kernel_size, to_device
 from mipp.pruning.structure import Structure, build_graph, eval_mode, run_model
 
 
@@ -58,8 +59,7 @@ def consumer_plan(structure: Structure, keep: dict[str, torch.Tensor], model: nn
         m = modules[name]
         kept_in = torch.tensor([j for j in range(_n_in(m)) if j not in cut], dtype=torch.long)
         rows = cut_out.get(name)
-        kept_out = None if not rows else torch.tensor([j for j in range(_n_out(m)) if j not in rows],
-                                                      dtype=torch.long)
+        kept_out = None if not rows else torch.tensor([j for j in range(_n_out(m)) if j not in rows], dtype=torch.long)
         plan[name] = (torch.tensor(sorted(cut), dtype=torch.long), kept_in, kept_out)
     return plan
 
@@ -78,8 +78,9 @@ def _param(module: nn.Module, name: str):
 def _ensure_bias(module: nn.Module) -> torch.Tensor:
     if _param(module, "bias") is None:
         w = _param(module, "weight")
-        module.bias = nn.Parameter(torch.zeros(_n_out(module), dtype=w.dtype, device=w.device),
-                                   requires_grad=w.requires_grad)
+        module.bias = nn.Parameter(
+            torch.zeros(_n_out(module), dtype=w.dtype, device=w.device), requires_grad=w.requires_grad
+        )
     return _param(module, "bias")
 
 
@@ -100,8 +101,9 @@ def fold_means(model: nn.Module, plan, means: dict[str, torch.Tensor]) -> None:
 
 
 @torch.no_grad()
-def refit(model: nn.Module, original: nn.Module, batches: list, plan, order: list[str], masked: bool,
-          ridge: float = 1e-6) -> None:
+def refit(
+    model: nn.Module, original: nn.Module, batches: list, plan, order: list[str], masked: bool, ridge: float = 1e-6
+) -> None:
     """In place on ``model`` (pruned copy, or masked when ``masked``): least-squares re-fit of each planned
     consumer, in execution ``order``, from ``model``'s inputs to ``original``'s pre-activations."""
     mods, orig_mods = dict(model.named_modules()), dict(original.named_modules())
@@ -116,7 +118,9 @@ def refit(model: nn.Module, original: nn.Module, batches: list, plan, order: lis
         def grab(key):
             def hook(module, inputs, output):
                 seen[key] = (inputs[0], output)
+
             return hook
+
         handles = [m.register_forward_hook(grab("new")), om.register_forward_hook(grab("orig"))]
         try:
             with eval_mode(model), eval_mode(original):
@@ -141,10 +145,10 @@ def refit(model: nn.Module, original: nn.Module, batches: list, plan, order: lis
                 h.remove()
         diag = gram.diagonal()[:-1]
         scale = float(diag.mean()) if len(diag) else 0.0
-        lam = ridge * (scale if scale > 0 else 1.0)       # dead (all-zero) kept inputs: weight 0, not singular
+        lam = ridge * (scale if scale > 0 else 1.0)  # dead (all-zero) kept inputs: weight 0, not singular
         reg = torch.zeros_like(gram)
         reg.diagonal()[:-1] = lam
-        sol = torch.linalg.solve(gram + reg, cross)                    # (F + 1, q)
+        sol = torch.linalg.solve(gram + reg, cross)  # (F + 1, q)
         weight, bias = sol[:-1].T, sol[-1]
         w_param, b_param = _param(m, "weight"), _ensure_bias(m)
         if masked:
@@ -194,8 +198,9 @@ def mask_groups(model: nn.Module, example, removed: dict[str, list[int]]) -> Non
                 continue
             if dg.is_in_channel_pruning_fn(item.dep.handler):
                 # a depthwise convolution's input channels are its output rows, masked as such
-                if isinstance(module, nn.Linear) or (isinstance(module, nn.modules.conv._ConvNd)
-                                                     and module.groups == 1):
+                if isinstance(module, nn.Linear) or (
+                    isinstance(module, nn.modules.conv._ConvNd) and module.groups == 1
+                ):
                     cut(module, "weight", 1, idx)
                 continue
             for pname, p in list(module.named_parameters(recurse=False)):

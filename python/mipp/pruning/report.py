@@ -1,7 +1,7 @@
 """Per-group report of a selection (nodes kept, reconstruction error, information removed, time), model cost
 as Torch-Pruning counts it (MACs and parameters), and a plot of the decisions."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import torch
 from torch import nn
@@ -13,6 +13,7 @@ def count_macs_params(model: nn.Module, example) -> tuple[int, int]:
     """(MACs, parameters) of a forward pass on the first sample of ``example`` as Torch-Pruning's counter
     reports them."""
     from mipp.pruning.capture import _slice
+
     with eval_mode(model), torch.no_grad():
         macs, params = _tp().utils.count_ops_and_params(model, _slice(example, 1))
     return int(macs), int(params)
@@ -36,16 +37,20 @@ def format_report(selection, model: nn.Module | None = None) -> str:
             lines.append(f"{name:<26}{kept:>5}/{group.n_nodes:<6}")
             continue
         exact = sum(r.rule in ("constant", "affine", "unread") for r in res.records)
-        lines.append(f"{name:<26}{kept:>5}/{group.n_nodes:<6}{res.recon_error:>11.2e}{res.info_removed:>10.2f}"
-                     f"{res.n_tests:>7}{exact:>7}{res.seconds.get('total', 0.0):>9.2f}")
+        lines.append(
+            f"{name:<26}{kept:>5}/{group.n_nodes:<6}{res.recon_error:>11.2e}{res.info_removed:>10.2f}"
+            f"{res.n_tests:>7}{exact:>7}{res.seconds.get('total', 0.0):>9.2f}"
+        )
     if selection.seconds:
         lines.append("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in selection.seconds.items()))
     if model is not None:
         small = selection.apply(model, fold=selection.means is not None)
         m0, p0 = count_macs_params(model, selection.example)
         m1, p1 = count_macs_params(small, selection.example)
-        lines.append(f"node sparsity {selection.sparsity:.1%}; params {p0:,} -> {p1:,} ({p1 / p0:.1%}); "
-                     f"MACs {m0:,} -> {m1:,} ({m1 / m0:.1%})")
+        lines.append(
+            f"node sparsity {selection.sparsity:.1%}; params {p0:,} -> {p1:,} ({p1 / p0:.1%}); "
+            f"MACs {m0:,} -> {m1:,} ({m1 / m0:.1%})"
+        )
     return "\n".join(lines)
 
 
@@ -53,6 +58,7 @@ def plot_selection(selection, path: str, model: nn.Module | None = None) -> str:
     """PNG: nodes before / kept per group, and every tested node's closed-form Delta against its KSG upper
     bound, coloured by the decision, with the tolerance line."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -66,10 +72,21 @@ def plot_selection(selection, path: str, model: nn.Module | None = None) -> str:
     axes[0].legend()
     tol = selection.settings.get("tolerance")
     for removed, colour, label in ((True, "#c53030", "removed"), (False, "#2b6cb0", "kept")):
-        recs = [r for n in names if n in selection.layers for r in selection.layers[n].records
-                if r.rule == "test" and r.removed == removed]
-        axes[1].scatter([max(r.gaussian, 1e-6) for r in recs], [max(r.upper, 1e-6) for r in recs], s=8,
-                        color=colour, label=f"{label} ({len(recs)})", alpha=0.7)
+        recs = [
+            r
+            for n in names
+            if n in selection.layers
+            for r in selection.layers[n].records
+            if r.rule == "test" and r.removed == removed
+        ]
+        axes[1].scatter(
+            [max(r.gaussian, 1e-6) for r in recs],
+            [max(r.upper, 1e-6) for r in recs],
+            s=8,
+            color=colour,
+            label=f"{label} ({len(recs)})",
+            alpha=0.7,
+        )
     if tol is not None:
         axes[1].axhline(tol, color="k", lw=0.8, ls="--", label=f"tolerance {tol} nats")
     axes[1].set_xscale("log")

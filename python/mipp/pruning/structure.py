@@ -15,6 +15,7 @@ produce it (a residual stream: decided only with ``joint=True``, against all its
 cross-channel normalisation (LayerNorm, GroupNorm) or a consumer that is not a Linear / Conv with
 ``groups=1`` reads it (their response to a removed channel is not a column of a weight matrix).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -52,8 +53,8 @@ def eval_mode(model: nn.Module):
 
 @dataclass
 class Consumer:
-    name: str                 # module name of a Linear / Conv layer that reads the group's nodes
-    kind: str                 # "linear" or "conv"
+    name: str  # module name of a Linear / Conv layer that reads the group's nodes
+    kind: str  # "linear" or "conv"
     columns: list[list[int]]  # per node: the consumer's input channels (features) that carry it
 
 
@@ -67,21 +68,21 @@ def _per_node(item, n_nodes: int) -> list[list[int]]:
 
 @dataclass
 class Group:
-    name: str                 # module name of the root Linear / Conv (its output channels are the nodes)
+    name: str  # module name of the root Linear / Conv (its output channels are the nodes)
     n_nodes: int
     consumers: list[Consumer] = field(default_factory=list)
-    members: list[str] = field(default_factory=list)     # named modules pruned with the group
+    members: list[str] = field(default_factory=list)  # named modules pruned with the group
     producers: dict[str, list[list[int]]] = field(default_factory=dict)  # Linear / Conv -> per node its outputs
     prunable: bool = True
-    reason: str = ""          # why not prunable
-    coupled: bool = False     # a residual stream (several producers): decided only with joint=True
+    reason: str = ""  # why not prunable
+    coupled: bool = False  # a residual stream (several producers): decided only with joint=True
 
 
 @dataclass
 class Structure:
-    groups: dict[str, Group]       # in execution order of the root layers
-    signature: dict[str, tuple]    # module name -> (type, parameter shapes): detects a changed model
-    order: list[str] = field(default_factory=list)   # Linear / Conv module names in execution order
+    groups: dict[str, Group]  # in execution order of the root layers
+    signature: dict[str, tuple]  # module name -> (type, parameter shapes): detects a changed model
+    order: list[str] = field(default_factory=list)  # Linear / Conv module names in execution order
 
     @property
     def prunable(self) -> list[str]:
@@ -93,20 +94,32 @@ class Structure:
         changed = [name for name in self.signature if now.get(name) != self.signature[name]]
         if changed or set(now) != set(self.signature):
             detail = changed[:3] or sorted(set(now) ^ set(self.signature))[:3]
-            raise ValueError(f"the model's structure differs from the one the selection was made on (e.g. "
-                             f"{detail}); a selection applies only to the unpruned model it was made on")
+            raise ValueError(
+                f"the model's structure differs from the one the selection was made on (e.g. "
+                f"{detail}); a selection applies only to the unpruned model it was made on"
+            )
 
 
 def signature(model: nn.Module) -> dict[str, tuple]:
     """Module name -> (type, parameter names and shapes); a torch.nn.utils.prune mask (weight_orig) counts
     as the parameter it masks, so a masked model has its unmasked original's signature."""
-    return {name: (type(m).__name__, tuple(sorted((p_name.removesuffix("_orig"), tuple(p.shape))
-                                                  for p_name, p in m.named_parameters(recurse=False))))
-            for name, m in model.named_modules() if name}
+    return {
+        name: (
+            type(m).__name__,
+            tuple(
+                sorted(
+                    (p_name.removesuffix("_orig"), tuple(p.shape)) for p_name, p in m.named_parameters(recurse=False)
+                )
+            ),
+        )
+        for name, m in model.named_modules()
+        if name
+    }
 
 
 def _pruning_hooks(model: nn.Module):
     from torch.nn.utils import prune as torch_prune
+
     for m in model.modules():
         for hook in list(m._forward_pre_hooks.values()):
             if isinstance(hook, torch_prune.BasePruningMethod):
@@ -120,6 +133,7 @@ def clone_model(model: nn.Module, unmask: bool = False) -> nn.Module:
     copied = copy.deepcopy(model, memo)
     if unmask:
         from torch.nn.utils import prune as torch_prune
+
         for m, name in list(_pruning_hooks(copied)):
             torch_prune.remove(m, name)
     return copied
@@ -134,8 +148,10 @@ def execution_order(model: nn.Module, example) -> list[str]:
         name = names[module]
         if name not in order:
             order.append(name)
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+
+    handles = [
+        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))
+    ]
     try:
         with eval_mode(model), torch.no_grad():
             run_model(model, example)
@@ -168,17 +184,18 @@ def build_graph(model: nn.Module, example):
     """Torch-Pruning's dependency graph of ``model`` traced on ``example`` (eval semantics, modes kept)."""
     tp = _tp()
     try:
-        with eval_mode(model), torch.enable_grad():   # Torch-Pruning traces through autograd
+        with eval_mode(model), torch.enable_grad():  # Torch-Pruning traces through autograd
             return tp.DependencyGraph().build_dependency(model, example_inputs=example)
     except Exception as exc:  # Torch-Pruning raises many types while tracing
-        raise UnsupportedModelError(f"Torch-Pruning could not build a dependency graph of "
-                                    f"{type(model).__name__}: {type(exc).__name__}: {exc}") from exc
+        raise UnsupportedModelError(
+            f"Torch-Pruning could not build a dependency graph of {type(model).__name__}: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def analyse(model: nn.Module, example, joint: bool = False) -> Structure:
     """The pruning groups of ``model`` (rooted at Linear / Conv layers), their consumers and whether MIPP
     decides them; ``example`` is a small input batch (a tensor, a tuple of tensors or a dict)."""
-    tp = _tp()
+    _tp()
     dg = build_graph(model, example)
     names = {m: n for n, m in model.named_modules()}
     order = execution_order(model, example)
@@ -189,29 +206,34 @@ def analyse(model: nn.Module, example, joint: bool = False) -> Structure:
         root = tp_group[0].dep.target.module
         group = Group(name=names[root], n_nodes=len(tp_group[0].idxs))
         problems: list[str] = []
-        norms: list[str] = []      # cross-channel normalisations in the group
+        norms: list[str] = []  # cross-channel normalisations in the group
         for item in tp_group:
             module, handler = item.dep.target.module, item.dep.handler
             if not isinstance(module, nn.Module) or module not in names:
-                continue   # Torch-Pruning's own element-wise / reshape / concat nodes
+                continue  # Torch-Pruning's own element-wise / reshape / concat nodes
             name = names[module]
             if name not in group.members:
                 group.members.append(name)
             is_in = dg.is_in_channel_pruning_fn(handler)
-            depthwise = isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 \
+            depthwise = (
+                isinstance(module, nn.modules.conv._ConvNd)
+                and module.groups > 1
                 and module.groups == module.in_channels == module.out_channels
+            )
             if isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
                 norms.append(name)
             elif isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) and not depthwise:
                 if not is_in:
                     group.producers[name] = _per_node(item, group.n_nodes)
                 elif isinstance(module, nn.Linear) or module.groups == 1:
-                    group.consumers.append(Consumer(name, "linear" if isinstance(module, nn.Linear) else "conv",
-                                                    _per_node(item, group.n_nodes)))
+                    group.consumers.append(
+                        Consumer(
+                            name, "linear" if isinstance(module, nn.Linear) else "conv", _per_node(item, group.n_nodes)
+                        )
+                    )
                 else:
                     problems.append(f"the grouped convolution {name!r} (groups={module.groups}) reads it")
-            elif is_in and not isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.PReLU)) \
-                    and not depthwise:
+            elif is_in and not isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.PReLU)) and not depthwise:
                 problems.append(f"{type(module).__name__} {name!r} reads it")
         if norms:
             names_ = sorted(norms)
@@ -225,13 +247,15 @@ def analyse(model: nn.Module, example, joint: bool = False) -> Structure:
             group.coupled = True
             if not joint:
                 group.prunable = False
-                group.reason = (f"coupled: {len(group.producers)} layers produce these channels (a residual "
-                                "stream, or projections multiplied together); decided only with joint=True")
+                group.reason = (
+                    f"coupled: {len(group.producers)} layers produce these channels (a residual "
+                    "stream, or projections multiplied together); decided only with joint=True"
+                )
         if group.prunable:
             try:
                 if _reaches_output(model, example, tp_group, out_shapes):
                     group.prunable, group.reason = False, "its channels reach the model output"
-            except Exception as exc:   # e.g. a reshape into attention heads that one channel less breaks
+            except Exception as exc:  # e.g. a reshape into attention heads that one channel less breaks
                 group.prunable = False
                 group.reason = f"removing a node breaks the forward pass ({type(exc).__name__}: {exc})"[:200]
         groups[group.name] = group
@@ -248,8 +272,10 @@ def analyse(model: nn.Module, example, joint: bool = False) -> Structure:
         raise UnsupportedModelError(
             f"Torch-Pruning found no pruning group in {type(model).__name__}: its dependency graph follows "
             "autograd from the Linear / Conv layers to the output, and this model's output has no such path "
-            "(e.g. an argmax or a detached output)" if has_layers else
-            f"{type(model).__name__} has no Linear / Conv layer to prune")
+            "(e.g. an argmax or a detached output)"
+            if has_layers
+            else f"{type(model).__name__} has no Linear / Conv layer to prune"
+        )
     return Structure(ordered, signature(model), order)
 
 
@@ -270,10 +296,12 @@ def _module_name(model: nn.Module, module: nn.Module) -> str:
     raise KeyError(module)
 
 
-def producer_channels(structure: "Structure", removed: dict[str, list[int]]) -> dict[str, list[int]]:
+def producer_channels(structure: Structure, removed: dict[str, list[int]]) -> dict[str, list[int]]:
     """Removed nodes of each group -> the output channels of the group's named producer that carry them."""
-    return {name: sorted(j for i in idxs for j in structure.groups[name].producers[name][i])
-            for name, idxs in removed.items()}
+    return {
+        name: sorted(j for i in idxs for j in structure.groups[name].producers[name][i])
+        for name, idxs in removed.items()
+    }
 
 
 def prune_groups(model: nn.Module, example, removed: dict[str, list[int]]) -> nn.Module:
