@@ -12,7 +12,14 @@ Estimators (nats):
   PLoS ONE 9(2): d_i = distance from i to its k_i-th neighbour of the same class, k_i = min(k, n_c - 1),
   m_i = #{j : |x_j - x_i| < d_i} over all samples, i itself included;
   I = psi(N) + <psi(k_i)> - <psi(n_c)> - <psi(m_i)>. Samples of a class with a single member are left out
-  (N counts the others), as scikit-learn's ``_compute_mi_cd`` does.
+  (N counts the others), as scikit-learn's ``_compute_mi_cd`` does. Ties: where other samples of i's class
+  lie at exactly d_i, or d_i = 0, all tied neighbours count (Gao, Kannan, Oh, Viswanath 2017, "Estimating
+  mutual information for discrete-continuous mixtures"): k_i becomes #{j != i of i's class : |x_j - x_i|
+  <= d_i} and m_i = #{j != i : |x_j - x_i| <= d_i}. Then m_i >= k_i for every sample, so the estimate never
+  exceeds psi(N) - <psi(n_c)> (the entropy of y plus its O(C / N) bias), a constant x reads
+  1/(N-1) - <1/(n_c-1)> ~ 0, and a discrete x read as continuous gives about the plug-in estimate.
+  scikit-learn keeps k_i and counts <= 0 at d_i = 0 only, which reads every tie-decided estimate at or
+  below 0 (all 64 digits pixels, unjittered); without ties the two are the same estimate.
 * discrete x and y: the plug-in estimate sum p(x, y) log p(x, y) / (p(x) p(y)).
 * conditioning on a discrete z (strata): Frenzel-Pompe with z as a label group, i.e. the KSG conditional
   estimator within each stratum weighted by its size; strata with at most k samples are left out (warned).
@@ -53,11 +60,30 @@ def joint_codes(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def label_group(codes: torch.Tensor, continuous: list[torch.Tensor]) -> torch.Tensor:
-    """(1, N, 1) group ``codes * L``, L = 2 x the largest spread of the continuous groups + 1."""
+    """The label group of ``codes`` for the continuous groups ``continuous``: its max-norm distance is 0
+    within a class and larger than every distance in the continuous groups across classes.
+
+    Normally (1, N, 1): ``codes * L`` with L = 2 x the largest spread of the continuous groups + 1. When
+    (C - 1) * L would overflow (data spanning near the largest finite value), the codes are written in
+    binary instead: (1, N, b) with b = ceil(log2 C) columns of 0 or F = the dtype's largest finite value,
+    so two classes differ by F in some column and every value is finite. Either way the estimate is
+    unchanged: only the order of distances within and across classes matters."""
     ref = continuous[0]
     spread = max(float((g.amax(dim=1) - g.amin(dim=1)).max()) if g.numel() else 0.0 for g in continuous)
     scale = 2.0 * spread + 1.0
-    return (codes.to(ref.device, ref.dtype) * scale).reshape(1, -1, 1)
+    top = int(codes.max()) if codes.numel() else 0
+    fmax = torch.finfo(ref.dtype).max
+    if top * scale <= fmax:
+        return (codes.to(ref.device, ref.dtype) * scale).reshape(1, -1, 1)
+    if not spread < fmax:
+        raise ValueError(
+            f"the continuous data span {spread:.3g}, the largest finite {ref.dtype} value: labels cannot be "
+            "told apart from distances; rescale the data"
+        )
+    bits = max(1, top.bit_length())
+    shifts = torch.arange(bits, device=codes.device)
+    binary = (codes[:, None] >> shifts) & 1
+    return (binary.to(ref.device, ref.dtype) * fmax)[None]
 
 
 def _mean_psi(counts: torch.Tensor, offset: int) -> torch.Tensor:
@@ -72,11 +98,12 @@ def _class_sizes(codes: torch.Tensor) -> torch.Tensor:
 def _kth_within(groups: list[torch.Tensor], k_each: torch.Tensor) -> torch.Tensor:
     """(B, N) distance to the k_each[i]-th neighbour in the joint space of ``groups``: one knn_distance per
     distinct k (at most k of them; they differ only for classes smaller than k + 1)."""
-    out = None
+    out: torch.Tensor | None = None
     for kv in torch.unique(k_each).tolist():
         d = _ops.knn_distance(groups, int(kv))
         sel = (k_each == kv).to(d.device)
         out = d if out is None else torch.where(sel, d, out)
+    assert out is not None  # k_each is not empty: n >= 2
     return out
 
 
@@ -94,17 +121,29 @@ def ross(gx: torch.Tensor, codes: torch.Tensor, k: int, strata: torch.Tensor | N
         raise ValueError("fewer than 2 samples belong to classes with more than one sample: no estimate")
     n_class = _class_sizes(joint)
     k_each = torch.clamp(n_class - 1, max=k)
-    eps = _kth_within([gx, label_group(joint, [gx])], k_each)
+    own = label_group(joint, [gx])
+    eps = _kth_within([gx, own], k_each)
     if strata is None:
-        m = _ops.count_within([gx], eps, True)
+        space = [gx]
         first = _mean_psi(torch.tensor([[n]], device=eps.device), 0)
     else:
         _, strata = torch.unique(strata, return_inverse=True)
-        m = _ops.count_within([gx, label_group(strata, [gx])], eps, True)
+        space = [gx, label_group(strata, [gx])]  # m_i counts within the stratum
         first = _mean_psi(_class_sizes(strata)[None].to(eps.device), 0)
-    return (
-        first + _mean_psi(k_each[None].to(eps.device), 0) - _mean_psi(n_class[None].to(eps.device), 0) - _mean_psi(m, 1)
-    )
+    k_used = k_each[None].to(eps.device).expand_as(eps)
+    m = _ops.count_within(space, eps, True) + 1  # Ross: strictly closer than d_i, i itself included
+    # Ties. Where other samples of i's class lie at exactly d_i (or d_i = 0: duplicates), the strict count
+    # can be smaller than k_i (it was 1 for a constant x: 3.8 nats for labels of 10 classes, above log 10).
+    # There every tied neighbour counts: k~_i = #{j != i of i's class : |x_j - x_i| <= d_i} and
+    # m_i = #{j != i : |x_j - x_i| <= d_i}, the rule of Gao et al. (2017) for points with mass, so that
+    # m_i >= k~_i for every sample and the estimate stays below psi(N) - <psi(n_c)>, the plug-in entropy
+    # of y plus its O(C / N) bias. Elsewhere nothing changes: the estimate is scikit-learn's.
+    k_tied = _ops.count_within([gx, own], eps, False)
+    tied = (k_tied > k_used) | (eps == 0)
+    if bool(tied.any()):
+        m = torch.where(tied, _ops.count_within(space, eps, False), m)
+        k_used = torch.where(tied, k_tied, k_used)
+    return first + _mean_psi(k_used, 0) - _mean_psi(n_class[None].to(eps.device), 0) - _mean_psi(m, 0)
 
 
 def plug_in(cx: torch.Tensor, cy: torch.Tensor) -> torch.Tensor:

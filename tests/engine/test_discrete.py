@@ -184,3 +184,133 @@ def test_permutation_test_with_discrete_labels_and_strata():
         for s in range(5)
     ]
     assert min(ps) > 0.05
+
+
+def _entropy_bound(y):
+    """psi(N) - <psi(n_c)>: the plug-in entropy of the labels plus its O(C / N) bias, the largest value
+    Ross's estimate can take when every sample's m_i >= k_i."""
+    from scipy.special import digamma
+
+    sizes = np.bincount(np.unique(y, return_inverse=True)[1])
+    return digamma(len(y)) - np.sum(sizes * digamma(sizes)) / len(y)
+
+
+# Ties in x (issue 22 item 1). With d_i = 0 the strict count m_i held only the sample itself, so a constant x
+# read 3.8 nats against 10 labels (H(y) = log 10 = 2.30).
+
+
+def test_constant_x_reads_zero_against_labels():
+    y = np.arange(1000) % 10
+    got = float(mipp.mi(np.zeros(1000), y, 3, discrete_y=True))
+    # every tied neighbour counts: k~_i = n_c - 1, m_i = N - 1, so I = 1/(N-1) - 1/(n_c-1) exactly
+    assert got == pytest.approx(1 / 999 - 1 / 99, abs=1e-12)
+    z = np.arange(1000) % 3  # within each stratum the same: sum_z p(z) (1/(n_z - 1) - <1/(n_yz - 1)>)
+    n_z, n_yz = np.bincount(z)[z], np.bincount(z * 10 + y)[z * 10 + y]
+    want = np.mean(1 / (n_z - 1) - 1 / (n_yz - 1))
+    assert float(mipp.cmi(np.zeros(1000), y, z, 3, discrete_y=True, discrete_z=True)) == pytest.approx(want, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_tied_x_never_reads_above_the_labels_entropy(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(200, 1500))
+    y = rng.integers(0, int(rng.integers(2, 12)), n)
+    for decimals in (0, 1):
+        x = np.round(rng.standard_normal(n), decimals)  # independent labels, heavy ties
+        got = float(mipp.mi(x, y, 3, discrete_y=True))
+        assert got <= _entropy_bound(y) + 1e-12
+        assert abs(got) < 0.1, (decimals, got)
+    x = np.round(rng.standard_normal(n) + 3 * y, 0)  # dependent, still tied
+    assert float(mipp.mi(x, y, 3, discrete_y=True)) <= _entropy_bound(y) + 1e-12
+
+
+def test_discrete_x_as_continuous_approaches_the_plug_in_estimate():
+    """x with 5 values treated as continuous: every neighbourhood is a tie, and the estimate is then the
+    plug-in one up to O(1/n) (an independent oracle: scikit-learn's mutual_info_score)."""
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(13)
+    x = rng.integers(0, 5, 3000)
+    y = (x + rng.integers(0, 2, 3000)) % 5
+    got = float(mipp.mi(x.astype(float), y, 3, discrete_y=True))
+    assert got == pytest.approx(metrics.mutual_info_score(x, y), abs=0.01)
+
+
+def test_digits_pixels_read_at_most_log_10_and_constant_pixels_zero():
+    datasets = pytest.importorskip("sklearn.datasets")
+    X, y = datasets.load_digits(return_X_y=True)
+    with pytest.warns(UserWarning, match="repeat"):
+        got = mipp.mi_per_feature(X, y, 3, discrete_y=True).numpy()
+    assert got.max() <= _entropy_bound(y) + 1e-12 and got.max() < math.log(10)
+    constant = np.flatnonzero(X.std(axis=0) == 0)
+    assert list(constant) == [0, 32, 39]
+    np.testing.assert_allclose(got[constant], got[constant][0])
+    assert abs(got[0]) < 0.01
+    # the ranking is that of the plug-in estimate on these integer pixels (Spearman > 0.95)
+    metrics = pytest.importorskip("sklearn.metrics")
+    stats = pytest.importorskip("scipy.stats")
+    plug = [metrics.mutual_info_score(X[:, j], y) for j in range(64)]
+    assert stats.spearmanr(got, plug).statistic > 0.95
+
+
+def test_ties_only_across_classes_keep_scikit_learns_estimate():
+    """The tie rule applies only where the sample's own class ties at d_i (or d_i = 0): where only another
+    class's samples lie at exactly d_i, the strict count stands, as in scikit-learn (integers: its
+    distances are exact)."""
+    rng = np.random.default_rng(14)
+    a = np.cumsum(rng.choice(np.arange(3, 10**6), 300, replace=False))  # class 0: distinct gaps, no ties
+    left, right = np.diff(a)[:-1], np.diff(a)[1:]  # the gaps around a[1:-1]
+    # class 1: on the far side of every other a[i], at exactly its distance d_i to its nearest neighbour
+    b = np.where(right < left, a[1:-1] - right, a[1:-1] + left)[::2]
+    c = -np.cumsum(rng.choice(np.arange(3, 10**6), 300, replace=False))  # class 1 alone: MI above 0
+    x = np.r_[a, b, c].astype(float)
+    y = np.r_[np.zeros(len(a), int), np.ones(len(b) + len(c), int)]
+    assert len(np.unique(x)) == len(x)
+    want = skl._compute_mi_cd(x, y, 1)
+    assert want > 0
+    assert float(mipp.mi(x, y, 1, discrete_y=True)) == pytest.approx(want, abs=1e-12)
+
+
+def test_tie_rule_is_exact_on_every_cpu_path(monkeypatch):
+    rng = np.random.default_rng(15)
+    x = np.round(rng.standard_normal((500, 2)), 1)
+    y, z = rng.integers(0, 4, 500), rng.integers(0, 2, 500)
+    with_ext = (mipp.mi(x, y, 3, discrete_y=True), mipp.cmi(x, y, z, 3, discrete_y=True, discrete_z=True))
+    monkeypatch.setattr(_ext, "_C", None)
+    monkeypatch.setattr(_ext, "_warned", True)
+    # counts are bit-identical (test_label_group_ops_are_exact_on_every_cpu_path); the digamma sums may
+    # differ in the last bits
+    torch.testing.assert_close(mipp.mi(x, y, 3, discrete_y=True), with_ext[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(mipp.cmi(x, y, z, 3, discrete_y=True, discrete_z=True), with_ext[1], rtol=0, atol=1e-12)
+
+
+# Data near the largest finite value (issue 22 item 4): the label group codes * (2 * spread + 1) overflowed.
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_labels_with_data_near_the_largest_float(dtype):
+    rng = np.random.default_rng(16)
+    top = torch.finfo(dtype).max
+    x = torch.as_tensor(rng.uniform(0, top / 2, 300)).to(dtype)
+    y = torch.as_tensor(rng.integers(0, 5, 300))
+    got = mipp.mi(x, y, 3, discrete_y=True)
+    # dividing by a power of two is exact, so the neighbourhoods and the estimate are the same
+    assert torch.equal(got, mipp.mi(x / 2**30, y, 3, discrete_y=True))
+    z = torch.as_tensor(rng.integers(0, 3, 300))
+    x2 = torch.as_tensor(rng.uniform(0, top / 2, 300)).to(dtype)
+    assert torch.equal(mipp.cmi(x, x2, z, 3, discrete_z=True), mipp.cmi(x / 2**30, x2 / 2**30, z, 3, discrete_z=True))
+    assert torch.equal(
+        mipp.cmi(x, y, z, 3, discrete_y=True, discrete_z=True),
+        mipp.cmi(x / 2**30, y, z, 3, discrete_y=True, discrete_z=True),
+    )
+
+
+def test_label_group_in_binary_when_codes_times_the_spread_overflow():
+    x = torch.tensor([[[0.0], [1e308], [5e307], [1.0], [2.0]]], dtype=torch.float64)
+    codes = torch.tensor([0, 1, 2, 3, 4])
+    g = label_group(codes, [x])
+    assert g.shape == (1, 5, 3) and bool(torch.isfinite(g).all())
+    d = (g[0, :, None, :] - g[0, None, :, :]).abs().amax(-1)
+    off = ~torch.eye(5, dtype=torch.bool)
+    assert float(d[off].min()) > 1e308  # every pair of classes is farther apart than any x distance
+    with pytest.raises(ValueError, match="rescale"):
+        label_group(codes, [torch.tensor([[[-1.7e308], [1.7e308]]], dtype=torch.float64)])
