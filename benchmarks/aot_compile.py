@@ -6,7 +6,7 @@ instruction count of the hot inner loop and the instructions per pair-dimension.
 
 How the hot loop is found: the SASS is split into loops at its backward branches (a ``BRA`` whose target
 precedes it); the innermost loops that contain a global load (``LDG``) are the column loops of
-``pairwise._group_distance`` (one per group, plus remainder loops where LLVM unrolled; nothing else in
+``_tiles._group_distance`` (one per group, plus remainder loops where LLVM unrolled; nothing else in
 the kernels loads inside an innermost loop), and the hot loop is the one doing the most pair-columns
 per iteration. Each iteration of such a loop handles one column for every pair of the thread's share of
 the tile, with one max per pair (``FMNMX`` in float32; in float64 a ``DSETP`` compare and two ``FSEL``),
@@ -39,9 +39,9 @@ import torch
 import triton
 from triton.backends.compiler import GPUTarget
 
-from mipp_kernels.count import _count_within_kernel
-from mipp_kernels.knn import _knn_distance_kernel
-from mipp_kernels.radius import _marginal_radius_kernel
+from mipp_kernels.count_within import _count_within_kernel
+from mipp_kernels.knn_distance import _knn_distance_kernel
+from mipp_kernels.marginal_radius import _marginal_radius_kernel
 
 TARGET = GPUTarget("cuda", 90, 32)
 # The one max per pair and column: FMNMX (float32) or the compare of compare-and-select (float64).

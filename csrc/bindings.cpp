@@ -61,11 +61,10 @@ PYBIND11_MODULE(_C, m) {
       "knn_distance_cpu",
       [](const std::vector<GroupTuple>& groups, int64_t batch, int64_t n, bool f64, int64_t k, int64_t out,
          const std::string& path, int threads, int64_t row0, int64_t row1) {
-        return mipp::knn_distance_cpu(to_groups(groups), batch, n, f64, k, out, path, threads, row0,
-                                      row1 < 0 ? n : row1);
+        return mipp::knn_distance_cpu(to_groups(groups), batch, n, f64, k, out, path, threads, row0, row1);
       },
       py::arg("groups"), py::arg("batch"), py::arg("n"), py::arg("f64"), py::arg("k"), py::arg("out"),
-      py::arg("path") = "auto", py::arg("threads") = 0, py::arg("row0") = 0, py::arg("row1") = -1, release,
+      py::arg("path"), py::arg("threads"), py::arg("row0"), py::arg("row1"), release,
       "k-th neighbour max-norm distance; groups are (ptr, B_g, d) of (B_g, d, N) data; returns the path used");
   m.def(
       "count_within_cpu",
@@ -73,21 +72,21 @@ PYBIND11_MODULE(_C, m) {
          int64_t radius_batch, bool strict, int64_t out, const std::string& path, int threads, int64_t row0,
          int64_t row1) {
         return mipp::count_within_cpu(to_groups(groups), batch, n, f64, radius, radius_batch, strict, out, path,
-                                      threads, row0, row1 < 0 ? n : row1);
+                                      threads, row0, row1);
       },
       py::arg("groups"), py::arg("batch"), py::arg("n"), py::arg("f64"), py::arg("radius"),
-      py::arg("radius_batch"), py::arg("strict"), py::arg("out"), py::arg("path") = "auto",
-      py::arg("threads") = 0, py::arg("row0") = 0, py::arg("row1") = -1, release, "counts within a radius (int64 out); returns the path used");
+      py::arg("radius_batch"), py::arg("strict"), py::arg("out"), py::arg("path"),
+      py::arg("threads"), py::arg("row0"), py::arg("row1"), release, "counts within a radius (int64 out); returns the path used");
   m.def(
       "marginal_radius_cpu",
       [](const std::vector<GroupTuple>& groups, int64_t batch, int64_t n, bool f64, int64_t radius,
          int64_t radius_batch, int64_t out, const std::string& path, int threads, int64_t row0, int64_t row1) {
         return mipp::marginal_radius_cpu(to_groups(groups), batch, n, f64, radius, radius_batch, out, path,
-                                         threads, row0, row1 < 0 ? n : row1);
+                                         threads, row0, row1);
       },
       py::arg("groups"), py::arg("batch"), py::arg("n"), py::arg("f64"), py::arg("radius"),
-      py::arg("radius_batch"), py::arg("out"), py::arg("path") = "auto", py::arg("threads") = 0,
-      py::arg("row0") = 0, py::arg("row1") = -1, release,
+      py::arg("radius_batch"), py::arg("out"), py::arg("path"), py::arg("threads"),
+      py::arg("row0"), py::arg("row1"), release,
       "per-group largest distance within the joint radius; returns the path used");
 
   m.def("build_info", [] {

@@ -114,7 +114,6 @@ Path run(const std::vector<GroupArg>& args, int64_t batch, int64_t n, int64_t ra
 std::string count_within_cpu(const std::vector<GroupArg>& groups, int64_t batch, int64_t n, bool f64,
                              int64_t radius, int64_t radius_batch, bool strict, int64_t out, const std::string& path,
                              int threads, int64_t row0, int64_t row1) {
-  check_problems(groups, batch, n, radius_batch, row0, row1);
   const Path p = parse_path(path);
   threads = resolve_threads(threads);
   return path_name(f64 ? run<double>(groups, batch, n, radius, radius_batch, strict, out, p, threads, row0, row1)

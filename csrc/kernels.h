@@ -1,5 +1,6 @@
 // Entry points of the extension's kernels (bound in bindings.cpp). Pointers travel as integers:
-// Python owns the tensors, their validation and the op registration (python/mipp/_ext.py, ops.py).
+// Python owns the tensors, their validation and the op registration (python/mipp/_ext.py, ops.py); the
+// kernels trust their arguments (mipp.ops checks the contract once, at the op boundary).
 #pragma once
 
 #include <cstdint>

@@ -6,7 +6,6 @@
 // ascending array; a candidate enters only when strictly below the current k-th, so ties never change
 // the k-th value and the result is the k-th element of the multiset, as torch.kthvalue gives.
 #include <limits>
-#include <stdexcept>
 
 #include "kernels.h"
 #include "pairwise.h"
@@ -130,8 +129,6 @@ Path run(const std::vector<GroupArg>& args, int64_t batch, int64_t n, int64_t k,
 
 std::string knn_distance_cpu(const std::vector<GroupArg>& groups, int64_t batch, int64_t n, bool f64, int64_t k,
                              int64_t out, const std::string& path, int threads, int64_t row0, int64_t row1) {
-  check_problems(groups, batch, n, 1, row0, row1);
-  if (k < 1 || k >= n) throw std::invalid_argument("knn_distance_cpu: k must satisfy 1 <= k < N");
   const Path p = parse_path(path);
   threads = resolve_threads(threads);
   return path_name(f64 ? run<double>(groups, batch, n, k, out, p, threads, row0, row1)

@@ -48,20 +48,6 @@ MIPP_CLONES void tile_max(const float* g, int64_t n, int64_t dim, int64_t i0, in
   tile_max_impl(g, n, dim, i0, qn, j0, jn, src, dst);
 }
 
-void check_problems(const std::vector<GroupArg>& groups, int64_t batch, int64_t n, int64_t radius_batch,
-                    int64_t row0, int64_t row1) {
-  if (groups.empty()) throw std::invalid_argument("mipp: at least one column group is needed");
-  if (batch < 1 || n < 0) throw std::invalid_argument("mipp: batch must be >= 1 and N >= 0");
-  if (row1 != -1 && (row0 < 0 || row0 > row1 || row1 > n))
-    throw std::invalid_argument("mipp: the query rows must satisfy 0 <= row0 <= row1 <= N");
-  if (radius_batch != 1 && radius_batch != batch)
-    throw std::invalid_argument("mipp: the radius batch must be 1 or B");
-  for (const auto& g : groups) {
-    if ((g.batch != 1 && g.batch != batch) || g.dim < 0)
-      throw std::invalid_argument("mipp: every group needs B_g in {1, B} and d >= 0");
-  }
-}
-
 Path parse_path(const std::string& name) {
   if (name == "auto") return Path::Auto;
   if (name == "brute") return Path::Brute;

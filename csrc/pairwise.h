@@ -75,11 +75,6 @@ struct Radius {
   const T* row(int64_t b) const { return data + (batch == 1 ? 0 : b) * rows; }
 };
 
-// Throws std::invalid_argument unless there is at least one group, every B_g and B_r is 1 or batch,
-// and the sizes are non-negative.
-void check_problems(const std::vector<GroupArg>& groups, int64_t batch, int64_t n, int64_t radius_batch = 1,
-                    int64_t row0 = 0, int64_t row1 = -1);
-
 // Joint dimensions up to this take the sorted sweep, higher ones the brute force. Measured (one thread,
 // k = 3, knn_distance / count_within, seconds, brute vs sweep): N = 10000, D = 2: 0.100 / 0.010 and
 // 0.076 / 0.004; D = 8 independent columns: 0.18 / 0.15 and 0.16 / 0.07; D = 8 as (x, x + noise):

@@ -1,9 +1,9 @@
 """The one place that imports the compiled extension ``mipp._C`` and remembers why it is missing.
 
-It is also the Python half of the exact CPU kernels: it decides whether a call is within their contract
-(CPU tensors, float32/float64 in one dtype, ``B_g`` and ``B_r`` in {1, B}), lays the groups out as the kernels
-read them, and records in ``paths`` which kernel path ran, so that tests can assert the extension did the
-work. Calls outside the contract return None and the op runs the reference, which owns the error messages.
+It is also the Python half of the exact CPU kernels: it lays the groups out as the kernels read them and
+records in ``paths`` which kernel path ran, so that tests can assert the extension did the work. Its inputs
+are trusted (``mipp.ops`` checks the contract and chooses this backend for float32 / float64 CPU tensors):
+``B_g`` and ``B_r`` in {1, B}, one dtype, explicit query rows [q0, q1).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import importlib.util
 import json
 import pathlib
 import warnings
+from typing import Any
 
 import torch
 
@@ -40,7 +41,7 @@ def _missing_reason() -> str | None:
 
 
 MISSING_REASON = _missing_reason()
-_C = None
+_C: Any = None  # the module mipp._C when it imports
 if MISSING_REASON is None:
     try:
         _C = importlib.import_module("mipp._C")
@@ -87,104 +88,55 @@ def force_path(path: str):
         _forced_path = previous
 
 
-def _prepare(groups: list[torch.Tensor], radius: torch.Tensor | None = None, q0: int = 0, q1: int = -1):
-    """(group args, batch, n, f64, keep-alive tensors, (r0, r1)) for the kernels, or None outside their
-    contract. The radius has one value per query row (B_r, r1 - r0)."""
-    if _C is None or not groups:
-        return None
-    dtype = groups[0].dtype
-    if dtype not in (torch.float32, torch.float64):
-        return None
-    tensors = list(groups) if radius is None else [*groups, radius]
-    if any(t.dtype != dtype or t.device.type != "cpu" for t in tensors):
-        return None
-    if any(g.dim() != 3 for g in groups) or (radius is not None and radius.dim() != 2):
-        return None
-    n = int(groups[0].shape[1])
-    r0, r1 = (q0, n if q1 == -1 else q1)
-    if not 0 <= r0 <= r1 <= n:
-        return None
-    batch = max(int(t.shape[0]) for t in tensors)
-    if batch < 1 or any(g.shape[0] not in (1, batch) or g.shape[1] != n for g in groups):
-        return None
-    if radius is not None and (radius.shape[0] not in (1, batch) or radius.shape[1] != r1 - r0):
-        return None
-    # (B_g, d, N) contiguous: one column's samples are contiguous, the kernels' inner loops run over them.
+def _columns(groups: list[torch.Tensor]) -> tuple[list[tuple[int, int, int]], list[torch.Tensor]]:
+    """The kernels' group arguments (pointer, B_g, d) and the (B_g, d, N) contiguous copies they point into
+    (keep them alive for the call): one column's samples are contiguous, the kernels' inner loops run over
+    them."""
     cols = [g.transpose(1, 2).contiguous() for g in groups]
-    args = [(c.data_ptr(), int(c.shape[0]), int(c.shape[1])) for c in cols]
-    return args, batch, n, dtype == torch.float64, cols, (r0, r1)
+    return [(c.data_ptr(), int(c.shape[0]), int(c.shape[1])) for c in cols], cols
 
 
 def _record(op: str, path: str) -> None:
     paths[f"{op}:{path}"] += 1
 
 
-def knn_distance(groups: list[torch.Tensor], k: int, q0: int = 0, q1: int = -1) -> torch.Tensor | None:
-    """The extension's mipp::knn_distance, or None when the call is outside its contract."""
-    prep = _prepare(groups, None, q0, q1)
-    if prep is None or not 1 <= k < prep[2]:
-        return None
-    args, batch, n, f64, _keep, (r0, r1) = prep
-    out = torch.empty(batch, r1 - r0, dtype=groups[0].dtype)
-    _record(
-        "knn_distance",
-        _C.knn_distance_cpu(args, batch, n, f64, k, out.data_ptr(), _forced_path, torch.get_num_threads(), r0, r1),
-    )
+def knn_distance(groups: list[torch.Tensor], k: int, q0: int, q1: int) -> torch.Tensor:
+    """The extension's mipp::knn_distance."""
+    args, _keep = _columns(groups)
+    batch, n = max(int(g.shape[0]) for g in groups), int(groups[0].shape[1])
+    out = torch.empty(batch, q1 - q0, dtype=groups[0].dtype)
+    f64 = groups[0].dtype == torch.float64
+    threads = torch.get_num_threads()
+    _record("knn_distance", _C.knn_distance_cpu(args, batch, n, f64, k, out.data_ptr(), _forced_path, threads, q0, q1))
     return out
 
 
-def count_within(
-    groups: list[torch.Tensor], radius: torch.Tensor, strict: bool, q0: int = 0, q1: int = -1
-) -> torch.Tensor | None:
-    """The extension's mipp::count_within, or None when the call is outside its contract."""
-    prep = _prepare(groups, radius, q0, q1)
-    if prep is None:
-        return None
-    args, batch, n, f64, _keep, (r0, r1) = prep
+def count_within(groups: list[torch.Tensor], radius: torch.Tensor, strict: bool, q0: int, q1: int) -> torch.Tensor:
+    """The extension's mipp::count_within."""
+    args, _keep = _columns(groups)
+    batch, n = max(int(radius.shape[0]), *(int(g.shape[0]) for g in groups)), int(groups[0].shape[1])
     radius = radius.contiguous()
-    out = torch.empty(batch, r1 - r0, dtype=torch.int64)
-    _record(
-        "count_within",
-        _C.count_within_cpu(
-            args,
-            batch,
-            n,
-            f64,
-            radius.data_ptr(),
-            int(radius.shape[0]),
-            bool(strict),
-            out.data_ptr(),
-            _forced_path,
-            torch.get_num_threads(),
-            r0,
-            r1,
-        ),
-    )
+    out = torch.empty(batch, q1 - q0, dtype=torch.int64)
+    f64 = groups[0].dtype == torch.float64
+    threads = torch.get_num_threads()
+    path = _C.count_within_cpu(
+        args, batch, n, f64, radius.data_ptr(), int(radius.shape[0]), bool(strict), out.data_ptr(), _forced_path,
+        threads, q0, q1,
+    )  # fmt: skip
+    _record("count_within", path)
     return out
 
 
-def marginal_radius(groups: list[torch.Tensor], radius: torch.Tensor, q0: int = 0, q1: int = -1) -> torch.Tensor | None:
-    """The extension's mipp::marginal_radius, or None when the call is outside its contract."""
-    prep = _prepare(groups, radius, q0, q1)
-    if prep is None:
-        return None
-    args, batch, n, f64, _keep, (r0, r1) = prep
+def marginal_radius(groups: list[torch.Tensor], radius: torch.Tensor, q0: int, q1: int) -> torch.Tensor:
+    """The extension's mipp::marginal_radius."""
+    args, _keep = _columns(groups)
+    batch, n = max(int(radius.shape[0]), *(int(g.shape[0]) for g in groups)), int(groups[0].shape[1])
     radius = radius.contiguous()
-    out = torch.empty(batch, r1 - r0, len(groups), dtype=radius.dtype)
-    _record(
-        "marginal_radius",
-        _C.marginal_radius_cpu(
-            args,
-            batch,
-            n,
-            f64,
-            radius.data_ptr(),
-            int(radius.shape[0]),
-            out.data_ptr(),
-            _forced_path,
-            torch.get_num_threads(),
-            r0,
-            r1,
-        ),
+    out = torch.empty(batch, q1 - q0, len(groups), dtype=radius.dtype)
+    f64 = groups[0].dtype == torch.float64
+    threads = torch.get_num_threads()
+    path = _C.marginal_radius_cpu(
+        args, batch, n, f64, radius.data_ptr(), int(radius.shape[0]), out.data_ptr(), _forced_path, threads, q0, q1
     )
+    _record("marginal_radius", path)
     return out

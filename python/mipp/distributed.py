@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 import traceback
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -157,7 +158,7 @@ def estimate_many(calls: list[tuple[str, tuple, dict]], group=None) -> list[torc
     "mi_per_feature", assigned to ranks by cost (N^2 x total dims, largest first to the least loaded rank).
     Returns every result, in order, on every rank."""
     rank, world = _rank_world(group)
-    fns = {"mi": ksg.mi, "cmi": ksg.cmi, "mi_per_feature": ksg.mi_per_feature}
+    fns: dict[str, Callable[..., torch.Tensor]] = {"mi": ksg.mi, "cmi": ksg.cmi, "mi_per_feature": ksg.mi_per_feature}
     costs = []
     for name, args, _ in calls:
         if name not in fns:
@@ -178,26 +179,18 @@ def estimate_many(calls: list[tuple[str, tuple, dict]], group=None) -> list[torc
 
 
 def mi_rows(x, y, k: int = 3, *, group=None, normalize: bool = False, reduction: str = "mean") -> torch.Tensor:
-    """One large KSG-1 estimate of I(x; y) with the query rows split across ranks: each rank finds its rows'
-    k-th joint distances and strict marginal counts (the ops' ``rows`` argument), the counts are gathered,
-    and every rank sums psi over all of them in the single-process order. 0-d float64 (or the (N,) local
-    values with ``reduction="none"``), bit for bit the single-process
-    ``mipp.mi(x, y, k, normalize=normalize, reduction=reduction)``."""
+    """One large KSG-1 estimate of I(x; y) with the query rows split across ranks: each rank computes its
+    rows' neighbour counts (``mipp.mi(..., rows=..., reduction="counts")``: no rank holds more than its rows'
+    tiles), the counts are gathered, and every rank sums psi over all of them in the single-process order
+    (``ksg.mi_from_counts``). 0-d float64 (or the (N,) local values with ``reduction="none"``), bit for bit
+    the single-process ``mipp.mi(x, y, k, normalize=normalize, reduction=reduction)``."""
     ksg._check_reduction(reduction)
     rank, world = _rank_world(group)
-    (gx, gy), batched, n, k = ksg._as_groups({"x": x, "y": y}, k, normalize)
-    if batched:
+    x, y = ksg.as_tensor("x", x), ksg.as_tensor("y", y)
+    if x.dim() == 3 or y.dim() == 3:
         raise ValueError("mi_rows takes one (unbatched) estimate; split batched problems with distributed.mi")
-    spans = blocks(n, world)
+    spans = blocks(int(x.shape[0]), world)
     lo, hi = spans[rank]
-    ops = torch.ops.mipp
-
-    def local():
-        eps = ops.knn_distance([gx, gy], k, lo, hi)
-        return torch.stack(
-            [ops.count_within([gx], eps, True, lo, hi), ops.count_within([gy], eps, True, lo, hi)], dim=-1
-        )[0]
-
-    counts = _gather_rows(_guarded(local, group), [b - a for a, b in spans], group)[None]  # (1, N, 2)
-    terms = ksg._psi_terms([(counts[..., 0].contiguous(), 1, 1.0), (counts[..., 1].contiguous(), 1, 1.0)], reduction)
-    return ksg._finish(terms, ksg._digamma(k) + ksg._digamma(n), n, False, reduction)
+    local = _guarded(lambda: ksg.mi(x, y, k, normalize=normalize, rows=(lo, hi), reduction="counts"), group)
+    counts = _gather_rows(local, [b - a for a, b in spans], group)  # (N, 2)
+    return ksg.mi_from_counts(counts, k, reduction=reduction)

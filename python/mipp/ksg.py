@@ -18,8 +18,8 @@ from typing import NamedTuple
 
 import torch
 
-import mipp.ops  # noqa: F401  (registers torch.ops.mipp)
 from mipp import discrete, reference
+from mipp.ops import trusted
 
 _ops = torch.ops.mipp
 
@@ -116,7 +116,9 @@ def _as_groups(
     generator: torch.Generator | None = None,
 ):
     """Validate the named arguments and return them as (B_g, N, d) tensors of one dtype and device, whether
-    any of them carried a batch dimension, N and k (as an int). Inputs are never modified."""
+    any of them carried a batch dimension, N and k (as an int). Inputs are never modified. In eager mode this
+    checks the ops' whole contract under the user's names, so the estimators call the kernels through
+    ``mipp.ops.trusted``; under torch.compile the data-dependent checks run inside the ops instead."""
     k = _integer("k", k, 1)
     out: dict[str, torch.Tensor] = {}
     batched, batch, n_ref, device = False, None, None, None
@@ -168,7 +170,8 @@ def _as_groups(
         # under torch.compile these checks run inside the ops instead (mipp.ops._check, at run time)
         if not torch.compiler.is_compiling() and not bool(torch.isfinite(g).all()):
             raise ValueError(f"{name} contains NaN or inf; drop or impute those samples first")
-        out[name] = g
+        out[name] = g.detach()  # counts of neighbours carry no gradient (warned above)
+    assert n_ref is not None, "the estimators pass at least one argument"
     if min_n is not None:
         if n_ref < min_n:
             raise ValueError(f"got N={n_ref} samples; at least {min_n} are needed")
@@ -220,9 +223,10 @@ def _finish(terms: torch.Tensor, const: float, n: int, batched: bool, reduction:
     return values if batched else values[0]
 
 
-def _check_reduction(reduction: str) -> None:
-    if reduction not in ("mean", "none"):
-        raise ValueError(f'reduction must be "mean" or "none", got {reduction!r}')
+def _check_reduction(reduction: str, counts: bool = False) -> None:
+    allowed = ("mean", "none", "counts") if counts else ("mean", "none")
+    if reduction not in allowed:
+        raise ValueError(f"reduction must be one of {', '.join(map(repr, allowed))}, got {reduction!r}")
 
 
 def _psi_terms(counts: list[tuple[torch.Tensor, int, float]], reduction: str):
@@ -230,7 +234,7 @@ def _psi_terms(counts: list[tuple[torch.Tensor, int, float]], reduction: str):
     reduce = reduction == "mean"
     total = None
     for c, offset, sign in counts:
-        term = _ops.digamma_sum(c, offset, reduce)
+        term = trusted("digamma_sum", c, offset, reduce)
         total = sign * term if total is None else total + sign * term
     return total
 
@@ -247,6 +251,7 @@ def mi(
     discrete_y: bool = False,
     jitter: float = 0.0,
     generator: torch.Generator | None = None,
+    rows: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Estimate of I(x; y) in nats, max-norm.
 
@@ -257,10 +262,18 @@ def mi(
     float64 tensor, (B,) when an argument is batched, or per-sample local values (``reduction="none"``,
     continuous KSG only). ``jitter``: add jitter * max(1, mean|column|) Gaussian noise to continuous
     columns (drawn from ``generator``) to break ties; heavily tied data without it get a warning. Raises
-    ValueError / TypeError naming the argument on bad input."""
+    ValueError / TypeError naming the argument on bad input.
+
+    Continuous KSG only: ``reduction="counts"`` returns the neighbour counts (n_x, n_y) of every sample as
+    int64 (N, 2) ((B, N, 2) batched; strict counts for algorithm 1, ``<=`` for 2), from which
+    :func:`mi_from_counts` gives the estimate; ``rows=(q0, q1)`` computes only the samples q0 .. q1-1 (their
+    neighbours are still sought among all N) and needs ``reduction="none"`` (their local values) or
+    ``"counts"``: one estimate split by rows, as mipp.distributed.mi_rows does, equals the whole one."""
     if discrete_x or discrete_y:
+        if rows is not None:
+            raise ValueError("rows is for continuous KSG estimates; discrete variables take the whole sample")
         return _mi_discrete(x, y, k, algorithm, normalize, reduction, discrete_x, discrete_y, jitter, generator)
-    return _mi({"x": x, "y": y}, k, algorithm, normalize, reduction, jitter, generator)
+    return _mi({"x": x, "y": y}, k, algorithm, normalize, reduction, jitter, generator, rows)
 
 
 def _discrete_checks(algorithm, reduction):
@@ -300,6 +313,20 @@ def _mi_discrete(x, y, k, algorithm, normalize, reduction, discrete_x, discrete_
     return out if batched else out[0]
 
 
+def _query_rows(rows, n: int, reduction: str) -> tuple[int, int]:
+    """The query rows [q0, q1) of an estimate: all N, or ``rows`` (which needs per-sample results)."""
+    if rows is None:
+        return 0, n
+    if reduction == "mean":
+        raise ValueError('rows needs reduction="none" or "counts": the mean over some rows is not the estimate')
+    if not isinstance(rows, (tuple, list)) or len(rows) != 2:
+        raise ValueError(f"rows must be a pair (q0, q1) of sample indices, got {rows!r}")
+    q0, q1 = (_integer("rows", r, 0, ValueError) for r in rows)
+    if not q0 <= q1 <= n:
+        raise ValueError(f"rows=({q0}, {q1}) must satisfy 0 <= q0 <= q1 <= N={n}")
+    return q0, q1
+
+
 def _mi(
     args: dict[str, torch.Tensor],
     k: int,
@@ -308,24 +335,44 @@ def _mi(
     reduction: str,
     jitter: float = 0.0,
     generator: torch.Generator | None = None,
+    rows: tuple[int, int] | None = None,
 ):
-    _check_reduction(reduction)
+    _check_reduction(reduction, counts=True)
     if isinstance(algorithm, bool) or algorithm not in (1, 2):
         raise ValueError(f"algorithm must be 1 or 2, got {algorithm!r}")
     (gx, gy), batched, n, k = _as_groups(args, k, normalize, jitter=jitter, generator=generator)
-    eps = _ops.knn_distance([gx, gy], k)
+    q0, q1 = _query_rows(rows, n, reduction)
+    eps = trusted("knn_distance", [gx, gy], k, q0, q1)
     if algorithm == 1:
-        nx = _ops.count_within([gx], eps, True)
-        ny = _ops.count_within([gy], eps, True)
-        terms = _psi_terms([(nx, 1, 1.0), (ny, 1, 1.0)], reduction)
-        const = _digamma(k) + _digamma(n)
+        nx = trusted("count_within", [gx], eps, True, q0, q1)
+        ny = trusted("count_within", [gy], eps, True, q0, q1)
     else:
-        radii = _ops.marginal_radius([gx, gy], eps)
-        nx = _ops.count_within([gx], radii[..., 0].contiguous(), False)
-        ny = _ops.count_within([gy], radii[..., 1].contiguous(), False)
-        terms = _psi_terms([(nx, 0, 1.0), (ny, 0, 1.0)], reduction)
-        const = _digamma(k) - 1.0 / k + _digamma(n)
+        radii = trusted("marginal_radius", [gx, gy], eps, q0, q1)
+        nx = trusted("count_within", [gx], radii[..., 0].contiguous(), False, q0, q1)
+        ny = trusted("count_within", [gy], radii[..., 1].contiguous(), False, q0, q1)
+    if reduction == "counts":
+        counts = torch.stack([nx, ny], dim=-1)
+        return counts if batched else counts[0]
+    return _mi_terms(nx, ny, k, n, algorithm, batched, reduction)
+
+
+def _mi_terms(nx, ny, k: int, n: int, algorithm: int, batched: bool, reduction: str) -> torch.Tensor:
+    """KSG-1 or KSG-2 from the (B, M) neighbour counts of N samples."""
+    offset = 1 if algorithm == 1 else 0
+    terms = _psi_terms([(nx, offset, 1.0), (ny, offset, 1.0)], reduction)
+    const = _digamma(k) + _digamma(n) if algorithm == 1 else _digamma(k) - 1.0 / k + _digamma(n)
     return _finish(terms, const, n, batched, reduction)
+
+
+def mi_from_counts(counts: torch.Tensor, k: int, *, algorithm: int = 1, reduction: str = "mean") -> torch.Tensor:
+    """The KSG estimate (or, ``reduction="none"``, the local values) from the neighbour counts of all N
+    samples that ``mi(..., reduction="counts")`` returns ((N, 2) or batched (B, N, 2)): bit for bit the
+    estimate of :func:`mi` on the same data, k and algorithm."""
+    _check_reduction(reduction)
+    batched = counts.dim() == 3
+    c = counts if batched else counts[None]
+    nx, ny = c[..., 0].contiguous(), c[..., 1].contiguous()
+    return _mi_terms(nx, ny, _integer("k", k, 1), int(c.shape[1]), algorithm, batched, reduction)
 
 
 def cmi(
@@ -351,10 +398,10 @@ def cmi(
         return _cmi_discrete(x, y, z, k, normalize, reduction, discrete_y, discrete_z, jitter, generator)
     _check_reduction(reduction)
     (gx, gy, gz), batched, n, k = _as_groups({"x": x, "y": y, "z": z}, k, normalize, jitter=jitter, generator=generator)
-    eps = _ops.knn_distance([gx, gy, gz], k)
-    nxz = _ops.count_within([gx, gz], eps, True)
-    nyz = _ops.count_within([gy, gz], eps, True)
-    nz = _ops.count_within([gz], eps, True)
+    eps = trusted("knn_distance", [gx, gy, gz], k, 0, n)
+    nxz = trusted("count_within", [gx, gz], eps, True, 0, n)
+    nyz = trusted("count_within", [gy, gz], eps, True, 0, n)
+    nz = trusted("count_within", [gz], eps, True, 0, n)
     terms = _psi_terms([(nxz, 1, 1.0), (nyz, 1, 1.0), (nz, 1, -1.0)], reduction)
     return _finish(terms, _digamma(k), n, batched, reduction)
 
@@ -377,7 +424,7 @@ def _cmi_discrete(x, y, z, k, normalize, reduction, discrete_y, discrete_z, jitt
     (gx, gy), strata = discrete.drop_small_strata([gx, gy], _labels("z", z, n).to(gx.device), k)
     if gx.shape[1] <= k:
         raise ValueError(f"no stratum of z has more than k={k} samples: no conditional estimate")
-    gz = discrete.label_group(strata, [gx, gy])
+    gz = discrete.label_group(strata, [gx, gy])  # derived data: the checked ops guard it
     eps = _ops.knn_distance([gx, gy, gz], k)
     nxz = _ops.count_within([gx, gz], eps, True)
     nyz = _ops.count_within([gy, gz], eps, True)
@@ -455,12 +502,7 @@ def local_permutations(
     g = _zscore(g) if normalize else g
     n = g.shape[1]
     neighbors = min(neighbors, n - 1)
-    # the neighbour lists, one tile of query rows at a time (never N x N)
-    nearest = torch.empty(n, neighbors, dtype=torch.long, device=z.device)
-    for q0, q1 in reference._chunks(1, n):
-        d = reference._joint_distance([reference._group_distance(g, q0, q1)], q0)[0]
-        nearest[q0:q1] = d.topk(neighbors, dim=1, largest=False).indices
-    nearest = nearest.cpu()
+    nearest = reference.knn_indices([g], neighbors)[0].cpu()  # on z's device, one tile of rows at a time
     order = torch.rand(n_permutations, n, generator=generator).argsort(dim=1)  # visiting order
     priority = torch.rand(n_permutations, n, neighbors, generator=generator)  # random choice
     taken = torch.zeros(n_permutations, n, dtype=torch.bool)

@@ -3,12 +3,18 @@
 One registration site for every op: the CUDA kernel is the Triton launcher (or the extension), the CPU
 kernel is the extension's exact CPU kernel when it is built and the pure-torch reference otherwise, and
 the fake kernel gives the static output shape so that ``torch.compile(fullgraph=True)`` traces through.
+
+This module is the ops' boundary. A call of a registered op checks the contract once (``_check``) and
+normalises the query rows (``q1 = -1``: N); everything below (the reference, ``mipp._ext``, the Triton
+launchers, the C++ kernels) takes explicit rows [q0, q1) and trusts its inputs. The estimators, which check
+their own arguments under the user's names, call the kernels through ``trusted`` instead of checking twice.
 """
 
 from __future__ import annotations
 
 import importlib
 import warnings
+from collections.abc import Callable
 
 import torch
 
@@ -21,27 +27,39 @@ def _fallback_warning(op: str, why: str) -> None:
     """Warn once per op when a CUDA tensor has to take the slow reference path."""
     if op not in _warned:
         _warned.add(op)
-        warnings.warn(f"mipp::{op} on CUDA falls back to the pure-torch reference: {why}", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"mipp::{op} on CUDA falls back to the pure-torch reference: {why}", RuntimeWarning, stacklevel=4)
 
 
-def _cuda(op: str, module: str, *args):
-    """The Triton launcher mipp_kernels.<module>.<op>, or the reference (after a one-time warning) when
-    Triton is absent. Imported on first use: `import mipp` compiles nothing."""
+def _cuda_kernel(op: str) -> Callable:
+    """The Triton launcher mipp_kernels.<op>.<op>, or the reference (after a one-time warning) when Triton is
+    absent. Imported on first use: `import mipp` compiles nothing."""
     try:
-        mod = importlib.import_module(f"mipp_kernels.{module}")
+        mod = importlib.import_module(f"mipp_kernels.{op}")
     except ImportError as exc:
         _fallback_warning(op, f"Triton is not available ({exc})")
-        return getattr(reference, op)(*args)
-    return getattr(mod, op)(*args)
+        return getattr(reference, op)
+    return getattr(mod, op)
 
 
-def _cpu(op: str, *args):
-    """The extension's exact C++ kernel; the reference when it is not built (warning once) or the call is
-    outside the kernel's contract."""
+def _cpu_kernel(op: str, dtype: torch.dtype) -> Callable:
+    """The extension's exact C++ kernel for float32 / float64; the reference for other dtypes or when the
+    extension is not built (warning once)."""
     if _ext._C is None:
         _ext.warn_fallback()
-    out = getattr(_ext, op)(*args)
-    return getattr(reference, op)(*args) if out is None else out
+        return getattr(reference, op)
+    return getattr(_ext if dtype in (torch.float32, torch.float64) else reference, op)
+
+
+def _pairwise_kernel(op: str, groups: list[torch.Tensor]) -> Callable:
+    device = groups[0].device.type
+    if device == "cuda":
+        return _cuda_kernel(op)
+    return _cpu_kernel(op, groups[0].dtype) if device == "cpu" else getattr(reference, op)
+
+
+def _rows(n: int, q0: int, q1: int) -> tuple[int, int]:
+    """The query rows [q0, q1) of an op call, explicit: q1 = -1 means N."""
+    return q0, n if q1 == -1 else q1
 
 
 def _check(
@@ -51,12 +69,15 @@ def _check(
     radius: torch.Tensor | None = None,
     q0: int = 0,
     q1: int = -1,
-):
+) -> tuple[int, int]:
     """The ops' contract, on every backend and inside compiled code (the kernels run at run time there):
     3-D floating groups of one dtype and device with equal N and batch sizes in {1, B}; finite values
     whose differences do not overflow the dtype (a +inf distance would tie with the self pair, which is
-    excluded by index as +inf); 1 <= k < N; a finite radius of shape (B_r, N)."""
-    n, batch = None, 1
+    excluded by index as +inf); 1 <= k < N; the query rows within [0, N]; a finite radius of the groups'
+    dtype and device and shape (B_r, rows). Returns the explicit query rows."""
+    if not groups:
+        raise ValueError(f"mipp::{op}: groups must hold at least one column group")
+    n, batch = int(groups[0].shape[1]) if groups[0].dim() == 3 else 0, 1
     for i, g in enumerate(groups):
         if g.dim() != 3 or not g.is_floating_point():
             raise ValueError(
@@ -67,26 +88,25 @@ def _check(
                 f"mipp::{op}: groups[{i}] is {g.dtype} on {g.device} but groups[0] is "
                 f"{groups[0].dtype} on {groups[0].device}"
             )
-        if n is None:
-            n = int(g.shape[1])
-        elif int(g.shape[1]) != n:
+        if int(g.shape[1]) != n:
             raise ValueError(f"mipp::{op}: groups[{i}] has N={g.shape[1]} samples but groups[0] has N={n}")
         if g.shape[0] != 1:
             if batch != 1 and g.shape[0] != batch:
                 raise ValueError(f"mipp::{op}: groups[{i}] has batch size {g.shape[0]}, another group {batch}")
             batch = int(g.shape[0])
         if g.numel():
-            if not bool(torch.isfinite(g).all()):
-                raise ValueError(f"mipp::{op}: groups[{i}] contains NaN or inf")
-            spread = g.amax(dim=1) - g.amin(dim=1)
-            if not bool(torch.isfinite(spread).all()):
+            # One pass: NaN and inf make the spread non-finite, and so does a span beyond the dtype's range.
+            low, high = torch.aminmax(g, dim=1)
+            if not bool(torch.isfinite(high - low).all()):
+                if not bool(torch.isfinite(g).all()):
+                    raise ValueError(f"mipp::{op}: groups[{i}] contains NaN or inf")
                 raise ValueError(
                     f"mipp::{op}: the differences between samples of groups[{i}] overflow "
                     f"{g.dtype} (a column spans more than its largest finite value); rescale it"
                 )
     if k is not None and n > 0 and not 1 <= k < n:
         raise ValueError(f"mipp::{op}: k={k} must be in [1, N - 1] for N={n} samples")
-    r0, r1 = reference.rows(n, q0, q1)
+    r0, r1 = _rows(n, q0, q1)
     if not 0 <= r0 <= r1 <= n:
         raise ValueError(f"mipp::{op}: the query rows [q0, q1) = [{q0}, {q1}) must lie in [0, N={n}] (q1 = -1: N)")
     if radius is not None:
@@ -95,15 +115,21 @@ def _check(
             raise ValueError(
                 f"mipp::{op}: radius must have shape (B, {m}) (one value per query row), got {tuple(radius.shape)}"
             )
+        if radius.dtype != groups[0].dtype or radius.device != groups[0].device:
+            raise ValueError(
+                f"mipp::{op}: radius is {radius.dtype} on {radius.device} but the groups are "
+                f"{groups[0].dtype} on {groups[0].device}"
+            )
         if radius.numel() and not bool(torch.isfinite(radius).all()):
             raise ValueError(f"mipp::{op}: radius contains NaN or inf")
+    return r0, r1
 
 
 def _batch_rows(groups, radius=None, q0=0, q1=-1):
     batch = reference.batch_size(groups)
     if radius is not None:
         batch = max(batch, int(radius.shape[0]))
-    r0, r1 = reference.rows(int(groups[0].shape[1]), q0, q1)
+    r0, r1 = _rows(int(groups[0].shape[1]), q0, q1)
     return batch, r1 - r0
 
 
@@ -115,14 +141,14 @@ def _batch_rows(groups, radius=None, q0=0, q1=-1):
 def knn_distance(groups: list[torch.Tensor], k: int, q0: int = 0, q1: int = -1) -> torch.Tensor:
     """(B, M) k-th nearest-neighbour max-norm distance of the query rows in the joint space of ``groups``
     (self excluded)."""
-    _check("knn_distance", groups, k=k, q0=q0, q1=q1)
-    return _cuda("knn_distance", "knn", groups, k, q0, q1)
+    q0, q1 = _check("knn_distance", groups, k=k, q0=q0, q1=q1)
+    return _cuda_kernel("knn_distance")(groups, k, q0, q1)
 
 
 @knn_distance.register_kernel("cpu")
 def _knn_distance_cpu(groups, k, q0=0, q1=-1):
-    _check("knn_distance", groups, k=k, q0=q0, q1=q1)
-    return _cpu("knn_distance", groups, k, q0, q1)
+    q0, q1 = _check("knn_distance", groups, k=k, q0=q0, q1=q1)
+    return _cpu_kernel("knn_distance", groups[0].dtype)(groups, k, q0, q1)
 
 
 @knn_distance.register_fake
@@ -135,14 +161,14 @@ def count_within(
     groups: list[torch.Tensor], radius: torch.Tensor, strict: bool, q0: int = 0, q1: int = -1
 ) -> torch.Tensor:
     """(B, M) int64 number of j != i within ``radius[b, i - q0]`` (``<`` if strict, else ``<=``)."""
-    _check("count_within", groups, radius=radius, q0=q0, q1=q1)
-    return _cuda("count_within", "count", groups, radius, strict, q0, q1)
+    q0, q1 = _check("count_within", groups, radius=radius, q0=q0, q1=q1)
+    return _cuda_kernel("count_within")(groups, radius, strict, q0, q1)
 
 
 @count_within.register_kernel("cpu")
 def _count_within_cpu(groups, radius, strict, q0=0, q1=-1):
-    _check("count_within", groups, radius=radius, q0=q0, q1=q1)
-    return _cpu("count_within", groups, radius, strict, q0, q1)
+    q0, q1 = _check("count_within", groups, radius=radius, q0=q0, q1=q1)
+    return _cpu_kernel("count_within", groups[0].dtype)(groups, radius, strict, q0, q1)
 
 
 @count_within.register_fake
@@ -153,14 +179,14 @@ def _count_within_fake(groups, radius, strict, q0=0, q1=-1):
 @torch.library.custom_op("mipp::marginal_radius", mutates_args=(), device_types="cuda")
 def marginal_radius(groups: list[torch.Tensor], radius: torch.Tensor, q0: int = 0, q1: int = -1) -> torch.Tensor:
     """(B, M, G) per-group largest distance to the samples within the joint ``radius`` (KSG-2)."""
-    _check("marginal_radius", groups, radius=radius, q0=q0, q1=q1)
-    return _cuda("marginal_radius", "radius", groups, radius, q0, q1)
+    q0, q1 = _check("marginal_radius", groups, radius=radius, q0=q0, q1=q1)
+    return _cuda_kernel("marginal_radius")(groups, radius, q0, q1)
 
 
 @marginal_radius.register_kernel("cpu")
 def _marginal_radius_cpu(groups, radius, q0=0, q1=-1):
-    _check("marginal_radius", groups, radius=radius, q0=q0, q1=q1)
-    return _cpu("marginal_radius", groups, radius, q0, q1)
+    q0, q1 = _check("marginal_radius", groups, radius=radius, q0=q0, q1=q1)
+    return _cpu_kernel("marginal_radius", groups[0].dtype)(groups, radius, q0, q1)
 
 
 @marginal_radius.register_fake
@@ -183,9 +209,7 @@ def _digamma_sum_ext(counts: torch.Tensor, offset: int, reduce: bool, fn) -> tor
     return out
 
 
-@torch.library.custom_op("mipp::digamma_sum", mutates_args=(), device_types="cuda")
-def digamma_sum(counts: torch.Tensor, offset: int, reduce: bool) -> torch.Tensor:
-    """psi(counts + offset) in float64 (integer counts), summed over the last dim in a fixed order."""
+def _digamma_sum_cuda(counts: torch.Tensor, offset: int, reduce: bool) -> torch.Tensor:
     if not _ext.has_cuda():
         _fallback_warning("digamma_sum", _ext.MISSING_REASON or "the extension was built without CUDA")
         return reference.digamma_sum(counts, offset, reduce)
@@ -193,8 +217,7 @@ def digamma_sum(counts: torch.Tensor, offset: int, reduce: bool) -> torch.Tensor
     return _digamma_sum_ext(counts, offset, reduce, lambda *a: _ext._C.digamma_sum_cuda(*a, stream))
 
 
-@digamma_sum.register_kernel("cpu")
-def _digamma_sum_cpu(counts, offset, reduce):
+def _digamma_sum_cpu(counts: torch.Tensor, offset: int, reduce: bool) -> torch.Tensor:
     if _ext._C is None:
         _ext.warn_fallback()
         return reference.digamma_sum(counts, offset, reduce)
@@ -203,6 +226,28 @@ def _digamma_sum_cpu(counts, offset, reduce):
     return _digamma_sum_ext(counts, offset, reduce, lambda *a: _ext._C.digamma_sum_cpu(*a, threads))
 
 
+@torch.library.custom_op("mipp::digamma_sum", mutates_args=(), device_types="cuda")
+def digamma_sum(counts: torch.Tensor, offset: int, reduce: bool) -> torch.Tensor:
+    """psi(counts + offset) in float64 (integer counts), summed over the last dim in a fixed order."""
+    return _digamma_sum_cuda(counts, offset, reduce)
+
+
+digamma_sum.register_kernel("cpu")(_digamma_sum_cpu)
+
+
 @digamma_sum.register_fake
 def _digamma_sum_fake(counts, offset, reduce):
     return counts.new_empty(counts.shape[:-1] if reduce else counts.shape, dtype=torch.float64)
+
+
+def trusted(op: str, *args):
+    """``torch.ops.mipp.<op>(*args)`` for callers that have checked the arguments themselves (the estimators,
+    under the user's names) and pass explicit query rows: in eager mode the kernel runs directly, without a
+    second check and without the dispatcher; under torch.compile it is the registered op, whose check runs
+    inside the graph at run time (the estimators' own checks are data-dependent and skipped while tracing)."""
+    if torch.compiler.is_compiling():
+        return getattr(torch.ops.mipp, op)(*args)
+    if op != "digamma_sum":
+        return _pairwise_kernel(op, args[0])(*args)
+    kernel = {"cpu": _digamma_sum_cpu, "cuda": _digamma_sum_cuda}.get(args[0].device.type)
+    return kernel(*args) if kernel else torch.ops.mipp.digamma_sum(*args)

@@ -33,11 +33,6 @@ def _chunks(batch: int, n: int, start: int = 0, stop: int | None = None):
         yield q0, min(stop, q0 + step)
 
 
-def rows(n: int, q0: int, q1: int) -> tuple[int, int]:
-    """The query rows [q0, q1) of an op call; q1 = -1 means N."""
-    return q0, n if q1 == -1 else q1
-
-
 def _group_distance(g: torch.Tensor, q0: int, q1: int) -> torch.Tensor:
     """(B_g, q1 - q0, N) max-norm distances from rows q0:q1 of g to all rows of g.
 
@@ -65,12 +60,12 @@ def _joint_distance(parts: list[torch.Tensor], q0: int) -> torch.Tensor:
     return out
 
 
-def knn_distance(groups: list[torch.Tensor], k: int, q0: int = 0, q1: int = -1) -> torch.Tensor:
-    """(B, M) distance from each query sample i in [q0, q1) (M = q1 - q0; q1 = -1: all N) to its k-th
+def knn_distance(groups: list[torch.Tensor], k: int, q0: int = 0, q1: int | None = None) -> torch.Tensor:
+    """(B, M) distance from each query sample i in [q0, q1) (M = q1 - q0; by default all N) to its k-th
     nearest neighbour among all N samples in the joint space of ``groups``, the sample itself excluded by
     index. Ties are counted with multiplicity: with duplicated rows the k-th distance can be 0."""
     batch, n = batch_size(groups), int(groups[0].shape[1])
-    r0, r1 = rows(n, q0, q1)
+    r0, r1 = q0, n if q1 is None else q1
     out = groups[0].new_empty(batch, r1 - r0)
     for a, b in _chunks(batch, n, r0, r1):
         d = _joint_distance([_group_distance(g, a, b) for g in groups], a)
@@ -78,15 +73,27 @@ def knn_distance(groups: list[torch.Tensor], k: int, q0: int = 0, q1: int = -1) 
     return out
 
 
+def knn_indices(groups: list[torch.Tensor], k: int) -> torch.Tensor:
+    """(B, N, k) int64 indices of the k nearest neighbours of every sample in the joint space of ``groups``,
+    nearest first, the sample itself excluded by index; among equal distances the order is torch.topk's.
+    Pure torch, so it runs on the groups' device (mipp.local_permutations draws its surrogates from it)."""
+    batch, n = batch_size(groups), int(groups[0].shape[1])
+    out = torch.empty(batch, n, k, dtype=torch.long, device=groups[0].device)
+    for a, b in _chunks(batch, n):
+        d = _joint_distance([_group_distance(g, a, b) for g in groups], a)
+        out[:, a:b] = d.topk(k, dim=2, largest=False).indices
+    return out
+
+
 def count_within(
-    groups: list[torch.Tensor], radius: torch.Tensor, strict: bool, q0: int = 0, q1: int = -1
+    groups: list[torch.Tensor], radius: torch.Tensor, strict: bool, q0: int = 0, q1: int | None = None
 ) -> torch.Tensor:
     """(B, M) int64 for the query samples i in [q0, q1): #{j != i : d(i, j) < radius[b, i - q0]} (``strict``)
     or ``<=`` (not strict), d the joint distance of ``groups`` over all N samples. ``radius`` has shape
     (B, M); a group with B_g == 1 is shared by all B radii."""
     batch = max(batch_size(groups), int(radius.shape[0]))
     n = int(groups[0].shape[1])
-    r0, r1 = rows(n, q0, q1)
+    r0, r1 = q0, n if q1 is None else q1
     out = torch.empty(batch, r1 - r0, dtype=torch.int64, device=radius.device)
     for a, b in _chunks(batch, n, r0, r1):
         d = _joint_distance([_group_distance(g, a, b) for g in groups], a)
@@ -96,7 +103,9 @@ def count_within(
     return out
 
 
-def marginal_radius(groups: list[torch.Tensor], radius: torch.Tensor, q0: int = 0, q1: int = -1) -> torch.Tensor:
+def marginal_radius(
+    groups: list[torch.Tensor], radius: torch.Tensor, q0: int = 0, q1: int | None = None
+) -> torch.Tensor:
     """(B, M, G) for the query samples i in [q0, q1): for each group g, the largest distance in g from i to
     the samples j != i whose joint distance is <= radius[b, i - q0] (0 when there are none). With radius =
     the k-th neighbour distance these are the marginal radii eps_x(i), eps_y(i) of KSG algorithm 2; with ties
@@ -104,7 +113,7 @@ def marginal_radius(groups: list[torch.Tensor], radius: torch.Tensor, q0: int = 
     every backend)."""
     batch = max(batch_size(groups), int(radius.shape[0]))
     n = int(groups[0].shape[1])
-    r0, r1 = rows(n, q0, q1)
+    r0, r1 = q0, n if q1 is None else q1
     out = radius.new_empty(batch, r1 - r0, len(groups))
     for a, b in _chunks(batch, n, r0, r1):
         parts = [_group_distance(g, a, b) for g in groups]

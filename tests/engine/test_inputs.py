@@ -422,3 +422,41 @@ def test_normalize_on_extreme_values_equals_normalize_on_moderate_ones(dtype, sc
         big = float(mipp.mi((x * scale).to(dtype), y.to(dtype), 3, algorithm=algorithm, normalize=True))
         assert big == pytest.approx(ref, abs=1e-6 if dtype == torch.float64 else 0.05)
         assert big > 0.3
+
+
+# ---------------------------------------------------------------------------------------------------
+# query rows and neighbour counts (mipp.distributed.mi_rows is built on them)
+
+
+@pytest.mark.parametrize("algorithm", [1, 2])
+@pytest.mark.parametrize("batched", [False, True])
+def test_rows_and_counts_rebuild_the_estimate(algorithm, batched):
+    g = torch.Generator().manual_seed(31)
+    x = (torch.randn(3, N, 2, dtype=torch.float64, generator=g) * 2).round()  # ties and duplicates
+    y = x[..., :1] + torch.randn(3, N, 1, dtype=torch.float64, generator=g).round()
+    if not batched:
+        x, y = x[0], y[0]
+    kw = {"algorithm": algorithm, "jitter": 0.0}
+    with pytest.warns(UserWarning, match="ties"):
+        counts = mipp.mi(x, y, 4, reduction="counts", **kw)
+    assert counts.dtype == torch.int64 and counts.shape == ((3, N, 2) if batched else (N, 2))
+    with pytest.warns(UserWarning, match="ties"):
+        parts = [mipp.mi(x, y, 4, rows=r, reduction="counts", **kw) for r in [(0, 17), (17, 17), (17, N)]]
+    assert torch.equal(torch.cat(parts, dim=-2), counts)
+    with pytest.warns(UserWarning, match="ties"):
+        whole, local = mipp.mi(x, y, 4, **kw), mipp.mi(x, y, 4, reduction="none", **kw)
+        assert torch.equal(mipp.mi(x, y, 4, rows=(5, 40), reduction="none", **kw), local[..., 5:40])
+    assert torch.equal(mipp.ksg.mi_from_counts(counts, 4, algorithm=algorithm), whole)
+    assert torch.equal(mipp.ksg.mi_from_counts(counts, 4, algorithm=algorithm, reduction="none"), local)
+
+
+@pytest.mark.parametrize("rows", [(0, N + 1), (5, 4), (-1, 3), (0,), "ab", (0.5, 3)])
+def test_bad_rows_are_named(rows):
+    x, y, _ = _data()
+    _raises(ValueError, "rows", mipp.mi, x, y, rows=rows, reduction="none")
+
+
+def test_rows_need_per_sample_results():
+    x, y, _ = _data()
+    _raises(ValueError, "rows", mipp.mi, x, y, rows=(0, 10))
+    _raises(ValueError, "rows", mipp.mi, x, y > 0, rows=(0, 10), reduction="none", discrete_y=True)

@@ -301,3 +301,15 @@ def test_ksg1_equals_sklearn(k, rho):
     assert expected > 0.1  # not clipped
     got = mipp.mi(_t(x), _t(y), k, algorithm=1).item()
     assert abs(got - expected) <= TOL
+
+
+def test_knn_indices_are_the_nearest_in_order():
+    """reference.knn_indices (the neighbour lists of mipp.local_permutations): the k nearest, nearest first,
+    never the sample itself, with ties and duplicates."""
+    z = (torch.randn(2, 40, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 2).round()
+    idx = reference.knn_indices([z], 5)
+    d = (z[:, :, None, :] - z[:, None, :, :]).abs().amax(-1)
+    d.diagonal(dim1=1, dim2=2).fill_(float("inf"))
+    assert idx.shape == (2, 40, 5) and idx.dtype == torch.long
+    assert torch.equal(d.gather(2, idx), d.sort(dim=2).values[..., :5])
+    assert not (idx == torch.arange(40)[:, None]).any()

@@ -18,9 +18,13 @@ from mipp import reference
 
 triton = pytest.importorskip("triton")
 
-from mipp_kernels import count, knn, pairwise, radius  # noqa: E402
+import mipp_kernels._tiles as tiles  # noqa: E402
+import mipp_kernels.count_within as count  # noqa: E402
+import mipp_kernels.knn_distance as knn  # noqa: E402
+import mipp_kernels.marginal_radius as radius  # noqa: E402
 
 pytestmark = pytest.mark.triton
+ops = torch.ops.mipp
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float32, torch.float64]
@@ -38,6 +42,19 @@ def _data(b: int, n: int, d: int, dtype, kind: str, seed: int) -> torch.Tensor:
         x[:, n // 2 : n // 2 + 6] = x[:, :6]
         x[:, -1] = x[:, 0]
     return x.to(DEVICE)
+
+
+def _knn(groups, k):
+    """The launchers take explicit query rows: these run all N."""
+    return knn.knn_distance(groups, k, 0, groups[0].shape[1])
+
+
+def _count(groups, r, strict):
+    return count.count_within(groups, r, strict, 0, groups[0].shape[1])
+
+
+def _radius(groups, r):
+    return radius.marginal_radius(groups, r, 0, groups[0].shape[1])
 
 
 def _unchanged(groups, fn):
@@ -58,7 +75,7 @@ def _unchanged(groups, fn):
 def test_knn_distance_matches_reference(dtype, kind, k):
     x = _data(1, 45, 1, dtype, kind, seed=k)
     y = _data(1, 45, 2, dtype, kind, seed=k + 100)
-    out = _unchanged([x, y], lambda: knn.knn_distance([x, y], k))
+    out = _unchanged([x, y], lambda: _knn([x, y], k))
     expected = reference.knn_distance([x, y], k)
     assert out.dtype == dtype and out.shape == (1, 45)
     assert torch.equal(out, expected)
@@ -70,7 +87,7 @@ def test_knn_distance_matches_reference(dtype, kind, k):
 def test_knn_distance_near_cap(dtype, k, n):
     """K_PAD = 64 > BLOCK_N: tiles shorter than the state, N just above k."""
     x = _data(1, n, 3, dtype, "ties", seed=k)
-    assert torch.equal(knn.knn_distance([x], k), reference.knn_distance([x], k))
+    assert torch.equal(_knn([x], k), reference.knn_distance([x], k))
 
 
 def test_knn_distance_batched_mixed_groups():
@@ -80,7 +97,7 @@ def test_knn_distance_batched_mixed_groups():
     y = _data(1, 50, 2, torch.float32, "continuous", seed=2)
     z = _data(3, 50, 2, torch.float32, "duplicates", seed=3)
     for k in (1, 4):
-        out = knn.knn_distance([x, y, z], k)
+        out = _knn([x, y, z], k)
         assert out.shape == (3, 50)
         assert torch.equal(out, reference.knn_distance([x, y, z], k))
 
@@ -90,14 +107,14 @@ def test_knn_distance_non_contiguous():
     x = base.transpose(1, 2)[:, ::2]  # (2, 30, 8), strided rows and columns
     y = _data(1, 30, 6, torch.float64, "ties", seed=5)[:, :, 1:5]  # (1, 30, 4), sliced columns
     assert not x.is_contiguous() and not y.is_contiguous()
-    assert torch.equal(knn.knn_distance([x, y], 5), reference.knn_distance([x, y], 5))
+    assert torch.equal(_knn([x, y], 5), reference.knn_distance([x, y], 5))
 
 
 def test_knn_distance_edge_sizes():
     x = _data(2, 6, 2, torch.float32, "continuous", seed=6)
-    assert torch.equal(knn.knn_distance([x], 6), reference.knn_distance([x], 6))  # k == N: +inf
-    assert torch.isinf(knn.knn_distance([x], 6)).all()
-    assert knn.knn_distance([x[:, :0]], 3).shape == (2, 0)
+    assert torch.equal(_knn([x], 6), reference.knn_distance([x], 6))  # k == N: +inf
+    assert torch.isinf(_knn([x], 6)).all()
+    assert _knn([x[:, :0]], 3).shape == (2, 0)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -112,7 +129,7 @@ def test_count_within_matches_reference(dtype, kind, strict):
     y = _data(1, 60, 3, dtype, kind, seed=8)
     eps = reference.knn_distance([x, y], 3)  # radii at exact sample distances: ties at the boundary
     for groups in ([x], [y], [x, y]):
-        out = _unchanged(groups + [eps], lambda: count.count_within(groups, eps, strict))
+        out = _unchanged(groups + [eps], lambda: _count(groups, eps, strict))
         assert out.dtype == torch.int64 and out.shape == (1, 60)
         assert torch.equal(out, reference.count_within(groups, eps, strict))
 
@@ -121,7 +138,7 @@ def test_count_within_strictness_differs_on_ties():
     """With radii equal to sample distances, <= counts the boundary and < does not."""
     x = _data(1, 40, 2, torch.float32, "ties", seed=9)
     eps = reference.knn_distance([x], 2)
-    strict, loose = count.count_within([x], eps, True), count.count_within([x], eps, False)
+    strict, loose = _count([x], eps, True), _count([x], eps, False)
     assert (strict < 2).all() and (loose >= 2).all() and (loose > strict).any()
 
 
@@ -134,7 +151,7 @@ def test_count_within_batched_shared_groups():
     eps = reference.knn_distance([x, y, z], 3)  # (5, 55)
     for groups, r in (([y], eps), ([y, z], eps), ([x, y, z], eps), ([x, y, z], eps[:1])):
         for strict in (True, False):
-            out = count.count_within(groups, r, strict)
+            out = _count(groups, r, strict)
             assert out.shape == (5, 55)
             assert torch.equal(out, reference.count_within(groups, r, strict))
 
@@ -144,13 +161,13 @@ def test_count_within_non_contiguous():
     r = _data(50, 3, 1, torch.float32, "continuous", seed=14)[..., 0].abs().T  # (3, 50), transposed
     assert not x.is_contiguous() and not r.is_contiguous()
     for strict in (True, False):
-        assert torch.equal(count.count_within([x], r, strict), reference.count_within([x], r, strict))
+        assert torch.equal(_count([x], r, strict), reference.count_within([x], r, strict))
 
 
 def test_count_within_infinite_radius_counts_everyone_else():
     x = _data(2, 20, 2, torch.float32, "duplicates", seed=15)
     r = torch.full((2, 20), float("inf"), device=DEVICE)
-    assert (count.count_within([x], r, True) == 19).all()
+    assert (_count([x], r, True) == 19).all()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -165,7 +182,7 @@ def test_marginal_radius_matches_reference(dtype, kind):
     z = _data(1, 50, 1, dtype, kind, seed=18)
     for groups in ([x], [x, y], [x, y, z]):
         eps = reference.knn_distance(groups, 4)
-        out = _unchanged(groups + [eps], lambda: radius.marginal_radius(groups, eps))
+        out = _unchanged(groups + [eps], lambda: _radius(groups, eps))
         assert out.dtype == dtype and out.shape == (1, 50, len(groups))
         assert torch.equal(out, reference.marginal_radius(groups, eps))
 
@@ -175,7 +192,7 @@ def test_marginal_radius_batched_non_contiguous():
     y = _data(1, 40, 3, torch.float32, "continuous", seed=20)[:, :, ::2]  # (1, 40, 2) shared
     eps = reference.knn_distance([x, y], 3)
     for r in (eps, eps[1:2], torch.zeros_like(eps)):  # batched, shared and empty neighbourhoods
-        assert torch.equal(radius.marginal_radius([x, y], r), reference.marginal_radius([x, y], r))
+        assert torch.equal(_radius([x, y], r), reference.marginal_radius([x, y], r))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -189,38 +206,45 @@ def _groups(n=10, dtype=torch.float32):
 @pytest.mark.parametrize(
     "call,error,match",
     [
-        (lambda: knn.knn_distance(_groups(), knn.K_CAP + 1), ValueError, rf"k={knn.K_CAP + 1}.*K_CAP={knn.K_CAP}"),
-        (lambda: knn.knn_distance(_groups(), 0), ValueError, "k=0"),
-        (lambda: knn.knn_distance(_groups(), 11), ValueError, "k=11.*N=10"),
-        (lambda: knn.knn_distance(_groups(), 2.0), TypeError, "k must be an int"),
-        (lambda: knn.knn_distance(_groups() + _groups(12), 2), ValueError, "N=12"),
-        (lambda: knn.knn_distance(_groups() + _groups(dtype=torch.float64), 2), TypeError, "float64"),
-        (lambda: knn.knn_distance(_groups() * 4, 2), ValueError, "4 column groups"),
-        (lambda: knn.knn_distance([_groups()[0][0]], 2), ValueError, "shape"),
-        (lambda: knn.knn_distance([_groups()[0].int()], 2), TypeError, "float32 or float64"),
-        (lambda: knn.knn_distance(_groups()[0], 2), TypeError, "list"),
         (
-            lambda: knn.knn_distance([torch.zeros(2, 10, 1, device=DEVICE), torch.zeros(3, 10, 1, device=DEVICE)], 2),
+            lambda: knn.knn_distance(_groups(), knn.K_CAP + 1, 0, 10),
             ValueError,
+            rf"k={knn.K_CAP + 1}.*K_CAP={knn.K_CAP}",
+        ),
+        (lambda: knn.knn_distance(_groups() * 4, 2, 0, 10), ValueError, "4 column groups"),
+        (lambda: count.count_within(_groups() * 4, torch.ones(1, 10, device=DEVICE), True, 0, 10), ValueError, "4"),
+    ],
+)
+def test_launchers_refuse_what_their_kernels_cannot_do(call, error, match):
+    """The launchers trust their inputs (mipp.ops checks the contract once); they refuse only what is beyond
+    their kernels: k above K_CAP, more than MAX_GROUPS groups."""
+    with pytest.raises(error, match=match):
+        call()
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: ops.knn_distance(_groups(), 0), "k=0"),
+        (lambda: ops.knn_distance(_groups(), 10), "k=10.*N=10"),
+        (lambda: ops.knn_distance(_groups() + _groups(12), 2), "N=12"),
+        (lambda: ops.knn_distance(_groups() + _groups(dtype=torch.float64), 2), "float64"),
+        (lambda: ops.knn_distance([_groups()[0].int()], 2), "floating"),
+        (
+            lambda: ops.knn_distance([torch.zeros(2, 10, 1, device=DEVICE), torch.zeros(3, 10, 1, device=DEVICE)], 2),
             "batch size",
         ),
-        (lambda: count.count_within(_groups(), torch.ones(1, 9, device=DEVICE), True), ValueError, r"\(B, 10\)"),
+        (lambda: ops.count_within(_groups(), torch.ones(1, 9, device=DEVICE), True), r"\(B, 10\)"),
+        (lambda: ops.count_within(_groups(), torch.ones(1, 10, dtype=torch.float64, device=DEVICE), True), "radius"),
+        (lambda: ops.marginal_radius(_groups() + _groups(12), torch.ones(1, 10, device=DEVICE)), "N=12"),
         (
-            lambda: count.count_within(_groups(), torch.ones(1, 10, dtype=torch.float64, device=DEVICE), True),
-            TypeError,
+            lambda: ops.marginal_radius([torch.zeros(2, 10, 1, device=DEVICE)], torch.ones(3, 10, device=DEVICE)),
             "radius",
-        ),
-        (lambda: count.count_within(_groups(), torch.ones(1, 10, device=DEVICE), 1), TypeError, "strict"),
-        (lambda: radius.marginal_radius(_groups() + _groups(12), torch.ones(1, 10, device=DEVICE)), ValueError, "N=12"),
-        (
-            lambda: radius.marginal_radius([torch.zeros(2, 10, 1, device=DEVICE)], torch.ones(3, 10, device=DEVICE)),
-            ValueError,
-            "batch size",
         ),
     ],
 )
-def test_launchers_reject_bad_input(call, error, match):
-    with pytest.raises(error, match=match):
+def test_the_ops_check_the_contract_before_the_launchers(call, match):
+    with pytest.raises(ValueError, match=match):
         call()
 
 
@@ -240,9 +264,9 @@ def _launch_constexprs(module, batch: int):
                     continue  # B is the groups' batch: some group has B_g = B
                 for k_pad in (1 << i for i in range(7)):
                     cap = max(1, min(knn.BATCH_CAP, knn.BATCH_STATE // k_pad))
-                    yield {**meta, "K_PAD": k_pad, "BB": pairwise.batch_block(batch, shared_any, cap)}
+                    yield {**meta, "K_PAD": k_pad, "BB": tiles.batch_block(batch, shared_any, cap)}
             else:
-                yield {**meta, "BB": pairwise.batch_block(batch, shared_any, module.BATCH_CAP)}
+                yield {**meta, "BB": tiles.batch_block(batch, shared_any, module.BATCH_CAP)}
 
 
 @pytest.mark.parametrize("module", [knn, count, radius], ids=["knn", "count", "radius"])
@@ -254,11 +278,10 @@ def test_gpu_configs_fallback_is_smallest(module):
     for batch in (1, 2, 3, 5, 8, 100):
         for meta in _launch_constexprs(module, batch):
             need = [
-                pairwise.queries_per_thread(c) * module._live_values(c.kwargs["BLOCK_N"], meta)
-                for c in module.GPU_CONFIGS
+                tiles.queries_per_thread(c) * module._live_values(c.kwargs["BLOCK_N"], meta) for c in module.GPU_CONFIGS
             ]
             assert need[0] == min(need), (batch, meta, need)
-    rows = pairwise.row_multiple(module.GPU_CONFIGS)
+    rows = tiles.row_multiple(module.GPU_CONFIGS)
     assert all(rows % c.kwargs["BLOCK_Q"] == 0 and rows % c.kwargs["BLOCK_N"] == 0 for c in module.GPU_CONFIGS)
 
 
@@ -281,11 +304,11 @@ def test_label_group_matches_reference(dtype):
     x = _data(3, 50, 2, dtype, "ties", seed=7)
     codes = torch.randint(0, 4, (50,), generator=torch.Generator().manual_seed(8))
     g = label_group(codes, [x]).to(DEVICE)
-    eps = knn.knn_distance([x, g], 3)
+    eps = _knn([x, g], 3)
     assert torch.equal(eps, reference.knn_distance([x, g], 3))
     for strict in (True, False):
-        assert torch.equal(count.count_within([x, g], eps, strict), reference.count_within([x, g], eps, strict))
-        assert torch.equal(count.count_within([x], eps, strict), reference.count_within([x], eps, strict))
+        assert torch.equal(_count([x, g], eps, strict), reference.count_within([x, g], eps, strict))
+        assert torch.equal(_count([x], eps, strict), reference.count_within([x], eps, strict))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -298,11 +321,11 @@ def test_query_rows_match_the_full_call(dtype, rows):
     q0, q1 = rows
     x = _data(2, 45, 2, dtype, "ties", seed=3)
     y = _data(1, 45, 1, dtype, "duplicates", seed=4)
-    eps = knn.knn_distance([x, y], 3)
+    eps = _knn([x, y], 3)
     assert torch.equal(knn.knn_distance([x, y], 3, q0, q1), eps[:, q0:q1])
     assert torch.equal(reference.knn_distance([x, y], 3, q0, q1), eps[:, q0:q1])
     for strict in (True, False):
-        full = count.count_within([x, y], eps, strict)
+        full = _count([x, y], eps, strict)
         assert torch.equal(count.count_within([x, y], eps[:, q0:q1], strict, q0, q1), full[:, q0:q1])
-    full = radius.marginal_radius([x, y], eps)
+    full = _radius([x, y], eps)
     assert torch.equal(radius.marginal_radius([x, y], eps[:, q0:q1], q0, q1), full[:, q0:q1])

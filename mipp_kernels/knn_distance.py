@@ -1,17 +1,18 @@
 """k-th nearest-neighbour distance in a joint max-norm space (Triton).
 
 Math. For problem b and sample i, with d(i, j) = max over the column groups of the group max-norm
-distances (see ``pairwise``), ``out[b, i]`` is the k-th smallest of the multiset {d(i, j) : j != i}.
+distances (see ``_tiles``), ``out[b, i]`` is the k-th smallest of the multiset {d(i, j) : j != i}.
 The sample itself is excluded by index; ties count with multiplicity, so duplicated rows give d = 0
 and the k-th distance can be 0. With k == N the result is +inf (fewer than k other samples), as in
 ``mipp.reference.knn_distance``, which this kernel equals bit for bit.
 
-Inputs. ``groups``: 1 to 3 tensors (B_g, N, d_g), one float dtype (float32/float64) and device, B_g in
-{1, B}, any strides, finite values. ``k``: an int, 1 <= k <= K_CAP (64) and k <= N.
-Output. (B, N) tensor of the groups' dtype.
+Inputs (trusted: ``mipp.ops`` checks them). ``groups``: 1 to 3 tensors (B_g, N, d_g), one float dtype
+(float32/float64) and device, B_g in {1, B}, any strides, finite values; the query rows [q0, q1), M = q1 - q0.
+``k``: an int, 1 <= k <= N; above K_CAP (64) this kernel refuses it.
+Output. (B, M) tensor of the groups' dtype.
 
 Algorithm. A program owns BLOCK_Q query rows of BB problems and streams the candidates in tiles of
-BLOCK_N rows; memory is the packed copy of the groups (O(B N d), see ``pairwise``) and the per-query
+BLOCK_N rows; memory is the packed copy of the groups (O(B N d), see ``_tiles``) and the per-query
 state in registers, never N x N. Per (problem, query) it keeps ``state``: the K_PAD
 (k rounded up to a power of two) smallest distances seen, sorted in *descending* order. A tile is merged
 by taking its K_PAD smallest per row in ascending order (a bitonic top-k; a tile of fewer than K_PAD
@@ -24,7 +25,7 @@ candidate equal to it leaves the k-th value unchanged) and is skipped; the test 
 BB x BLOCK_Q queries of the program), so skips become common once the k-th distances have shrunk.
 
 Batching. A group with B_g == 1 is shared by the batch: its distance tile is computed once for the BB
-problems of a program (pairwise._group_distance), so a ``y`` shared by many ``x`` costs one distance
+problems of a program (_tiles._group_distance), so a ``y`` shared by many ``x`` costs one distance
 evaluation per pair and block instead of one per problem; BB = min(BATCH_CAP, BATCH_STATE // K_PAD, B
 rounded up to a power of two), as the state grows with BB.
 """
@@ -35,19 +36,18 @@ import torch
 import triton
 import triton.language as tl
 
-from mipp_kernels.pairwise import (
+from mipp_kernels._tiles import (
     INTERPRET,
     TUNING_KEY,
+    Groups,
     _candidate_indices,
     _joint_distance,
     _query_indices,
     batch_block,
-    check_groups,
     device_guard,
     grid,
     next_power_of_2,
     prune_registers,
-    query_rows,
     row_multiple,
     tile_configs,
 )
@@ -240,21 +240,17 @@ def _knn_distance_kernel(
     tl.store(out_ptr + b * M + (q - Q0), kth, mask=out_mask)
 
 
-def knn_distance(groups: list[torch.Tensor], k: int, q0: int = 0, q1: int = -1) -> torch.Tensor:
-    """(B, M) distance from each query sample q0 .. q1-1 (q1 = -1: N) to its k-th nearest neighbour among
-    all N in the joint max-norm space of ``groups`` (self excluded by index, ties with multiplicity); see
-    the module docstring."""
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"knn_distance: k must be an int, got {type(k).__name__}")
-    if not 1 <= k <= K_CAP:
+def knn_distance(groups: list[torch.Tensor], k: int, q0: int, q1: int) -> torch.Tensor:
+    """(B, q1 - q0) distance from each query sample q0 .. q1-1 to its k-th nearest neighbour among all N in
+    the joint max-norm space of ``groups`` (self excluded by index, ties with multiplicity); see the module
+    docstring. k above K_CAP is beyond this kernel: a ValueError."""
+    if k > K_CAP:
         raise ValueError(
             f"knn_distance: k={k} is outside 1..{K_CAP}; the Triton kernel keeps k distances "
             f"per sample in registers and supports k <= K_CAP={K_CAP}"
         )
-    g = check_groups(groups, "knn_distance")
-    if g.n and k > g.n:
-        raise ValueError(f"knn_distance: k={k} needs at least k samples, got N={g.n}")
-    start, m = query_rows(g, q0, q1, "knn_distance")
+    g = Groups.of(groups, "knn_distance")
+    m = q1 - q0
     out = torch.empty((g.batch, m), dtype=g.dtype, device=g.device)
     if out.numel() == 0:
         return out
@@ -263,6 +259,6 @@ def knn_distance(groups: list[torch.Tensor], k: int, q0: int = 0, q1: int = -1) 
     ptrs, strides = g.pack(_ROWS)
     with device_guard(g.device):
         _knn_distance_kernel[grid(m, g.batch, bb)](
-            out, *ptrs, g.n, g.batch, start, m, *g.dims, *strides, K=k, K_PAD=k_pad, BB=bb, **g.constexprs
+            out, *ptrs, g.n, g.batch, q0, m, *g.dims, *strides, K=k, K_PAD=k_pad, BB=bb, **g.constexprs
         )
     return out

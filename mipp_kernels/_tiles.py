@@ -1,4 +1,4 @@
-"""Shared pieces of the mipp Triton kernels: the max-norm distance tile and the launchers' validation.
+"""Shared pieces of the mipp Triton kernels: the max-norm distance tile, the grid and the launch arguments.
 
 Math. A *column group* is a tensor ``g`` of shape ``(B_g, N, d_g)``; the distance between samples i and j
 of problem b in that group is the max-norm ``max_c |g[b, i, c] - g[b, j, c]|`` (0 when ``d_g == 0``); the
@@ -7,7 +7,7 @@ and the subtraction is rounded once in the input dtype, so the tiles below equal
 (``mipp.reference``) bit for bit whatever the order of the reduction. The ``|a|^2 + |b|^2 - 2ab`` expansion
 is never used.
 
-Values must be finite (the estimators check): the max is NaN-blind, as FMNMX is.
+Values must be finite (mipp.ops checks): the max is NaN-blind, as FMNMX is.
 
 Layout. The launchers pack every group into a zero-padded copy of shape (B_g, d_g, N_pad), samples
 contiguous and N_pad a multiple of every block size (``Groups.pack``): the loads of a column are then
@@ -143,7 +143,8 @@ def _candidate_indices(n0, q, N, BLOCK_N: tl.constexpr):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Host side: validation and kernel arguments, shared by the three launchers.
+# Host side: kernel arguments, shared by the three launchers. The launchers trust their inputs: the op
+# boundary (mipp.ops) checks the contract once; only the limits of these kernels are checked here.
 
 
 def next_power_of_2(n: int) -> int:
@@ -152,13 +153,27 @@ def next_power_of_2(n: int) -> int:
 
 @dataclass
 class Groups:
-    """Validated column groups (see ``check_groups``)."""
+    """The column groups of one launch: G tensors (B_g, N, d_g) of one float dtype and device, B_g in {1, B}."""
 
     tensors: list  # the G input tensors (B_g, N, d_g)
     batch: int  # B the groups broadcast to
     n: int  # samples N
     dtype: torch.dtype
     device: torch.device
+
+    @classmethod
+    def of(cls, groups: list[torch.Tensor], op: str) -> Groups:
+        """The launch's groups; more than MAX_GROUPS is beyond these kernels (a ValueError that says how to
+        fit them)."""
+        if len(groups) > MAX_GROUPS:
+            raise ValueError(
+                f"{op}: groups has {len(groups)} column groups; the Triton kernels take 1 to "
+                f"{MAX_GROUPS}. The joint max-norm of several groups equals that of their "
+                "concatenation, so torch.cat the extra groups along the last dimension"
+            )
+        first = groups[0]
+        batch = max(int(g.shape[0]) for g in groups)
+        return cls(list(groups), batch, int(first.shape[1]), first.dtype, first.device)
 
     @property
     def count(self) -> int:
@@ -203,68 +218,10 @@ class Groups:
         return packed, strides
 
 
-def check_groups(groups, op: str) -> Groups:
-    """Validate ``groups``: a list of 1..MAX_GROUPS tensors (B_g, N, d_g) of one float dtype and device,
-    B_g in {1, B}, any strides. The inputs are never modified."""
-    if isinstance(groups, torch.Tensor) or not isinstance(groups, (list, tuple)):
-        raise TypeError(f"{op}: groups must be a list of tensors (B_g, N, d_g), got {type(groups).__name__}")
-    if not 1 <= len(groups) <= MAX_GROUPS:
-        raise ValueError(
-            f"{op}: groups has {len(groups)} column groups; the Triton kernels take 1 to "
-            f"{MAX_GROUPS}. The joint max-norm of several groups equals that of their "
-            "concatenation, so torch.cat the extra groups along the last dimension"
-        )
-    first = groups[0]
-    for i, g in enumerate(groups):
-        if not isinstance(g, torch.Tensor):
-            raise TypeError(f"{op}: groups[{i}] must be a torch.Tensor, got {type(g).__name__}")
-        if g.dim() != 3:
-            raise ValueError(f"{op}: groups[{i}] must have shape (B_g, N, d_g), got {tuple(g.shape)}")
-        if g.dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"{op}: groups[{i}] must be float32 or float64, got {g.dtype}")
-        if g.dtype != first.dtype:
-            raise TypeError(f"{op}: groups[{i}] is {g.dtype} but groups[0] is {first.dtype}; convert them to one dtype")
-        if g.device != first.device:
-            raise ValueError(f"{op}: groups[{i}] is on {g.device} but groups[0] is on {first.device}")
-        if g.shape[1] != first.shape[1]:
-            raise ValueError(
-                f"{op}: groups[{i}] has N={g.shape[1]} samples but groups[0] has "
-                f"N={first.shape[1]}; every group needs the same N"
-            )
-    batch = max(int(g.shape[0]) for g in groups)
-    for i, g in enumerate(groups):
-        if g.shape[0] not in (1, batch):
-            raise ValueError(f"{op}: groups[{i}] has batch size {g.shape[0]}; each group needs 1 or B={batch} problems")
-    return Groups(tensors=list(groups), batch=batch, n=int(first.shape[1]), dtype=first.dtype, device=first.device)
-
-
-def query_rows(g: Groups, q0: int, q1: int, op: str) -> tuple[int, int]:
-    """(Q0, M): the first query row and the number of them, from [q0, q1) (q1 = -1: N)."""
-    q1 = g.n if q1 == -1 else q1
-    if not 0 <= q0 <= q1 <= g.n:
-        raise ValueError(f"{op}: the query rows [{q0}, {q1}) must lie in [0, N={g.n}]")
-    return q0, q1 - q0
-
-
-def check_radius(radius, g: Groups, op: str, rows: int | None = None) -> tuple[int, tuple[int, int]]:
-    """Validate ``radius`` (B_r, rows) against the groups (same dtype and device, B_r in {1, B}; rows: the
-    query rows, N by default); returns the batch size B of the result, max(B_groups, B_r), and the radius'
+def radius_batch(radius: torch.Tensor, g: Groups) -> tuple[int, tuple[int, int]]:
+    """The batch size B of a result over ``g`` and ``radius`` (B_r, M), max(B_groups, B_r), and the radius'
     batch (0 when shared) and row strides."""
-    rows = g.n if rows is None else rows
-    if not isinstance(radius, torch.Tensor):
-        raise TypeError(f"{op}: radius must be a torch.Tensor, got {type(radius).__name__}")
-    if radius.dim() != 2 or radius.shape[1] != rows:
-        raise ValueError(f"{op}: radius must have shape (B, {rows}) (one per query row), got {tuple(radius.shape)}")
-    if radius.dtype != g.dtype:
-        raise TypeError(f"{op}: radius is {radius.dtype} but the groups are {g.dtype}; convert it")
-    if radius.device != g.device:
-        raise ValueError(f"{op}: radius is on {radius.device} but the groups are on {g.device}")
-    batch = max(g.batch, int(radius.shape[0]))
-    if g.batch not in (1, batch) or radius.shape[0] not in (1, batch):
-        raise ValueError(
-            f"{op}: radius has batch size {radius.shape[0]} and the groups {g.batch}; they must be equal or 1"
-        )
-    return batch, (radius.stride(0) if radius.shape[0] > 1 else 0, radius.stride(1))
+    return max(g.batch, int(radius.shape[0])), (radius.stride(0) if radius.shape[0] > 1 else 0, radius.stride(1))
 
 
 def grid(n: int, batch: int, bb: int):

@@ -1,15 +1,16 @@
 """Neighbour counts within a radius in a joint max-norm space (Triton).
 
 Math. For problem b and sample i, with d(i, j) = max over the column groups of the group max-norm
-distances (see ``pairwise``), ``out[b, i] = #{j != i : d(i, j) < radius[b, i]}`` when ``strict`` and
+distances (see ``_tiles``), ``out[b, i] = #{j != i : d(i, j) < radius[b, i]}`` when ``strict`` and
 ``#{j != i : d(i, j) <= radius[b, i]}`` otherwise. The sample itself is excluded by index; duplicated
 rows (d = 0) count; a radius of +inf counts all N - 1 other samples. Equal to
 ``mipp.reference.count_within`` exactly (the distances are bit-identical and the comparison is exact).
 
-Inputs. ``groups``: 1 to 3 tensors (B_g, N, d_g), one float dtype (float32/float64) and device, B_g in
-{1, B}, any strides, finite values. ``radius``: (B_r, N) of the same dtype and device, B_r in {1, B}.
+Inputs (trusted: ``mipp.ops`` checks them). ``groups``: 1 to 3 tensors (B_g, N, d_g), one float dtype
+(float32/float64) and device, B_g in {1, B}, any strides, finite values; the query rows [q0, q1), M = q1 - q0.
+``radius``: (B_r, M) of the same dtype and device, B_r in {1, B}.
 ``strict``: bool.
-Output. (B, N) int64, B = max(B_g, B_r).
+Output. (B, M) int64, B = max(B_g, B_r).
 
 Algorithm and batching. A program owns BLOCK_Q query rows of BB problems, streams candidate tiles of
 BLOCK_N rows and keeps one int32 count per (problem, query). A group with B_g == 1 is shared by the
@@ -25,20 +26,19 @@ import torch
 import triton
 import triton.language as tl
 
-from mipp_kernels.pairwise import (
+from mipp_kernels._tiles import (
     INTERPRET,
     TUNING_KEY,
+    Groups,
     _candidate_indices,
     _joint_distance,
     _query_indices,
     batch_block,
     batched_rows,
-    check_groups,
-    check_radius,
     device_guard,
     grid,
     prune_registers,
-    query_rows,
+    radius_batch,
     row_multiple,
     tile_configs,
 )
@@ -133,17 +133,13 @@ def _count_within_kernel(
     tl.store(out_ptr + b * M + (q - Q0), count.to(tl.int64), mask=out_mask)
 
 
-def count_within(
-    groups: list[torch.Tensor], radius: torch.Tensor, strict: bool, q0: int = 0, q1: int = -1
-) -> torch.Tensor:
-    """(B, M) int64 number of samples j != i within ``radius[b, i - q0]`` of each query sample i in
-    q0 .. q1-1 (q1 = -1: N) in the joint max-norm space of ``groups`` (``<`` when ``strict``, else ``<=``);
-    see the module docstring."""
-    g = check_groups(groups, "count_within")
-    start, m = query_rows(g, q0, q1, "count_within")
-    batch, r_strides = check_radius(radius, g, "count_within", m)
-    if not isinstance(strict, bool):
-        raise TypeError(f"count_within: strict must be a bool, got {type(strict).__name__}")
+def count_within(groups: list[torch.Tensor], radius: torch.Tensor, strict: bool, q0: int, q1: int) -> torch.Tensor:
+    """(B, q1 - q0) int64 number of samples j != i within ``radius[b, i - q0]`` of each query sample i in
+    q0 .. q1-1 in the joint max-norm space of ``groups`` (``<`` when ``strict``, else ``<=``); see the module
+    docstring."""
+    g = Groups.of(groups, "count_within")
+    m = q1 - q0
+    batch, r_strides = radius_batch(radius, g)
     out = torch.empty((batch, m), dtype=torch.int64, device=g.device)
     if out.numel() == 0:
         return out
@@ -156,7 +152,7 @@ def count_within(
             *ptrs,
             g.n,
             batch,
-            start,
+            q0,
             m,
             *g.dims,
             *strides,

@@ -1,15 +1,16 @@
 """Marginal radii of the joint neighbourhoods (KSG algorithm 2), Triton.
 
 Math. For problem b, sample i and each column group g, with d_g the group max-norm distance and
-d = max_g d_g the joint distance (see ``pairwise``),
+d = max_g d_g the joint distance (see ``_tiles``),
 ``out[b, i, g] = max{d_g(i, j) : j != i, d(i, j) <= radius[b, i]}``, and 0 when that set is empty.
 With radius = the k-th neighbour distance these are eps_x(i), eps_y(i) of KSG-2. Every sample tied at
 the radius belongs to the neighbourhood (an order-free rule), and the sample itself is excluded by
 index, so duplicated rows count. Equal to ``mipp.reference.marginal_radius`` exactly (max is exact).
 
-Inputs. ``groups``: 1 to 3 tensors (B_g, N, d_g), one float dtype (float32/float64) and device, B_g in
-{1, B}, any strides, finite values. ``radius``: (B_r, N) of the same dtype and device, B_r in {1, B}.
-Output. (B, N, G) of that dtype, B = max(B_g, B_r).
+Inputs (trusted: ``mipp.ops`` checks them). ``groups``: 1 to 3 tensors (B_g, N, d_g), one float dtype
+(float32/float64) and device, B_g in {1, B}, any strides, finite values; the query rows [q0, q1), M = q1 - q0.
+``radius``: (B_r, M) of the same dtype and device, B_r in {1, B}.
+Output. (B, M, G) of that dtype, B = max(B_g, B_r).
 
 Algorithm and batching. As ``count``: a program owns BLOCK_Q query rows of BB problems, streams
 candidate tiles and keeps G running maxima per (problem, query); a group shared by the batch has its
@@ -22,20 +23,19 @@ import torch
 import triton
 import triton.language as tl
 
-from mipp_kernels.pairwise import (
+from mipp_kernels._tiles import (
     INTERPRET,
     TUNING_KEY,
+    Groups,
     _candidate_indices,
     _group_distance,
     _query_indices,
     batch_block,
     batched_rows,
-    check_groups,
-    check_radius,
     device_guard,
     grid,
     prune_registers,
-    query_rows,
+    radius_batch,
     row_multiple,
     tile_configs,
 )
@@ -127,13 +127,12 @@ def _marginal_radius_kernel(
         tl.store(out + 2, acc2, mask=out_mask)
 
 
-def marginal_radius(groups: list[torch.Tensor], radius: torch.Tensor, q0: int = 0, q1: int = -1) -> torch.Tensor:
-    """(B, M, G): per group, the largest group distance from each query sample i in q0 .. q1-1 (q1 = -1: N)
-    to the samples j != i within the joint ``radius[b, i - q0]`` (<=), 0 when there are none; see the
-    module docstring."""
-    g = check_groups(groups, "marginal_radius")
-    start, m = query_rows(g, q0, q1, "marginal_radius")
-    batch, r_strides = check_radius(radius, g, "marginal_radius", m)
+def marginal_radius(groups: list[torch.Tensor], radius: torch.Tensor, q0: int, q1: int) -> torch.Tensor:
+    """(B, q1 - q0, G) per-group largest distance from each query sample q0 .. q1-1 to the samples within its
+    joint ``radius``; see the module docstring."""
+    g = Groups.of(groups, "marginal_radius")
+    m = q1 - q0
+    batch, r_strides = radius_batch(radius, g)
     out = torch.empty((batch, m, g.count), dtype=g.dtype, device=g.device)
     if out.numel() == 0:
         return out
@@ -141,6 +140,6 @@ def marginal_radius(groups: list[torch.Tensor], radius: torch.Tensor, q0: int = 
     ptrs, strides = g.pack(_ROWS)
     with device_guard(g.device):
         _marginal_radius_kernel[grid(m, batch, bb)](
-            out, radius, *ptrs, g.n, batch, start, m, *g.dims, *strides, *r_strides, BB=bb, **g.constexprs
+            out, radius, *ptrs, g.n, batch, q0, m, *g.dims, *strides, *r_strides, BB=bb, **g.constexprs
         )
     return out
