@@ -1,4 +1,4 @@
-"""MIPP's two estimators side by side on planted layers (mipp.pruning.planted): the KSG decisions (default)
+"""MIPP's two estimators side by side on planted layers (mipp.pruning.testing): the KSG decisions (default)
 and the paper's MLP loss differences (estimator="loss"), each at its defaults, at 32 and 256 nodes.
 
     PYTHONPATH=python python benchmarks/bench_loss.py [--seeds 0 1 2] [--seeds-256 0]
@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _results import environment, summarize, write_csv
 
 from mipp.pruning import MIPP
-from mipp.pruning.planted import planted_layer
+from mipp.pruning.testing import planted_layer
 
 
 def main() -> int:

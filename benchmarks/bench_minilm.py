@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _results import environment, write_csv
 
 from mipp.pruning import MIPP
-from mipp.pruning.baselines import keep_top, l1_scores, random_scores, screen_selection
+from mipp.pruning.scores import keep_top, l1_scores, random_scores, screen_selection
 
 CALIB_MODULES = [
     "argparse",

@@ -34,8 +34,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
 sys.path.insert(0, os.path.dirname(__file__))
 from _results import RESULTS, environment, summarize, write_csv
 
+from mipp.experiments.lenet import MODELS, accuracy, load_digits_data, train
 from mipp.pruning import MIPP
-from mipp.pruning.baselines import (
+from mipp.pruning.scores import (
     global_keep,
     grasp_scores,
     keep_top,
@@ -47,7 +48,6 @@ from mipp.pruning.baselines import (
     taylor_scores,
     thinet_selection,
 )
-from mipp.pruning.experiment import MODELS, accuracy, load_digits_data, train
 
 EPOCHS = {"lenet5": 8, "lenet300": 12}
 

@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
 sys.path.insert(0, os.path.dirname(__file__))
 from _results import environment, summarize, write_csv
 
-from mipp.pruning.experiment import Config, run
+from mipp.experiments.lenet import Config, run
 
 
 def main() -> int:

@@ -22,9 +22,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
 sys.path.insert(0, os.path.dirname(__file__))
 from _results import RESULTS, environment, summarize, write_csv
 
+from mipp.experiments.lenet import accuracy, baselines, lenet_300_100, load_digits_data, train
 from mipp.pruning import MIPP
-from mipp.pruning.experiment import accuracy, baselines, lenet_300_100, load_digits_data, train
-from mipp.pruning.planted import planted_layer
+from mipp.pruning.testing import planted_layer
 
 
 def planted(seeds: list[int]) -> list[dict]:

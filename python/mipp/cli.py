@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "prune" and ":" in args.model:
         return prune_own_model(args)
     if args.command == "prune":
-        from mipp.pruning.experiment import MODELS, Config, write_csv
-        from mipp.pruning.experiment import main as run_experiment
+        from mipp.experiments.lenet import MODELS, Config, write_csv
+        from mipp.experiments.lenet import main as run_experiment
 
         if args.model not in MODELS:
             parser.error(f"--model must be one of {sorted(MODELS)} or package.module:factory, got {args.model!r}")
@@ -161,7 +161,7 @@ def prune_own_model(args) -> int:
         raise SystemExit("mipp prune: --inputs is required with --model package.module:factory")
     if args.tolerance is not None and len(args.tolerance) != 1:
         raise SystemExit("mipp prune: give one --tolerance for your own model")
-    tolerance = args.tolerance[0] if args.tolerance else MIPP.tolerance
+    tolerance = args.tolerance[0] if args.tolerance else None
     model = load_factory(args.model)()
     if not isinstance(model, torch.nn.Module):
         raise SystemExit(f"mipp prune: {args.model} returned {type(model).__name__}, not a torch.nn.Module")

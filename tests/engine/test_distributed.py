@@ -49,7 +49,7 @@ def _selection(sel) -> dict:
 
 
 def _record(r) -> tuple:
-    return r.node, r.rule, r.removed, repr(r.gaussian), repr(r.estimate), repr(r.upper)
+    return r.node, r.rule, r.removed, repr(r.score), repr(r.estimate), repr(r.statistic)
 
 
 def _selections(group=None) -> dict:

@@ -5,17 +5,17 @@ import torch
 from torch import nn
 
 from mipp.pruning import MIPP, count_macs_params
-from mipp.pruning.baselines import (
+from mipp.pruning.criteria import Layer, ThiNetCriterion
+from mipp.pruning.criteria.lstsq import Block
+from mipp.pruning.scores import (
     attached_scores,
     global_keep,
     grasp_scores,
     keep_top,
     obd_scores,
     synflow_scores,
-    thinet_keep,
     thinet_selection,
 )
-from mipp.pruning.decide import Block
 
 N = 400
 
@@ -114,7 +114,9 @@ def test_thinet_greedy_matches_brute_force_on_a_small_layer():
     W = torch.randn(3, 5, generator=g, dtype=torch.float64)
     Xc = X - X.mean(0)
     block = Block(Xc.T @ Xc / 300, X.mean(0), X, 300, W, [torch.tensor([i]) for i in range(5)])
-    kept = thinet_keep([block], 5, 3)
+    kept = (
+        ThiNetCriterion({"layer": 3}).decide(Layer("layer", 5, [block]), tolerance=0.0, min_keep=1, generator=None).kept
+    )
     energy = lambda T: float(((X[:, T] @ W[:, T].T) ** 2).sum(1).mean())
     first = min(range(5), key=lambda i: energy([i]))
     second = min((i for i in range(5) if i != first), key=lambda i: energy([first, i]))

@@ -1,5 +1,6 @@
-"""The layer decision (mipp.pruning.decide): closed forms against brute-force least squares, the KSG
-statistic against the Gaussian channel, the non-inferiority rule, exact rules, planted wide layers."""
+"""The KSG criterion and the least-squares state (mipp.pruning.criteria.ksg, .lstsq): closed forms against
+brute-force least squares, the KSG statistic against the Gaussian channel, the non-inferiority rule, exact
+rules, planted wide layers."""
 
 import math
 
@@ -7,13 +8,20 @@ import pytest
 import torch
 
 from mipp.pruning import MIPP
-from mipp.pruning.decide import Block, _State, decide_layer, gaussian_scores, screen_keep
-from mipp.pruning.planted import planted_layer
+from mipp.pruning.criteria import KSGCriterion, Layer, ScreenCriterion
+from mipp.pruning.criteria.lstsq import Block, LSState, chi2_upper_factor, gaussian_scores
+from mipp.pruning.testing import planted_layer
 
 
 def dense_block(X, W):
     Xc = X - X.mean(0)
     return Block(Xc.T @ Xc / len(X), X.mean(0), X, len(X), W, [torch.tensor([i]) for i in range(X.shape[1])])
+
+
+def decide(blocks, n_nodes, *, tolerance, min_keep, generator, **settings):
+    """The KSG criterion on one layer of ``blocks``."""
+    layer = Layer("layer", n_nodes, blocks)
+    return KSGCriterion(**settings).decide(layer, tolerance=tolerance, min_keep=min_keep, generator=generator)
 
 
 def lstsq_error(X, Z, cols):
@@ -30,7 +38,7 @@ def test_gaussian_score_and_downdates_equal_brute_force_least_squares():
     X = torch.randn(500, 12, generator=g, dtype=torch.float64) @ torch.randn(12, 12, generator=g, dtype=torch.float64)
     W = torch.randn(5, 12, generator=g, dtype=torch.float64)
     Z = X @ W.T
-    st = _State(dense_block(X, W), torch.zeros(12, dtype=torch.bool), ridge=0.0)
+    st = LSState(dense_block(X, W), torch.zeros(12, dtype=torch.bool), ridge=0.0)
     st.sigma2 = 1.0
     kept = list(range(12))
     for victim in (3, 7, 0):
@@ -47,7 +55,7 @@ def test_gaussian_score_and_downdates_equal_brute_force_least_squares():
         refit = torch.linalg.lstsq(A, Z).solution[:-1].T
         torch.testing.assert_close(st.W[:, st.live], refit, rtol=1e-8, atol=1e-8)
         assert float(st.W[:, ~st.live].abs().max()) < 1e-10 and float(st.P[~st.live].abs().max()) < 1e-10
-        st_fresh = _State(dense_block(X, W), torch.tensor([c not in kept for c in range(12)]), ridge=0.0)
+        st_fresh = LSState(dense_block(X, W), torch.tensor([c not in kept for c in range(12)]), ridge=0.0)
         torch.testing.assert_close(st.P[st.live][:, st.live], st_fresh.P, rtol=1e-8, atol=1e-8)
 
 
@@ -65,7 +73,7 @@ def test_group_score_is_the_logdet_of_the_removed_block():
         W,
         [torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5]), torch.tensor([6, 7, 8])],
     )
-    st = _State(block, torch.zeros(9, dtype=torch.bool), ridge=0.0)
+    st = LSState(block, torch.zeros(9, dtype=torch.bool), ridge=0.0)
     st.sigma2 = 0.5
     scores = gaussian_scores([st], [0, 1, 2])
     C = block.cov
@@ -82,7 +90,7 @@ def test_ksg_statistic_matches_the_gaussian_channel():
     X = torch.randn(3000, 2, generator=g, dtype=torch.float64)
     for w in (0.05, 0.15, 0.4):
         W = torch.tensor([[w, 1.0]], dtype=torch.float64)
-        d = decide_layer(
+        d = decide(
             [dense_block(X, W)],
             2,
             k=3,
@@ -94,10 +102,10 @@ def test_ksg_statistic_matches_the_gaussian_channel():
         )
         rec = next(r for r in d.records if r.node == 0)
         truth = 0.5 * math.log1p(w**2 / (0.01 * (1 + w**2)))
-        assert rec.gaussian == pytest.approx(truth, rel=0.05)
+        assert rec.score == pytest.approx(truth, rel=0.05)
         assert rec.estimate == pytest.approx(truth, abs=0.05)
         # the bound: the smaller of KSG's and the closed form's upper bounds, both above the point values
-        assert min(rec.estimate, rec.gaussian) <= rec.upper <= 1.1 * rec.gaussian
+        assert min(rec.estimate, rec.score) <= rec.statistic <= 1.1 * rec.score
 
 
 def test_burden_of_proof_is_on_removing():
@@ -108,7 +116,7 @@ def test_burden_of_proof_is_on_removing():
         g = torch.Generator().manual_seed(seed)
         X = torch.randn(n, 4, generator=g, dtype=torch.float64)
         W = torch.tensor([[0.0312, 1.0, 1.0, 1.0]], dtype=torch.float64)
-        return decide_layer(
+        return decide(
             [dense_block(X, W)],
             4,
             k=3,
@@ -120,7 +128,7 @@ def test_burden_of_proof_is_on_removing():
         )
 
     big = layer(20000, 0)
-    assert next(r for r in big.records if r.node == 0).gaussian == pytest.approx(0.016, abs=0.001)
+    assert next(r for r in big.records if r.node == 0).score == pytest.approx(0.016, abs=0.001)
     assert 0 not in big.kept
     assert sum(0 in layer(60, s).kept for s in range(5)) >= 4
     for s in range(3):  # and nothing informative is removed by a weak test
@@ -128,8 +136,6 @@ def test_burden_of_proof_is_on_removing():
 
 
 def test_chi2_upper_factor():
-    from mipp.pruning.decide import chi2_upper_factor
-
     scipy_stats = pytest.importorskip("scipy.stats")
     for dof in (5, 40, 700):
         for alpha in (0.05, 0.2):
@@ -143,7 +149,7 @@ def test_exact_rules_remove_constants_duplicates_and_affine_combinations_unteste
         [base, base[:, :1], 2 * base[:, 1:2] - base[:, 2:3] + 5, torch.full((400, 1), 3.0, dtype=torch.float64)], 1
     )
     W = torch.randn(3, 7, generator=g, dtype=torch.float64)
-    d = decide_layer(
+    d = decide(
         [dense_block(X, W)],
         7,
         k=3,
@@ -164,7 +170,7 @@ def test_min_keep_and_no_collapse():
     X = torch.randn(300, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     W = torch.zeros(2, 6, dtype=torch.float64)  # nobody reads the layer: everything is removable
     W[0, 0] = 1e-12
-    d = decide_layer(
+    d = decide(
         [dense_block(X, W)],
         6,
         k=3,
@@ -178,11 +184,11 @@ def test_min_keep_and_no_collapse():
     assert sum(r.rule == "min_keep" for r in d.records) == 2
 
 
-def test_screen_keep_is_greedy_least_squares():
+def test_screen_is_greedy_least_squares():
     p = planted_layer(48, 1500, 0)
-    kept = screen_keep(
-        [dense_block(p.X, torch.linalg.lstsq(p.X - p.X.mean(0), p.Y - p.Y.mean(0)).solution.T)], 48, len(p.groups)
-    )
+    block = dense_block(p.X, torch.linalg.lstsq(p.X - p.X.mean(0), p.Y - p.Y.mean(0)).solution.T)
+    screen = ScreenCriterion({"layer": len(p.groups)}, noise=1.0)
+    kept = screen.decide(Layer("layer", 48, [block]), tolerance=0.0, min_keep=1, generator=None).kept
     assert len(kept) == len(p.groups)
     assert p.score(kept)["unrelated_removed"] == 1.0
 
@@ -208,7 +214,7 @@ def test_select_layer_is_seeded_and_checks_its_arguments():
     p = planted_layer(64, 800, 1)
     a, ra = MIPP(progress=False, seed=5).select_layer(p.X, p.Y)
     b, rb = MIPP(progress=False, seed=5).select_layer(p.X, p.Y)
-    assert a == b and [r.upper for r in ra.records] == [r.upper for r in rb.records]
+    assert a == b and [r.statistic for r in ra.records] == [r.statistic for r in rb.records]
     with pytest.raises(ValueError, match="samples"):
         MIPP(progress=False).select_layer(p.X, p.Y[:10])
     with pytest.raises(ValueError, match="NaN"):

@@ -1,4 +1,4 @@
-"""The paper's loss-difference estimator as MIPP's second backend (mipp.pruning.loss): planted layers,
+"""The paper's loss-difference estimator as MIPP's second criterion (mipp.pruning.criteria.loss): planted layers,
 the paired control, the rule's direction, the shared driver (budget, apply, save / load), seeding, errors.
 Small MLP budgets keep these fast; benchmarks/bench_paper.py and bench_wide.py use the defaults."""
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from mipp.pruning import MIPP, LossConfig, Selection
-from mipp.pruning.decide import Block
-from mipp.pruning.loss import decide_layer_loss
-from mipp.pruning.planted import planted_layer
+from mipp.pruning.criteria import Layer, LossCriterion
+from mipp.pruning.criteria.lstsq import Block
+from mipp.pruning.testing import planted_layer
 
 FAST = LossConfig(hidden=16, steps=120, finetune_steps=15, patience=10)
 
@@ -30,9 +30,9 @@ def test_planted_layer_keeps_every_latent_and_drops_unrelated_nodes():
     assert score["unrelated_removed"] >= 0.9, score
     assert math.isnan(res.info_removed) and 0.0 <= res.recon_error < 0.1
     tested = [r for r in res.records if r.rule == "test"]
-    assert len(tested) == 48 and all(r.removed == (not r.upper > 0.0) for r in tested)
+    assert len(tested) == 48 and all(r.removed == (not r.statistic > 0.0) for r in tested)
     # visited least informative first: single-node losses in descending order
-    assert [r.gaussian for r in tested] == sorted((r.gaussian for r in tested), reverse=True)
+    assert [r.score for r in tested] == sorted((r.score for r in tested), reverse=True)
 
 
 def test_confidence_and_tolerance_move_sparsity_the_documented_way():
@@ -58,16 +58,9 @@ def test_constant_and_dropped_columns_are_removed_untested():
     W = torch.randn(3, 5, generator=g, dtype=torch.float64)
     block = Block(Xc.T @ Xc / 400, X.mean(0), X, 400, W, [torch.tensor([i]) for i in range(5)])
     drop = [torch.tensor([False, False, False, True, False])]
-    d = decide_layer_loss(
-        [block],
-        5,
-        confidence=0.9,
-        repeats=3,
-        tolerance=0.0,
-        min_keep=1,
-        generator=torch.Generator().manual_seed(0),
-        config=FAST,
-        drop=drop,
+    criterion = LossCriterion(confidence=0.9, repeats=3, loss_config=FAST)
+    d = criterion.decide(
+        Layer("layer", 5, [block], drop), tolerance=0.0, min_keep=1, generator=torch.Generator().manual_seed(0)
     )
     rules = {r.node: r.rule for r in d.records}
     assert rules[2] == rules[3] == "constant" and {rules[0], rules[1], rules[4]} == {"test"}
@@ -90,7 +83,7 @@ def test_budget_apply_and_save_load_on_a_model(tmp_path):
     back = Selection.load(path, model, x[:1])
     assert {k: v.tolist() for k, v in back.keep.items()} == {k: v.tolist() for k, v in sel.keep.items()}
     assert back.settings["loss_config"] == sel.settings["loss_config"]
-    assert MIPP(**{k: v for k, v in back.settings.items() if k in MIPP.__dataclass_fields__}).loss_config == FAST
+    assert MIPP.from_settings(back.settings).loss_config == FAST
 
 
 @pytest.mark.parametrize(

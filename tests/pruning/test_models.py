@@ -73,7 +73,7 @@ def test_selection_is_reproducible_and_seeded():
     a = MIPP(seed=3, **FAST).select(model, x)
     b = MIPP(seed=3, **FAST).select(model, x)
     assert torch.equal(a.keep["0"], b.keep["0"])
-    assert [r.upper for r in a.layers["0"].records] == [r.upper for r in b.layers["0"].records]
+    assert [r.statistic for r in a.layers["0"].records] == [r.statistic for r in b.layers["0"].records]
 
 
 def test_no_layer_collapses():
@@ -350,10 +350,22 @@ def test_save_load_apply_equals_apply(tmp_path):
 
     with open(path) as f:
         data = json.load(f)  # strict JSON (no NaN)
-    assert data["version"] == 1 and set(data["keep"]) == set(sel.keep)
+    assert data["version"] == 2 and set(data["keep"]) == set(sel.keep)
     loaded = Selection.load(path, model)
     assert {k: v.tolist() for k, v in loaded.keep.items()} == {k: v.tolist() for k, v in sel.keep.items()}
     assert loaded.settings == sel.settings and loaded.layers.keys() == sel.layers.keys()
+    # a version 1 file (records with the fields "gaussian" and "upper") still loads, with the same records
+    for layer in data["layers"].values():
+        for rec in layer["records"]:
+            rec["gaussian"], rec["upper"] = rec.pop("score"), rec.pop("statistic")
+    data["version"] = 1
+    old = tmp_path / "v1.json"
+    old.write_text(json.dumps(data))
+    first = next(iter(sel.layers))
+    records = Selection.load(str(old), model).layers[first].records
+    assert [(r.node, r.score, r.statistic) for r in records if r.rule == "test"] == [
+        (r.node, r.score, r.statistic) for r in sel.layers[first].records if r.rule == "test"
+    ]
     with torch.no_grad():
         torch.testing.assert_close(loaded.apply(model)(x), sel.apply(model)(x))
         torch.testing.assert_close(loaded.apply(model, refit=x)(x), sel.apply(model, refit=x)(x))

@@ -53,11 +53,21 @@ def feature_rows(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]
 
 def flat_weight(module: nn.Module) -> torch.Tensor:
     """The weight as (out, in * prod(kernel)), matching :func:`feature_rows`' columns."""
-    return module.weight.detach().reshape(module.weight.shape[0], -1)
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor)
+    return weight.detach().reshape(weight.shape[0], -1)
 
 
 def kernel_size(module: nn.Module) -> int:
-    return 1 if isinstance(module, nn.Linear) else math.prod(module.kernel_size)
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return math.prod(module.kernel_size)
+    return 1
+
+
+def channel_columns(channels: torch.Tensor, kk: int) -> torch.Tensor:
+    """Input channels -> feature columns (a convolution's channel is ``kk`` = prod(kernel) consecutive
+    columns, channel-major as :func:`feature_rows` lays them out)."""
+    return (channels[:, None] * kk + torch.arange(kk)).reshape(-1)
 
 
 @dataclass
@@ -78,7 +88,8 @@ class _Accumulator:
     def __init__(self, seed: int):
         self.gen = torch.Generator().manual_seed(seed)
         self.uniform = torch.empty(0, dtype=torch.float64)
-        self.total = self.outer = None
+        self.total: torch.Tensor | None = None
+        self.outer: torch.Tensor | None = None
         self.n_rows = self.n_samples = 0
         self.buffer: list[torch.Tensor] = []
         self.buffered = 0
@@ -110,6 +121,7 @@ class _Accumulator:
     def finish(self) -> ConsumerStats:
         if self.buffered:
             self._flush(self.buffered)
+        assert self.total is not None and self.outer is not None
         mean = self.total / self.n_rows
         cov = self.outer / self.n_rows - torch.outer(mean, mean)
         return ConsumerStats(self.n_rows, mean, (cov + cov.T) / 2, torch.cat(self.sampled))
@@ -127,32 +139,32 @@ def iterate_batches(inputs, n_samples: int):
     seen = 0
     for batch in inputs:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        n = _batch_size(x)
+        n = batch_size(x)
         take = min(n, n_samples - seen)
-        yield x if take == n else _slice(x, take)
+        yield x if take == n else slice_batch(x, take)
         seen += take
         if seen >= n_samples:
             return
 
 
-def _batch_size(x) -> int:
+def batch_size(x) -> int:
     if isinstance(x, torch.Tensor):
         return x.shape[0]
     if isinstance(x, dict):
-        return _batch_size(next(iter(x.values())))
+        return batch_size(next(iter(x.values())))
     if isinstance(x, (tuple, list)) and x:
-        return _batch_size(x[0])
+        return batch_size(x[0])
     raise TypeError(
         f"inputs must be tensors, or yield tensors / (tensor, label) / dict batches; got {type(x).__name__}"
     )
 
 
-def _slice(x, n: int):
+def slice_batch(x, n: int):
     if isinstance(x, torch.Tensor):
         return x[:n]
     if isinstance(x, dict):
-        return {k: _slice(v, n) for k, v in x.items()}
-    return type(x)(_slice(v, n) for v in x)
+        return {k: slice_batch(v, n) for k, v in x.items()}
+    return type(x)(slice_batch(v, n) for v in x)
 
 
 def to_device(x, device):
@@ -167,7 +179,7 @@ def to_device(x, device):
 
 def materialise(inputs, n_samples: int) -> list:
     """The input batches as a list (an iterable is consumed once, every sample kept)."""
-    batches = [b for b in iterate_batches(inputs, n_samples) if _batch_size(b)]
+    batches = [b for b in iterate_batches(inputs, n_samples) if batch_size(b)]
     if not batches:
         raise ValueError("inputs yielded no samples")
     return batches

@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mipp.pruning.select import Selection
-from mipp.pruning.structure import _tp
+from mipp.pruning.selection import Selection
+from mipp.pruning.structure import load_torch_pruning
 
 
 class MIPPImportance:
@@ -74,7 +74,7 @@ def torch_pruning_pruner(selection: Selection, model: nn.Module, example=None, i
     """A ``tp.pruner.MetaPruner`` on ``model`` (pruned in place by ``pruner.step()``, as Torch-Pruning works)
     that removes exactly MIPP's nodes after ``iterative_steps`` steps and nothing else. Extra keyword
     arguments go to MetaPruner (those that set ratios or the importance are MIPP's and refused)."""
-    tp = _tp()
+    tp = load_torch_pruning()
     for key in ("importance", "pruning_ratio", "pruning_ratio_dict", "global_pruning"):
         if key in kwargs:
             raise TypeError(f"{key!r} is set by MIPP's selection and cannot be passed")

@@ -19,55 +19,40 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from mipp.pruning.capture import feature_rows, kernel_size, to_device
+from mipp.pruning.capture import channel_columns, feature_rows, kernel_size, to_device
 from mipp.pruning.structure import Structure, build_graph, eval_mode, run_model
 
 
 def _n_in(module: nn.Module) -> int:
-    return module.in_features if isinstance(module, nn.Linear) else module.in_channels
+    return int(module.in_features if isinstance(module, nn.Linear) else module.in_channels)  # type: ignore[arg-type]
 
 
 def _n_out(module: nn.Module) -> int:
-    return module.out_features if isinstance(module, nn.Linear) else module.out_channels
-
-
-def removed_nodes(structure: Structure, keep: dict[str, torch.Tensor]) -> dict[str, list[int]]:
-    out = {}
-    for name, idx in keep.items():
-        kept = set(idx.tolist())
-        out[name] = [i for i in range(structure.groups[name].n_nodes) if i not in kept]
-    return out
+    return int(module.out_features if isinstance(module, nn.Linear) else module.out_channels)  # type: ignore[arg-type]
 
 
 def consumer_plan(structure: Structure, keep: dict[str, torch.Tensor], model: nn.Module):
     """{consumer name: (removed input channels, kept input channels, kept output rows or None)} for every
     consumer of a group with removed nodes (original indexing)."""
+    from mipp.pruning.walk import Cuts
+
     modules = dict(model.named_modules())
-    removed = removed_nodes(structure, keep)
-    cut_in: dict[str, set[int]] = {}
-    cut_out: dict[str, set[int]] = {}
-    for name, nodes in removed.items():
-        group = structure.groups[name]
-        for c in group.consumers:
-            cut_in.setdefault(c.name, set()).update(j for i in nodes for j in c.columns[i])
-        for prod, rows in group.producers.items():
-            cut_out.setdefault(prod, set()).update(j for i in nodes for j in rows[i])
+    cuts = Cuts.of(structure, keep)
     plan = {}
-    for name, cut in cut_in.items():
+    for name, cut in cuts.inputs.items():
         if not cut:
             continue
         m = modules[name]
         kept_in = torch.tensor([j for j in range(_n_in(m)) if j not in cut], dtype=torch.long)
-        rows = cut_out.get(name)
+        rows = cuts.outputs.get(name)
         kept_out = None if not rows else torch.tensor([j for j in range(_n_out(m)) if j not in rows], dtype=torch.long)
         plan[name] = (torch.tensor(sorted(cut), dtype=torch.long), kept_in, kept_out)
     return plan
 
 
 def _columns(module: nn.Module, channels: torch.Tensor) -> torch.Tensor:
-    """Input channels -> feature columns (a convolution's channel is prod(kernel) consecutive columns)."""
-    kk = kernel_size(module)
-    return (channels[:, None] * kk + torch.arange(kk)).reshape(-1)
+    """Input channels -> feature columns of ``module``."""
+    return channel_columns(channels, kernel_size(module))
 
 
 def _param(module: nn.Module, name: str):
@@ -143,6 +128,7 @@ def refit(
         finally:
             for h in handles:
                 h.remove()
+        assert gram is not None and cross is not None  # materialise() gives at least one batch
         diag = gram.diagonal()[:-1]
         scale = float(diag.mean()) if len(diag) else 0.0
         lam = ridge * (scale if scale > 0 else 1.0)  # dead (all-zero) kept inputs: weight 0, not singular
@@ -152,6 +138,7 @@ def refit(
         weight, bias = sol[:-1].T, sol[-1]
         w_param, b_param = _param(m, "weight"), _ensure_bias(m)
         if masked:
+            assert cols is not None
             rows = kept_out if kept_out is not None else torch.arange(w_param.shape[0])
             flat = w_param.detach().reshape(w_param.shape[0], -1).clone()
             sub = flat[rows.to(flat.device)]

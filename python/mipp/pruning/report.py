@@ -6,16 +6,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mipp.pruning.structure import _tp, eval_mode
+from mipp.pruning.structure import eval_mode, load_torch_pruning
 
 
 def count_macs_params(model: nn.Module, example) -> tuple[int, int]:
     """(MACs, parameters) of a forward pass on the first sample of ``example`` as Torch-Pruning's counter
     reports them."""
-    from mipp.pruning.capture import _slice
+    from mipp.pruning.capture import slice_batch
 
     with eval_mode(model), torch.no_grad():
-        macs, params = _tp().utils.count_ops_and_params(model, _slice(example, 1))
+        macs, params = load_torch_pruning().utils.count_ops_and_params(model, slice_batch(example, 1))
     return int(macs), int(params)
 
 
@@ -80,8 +80,8 @@ def plot_selection(selection, path: str, model: nn.Module | None = None) -> str:
             if r.rule == "test" and r.removed == removed
         ]
         axes[1].scatter(
-            [max(r.gaussian, 1e-6) for r in recs],
-            [max(r.upper, 1e-6) for r in recs],
+            [max(r.score, 1e-6) for r in recs],
+            [max(r.statistic, 1e-6) for r in recs],
             s=8,
             color=colour,
             label=f"{label} ({len(recs)})",

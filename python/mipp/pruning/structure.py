@@ -30,7 +30,7 @@ class UnsupportedModelError(ValueError):
     """Torch-Pruning cannot build a dependency graph for the model (or it has nothing to prune)."""
 
 
-def _tp():
+def load_torch_pruning():
     try:
         import torch_pruning
     except ImportError as exc:  # a declared dependency, but say what to do if it is missing
@@ -182,7 +182,7 @@ def _output_shapes(out) -> list[tuple]:
 
 def build_graph(model: nn.Module, example):
     """Torch-Pruning's dependency graph of ``model`` traced on ``example`` (eval semantics, modes kept)."""
-    tp = _tp()
+    tp = load_torch_pruning()
     try:
         with eval_mode(model), torch.enable_grad():  # Torch-Pruning traces through autograd
             return tp.DependencyGraph().build_dependency(model, example_inputs=example)
@@ -195,7 +195,7 @@ def build_graph(model: nn.Module, example):
 def analyse(model: nn.Module, example, joint: bool = False) -> Structure:
     """The pruning groups of ``model`` (rooted at Linear / Conv layers), their consumers and whether MIPP
     decides them; ``example`` is a small input batch (a tensor, a tuple of tensors or a dict)."""
-    _tp()
+    load_torch_pruning()
     dg = build_graph(model, example)
     names = {m: n for n, m in model.named_modules()}
     order = execution_order(model, example)
@@ -294,6 +294,15 @@ def _module_name(model: nn.Module, module: nn.Module) -> str:
         if m is module:
             return name
     raise KeyError(module)
+
+
+def removed_nodes(structure: Structure, keep: dict[str, torch.Tensor]) -> dict[str, list[int]]:
+    """Per decided group, the nodes not in ``keep``."""
+    out = {}
+    for name, idx in keep.items():
+        kept = set(idx.tolist())
+        out[name] = [i for i in range(structure.groups[name].n_nodes) if i not in kept]
+    return out
 
 
 def producer_channels(structure: Structure, removed: dict[str, list[int]]) -> dict[str, list[int]]:

@@ -14,12 +14,16 @@ closed-form order without its KSG decisions). SynFlow and GraSP also as global r
 
 from __future__ import annotations
 
+import functools
+import operator
+
 import torch
 from torch import nn
 
-from mipp.pruning.decide import screen_keep
-from mipp.pruning.select import Selection, walk
-from mipp.pruning.structure import _tp, build_graph, clone_model, eval_mode
+from mipp.pruning.criteria import Criterion, ScreenCriterion, ThiNetCriterion
+from mipp.pruning.selection import Selection
+from mipp.pruning.structure import build_graph, clone_model, eval_mode, load_torch_pruning
+from mipp.pruning.walk import select_with
 
 
 def keep_top(selection: Selection, scores: dict[str, torch.Tensor]) -> Selection:
@@ -44,7 +48,7 @@ def taylor_scores(
 ) -> dict[str, torch.Tensor]:
     """Torch-Pruning's first-order Taylor importance of each group (all its coupled layers) from the gradient
     of the loss on (x, target)."""
-    tp = _tp()
+    tp = load_torch_pruning()
     model = clone_model(model, unmask=True)
     dg = build_graph(model, selection.example)
     with eval_mode(model):
@@ -64,20 +68,27 @@ def taylor_scores(
     return out
 
 
+def at_counts(
+    selection: Selection, criterion: Criterion, model: nn.Module, inputs, n_samples: int = 1000, joint: bool = False
+) -> Selection:
+    """``criterion`` (with ``counts=``) choosing ``selection``'s per-group counts, from the output back."""
+    gen = torch.Generator().manual_seed(0)
+
+    def decide(layer, bar):
+        return criterion.decide(layer, tolerance=0.0, min_keep=1, generator=gen, bar=bar)
+
+    return selection.with_keep(select_with(model, inputs, decide, n_samples=n_samples, joint=joint).keep)
+
+
 def screen_selection(
     selection: Selection, model: nn.Module, inputs, n_samples: int = 1000, ridge: float = 1e-9
 ) -> Selection:
     """The least-squares screen alone at ``selection``'s per-group counts: in every group, from the output
-    back, greedy removal by ||W_i||^2 Var(x_i | rest) with rank-one updates (decide.screen_keep)."""
+    back, greedy removal by ||W_i||^2 Var(x_i | rest) with rank-one updates (ScreenCriterion; channel noise
+    equal to the consumers' pre-activation variance)."""
     counts = selection.counts
-
-    def decide(group, blocks, drops, bar):
-        return screen_keep(blocks, group.n_nodes, counts[group.name], ridge=ridge, drop=drops), None
-
-    chosen = walk(
-        model, inputs, decide, n_samples=n_samples, joint=any(selection.structure.groups[n].coupled for n in counts)
-    )
-    return selection.with_keep(chosen.keep)
+    joint = any(selection.structure.groups[n].coupled for n in counts)
+    return at_counts(selection, ScreenCriterion(counts, noise=1.0, ridge=ridge), model, inputs, n_samples, joint)
 
 
 def attached_scores(
@@ -105,7 +116,7 @@ def attached_scores(
             idx = torch.tensor(list(item.idxs), dtype=torch.long)
             root_idx = torch.tensor([int(r) for r in item.root_idxs], dtype=torch.long)
             for p in module.parameters(recurse=False):
-                s = param_scores.get(names.get(p))
+                s = param_scores.get(names.get(p, ""))
                 if s is None:
                     continue
                 s = s.detach().abs().double().cpu()
@@ -147,7 +158,7 @@ def grasp_scores(
     params = [p for p in net.parameters() if p.requires_grad]
     with eval_mode(net):
         g = torch.autograd.grad(loss_fn(net(x), target), params, create_graph=True)
-        hg = torch.autograd.grad(sum((gi * gi.detach()).sum() for gi in g), params)
+        hg = torch.autograd.grad(functools.reduce(operator.add, ((gi * gi.detach()).sum() for gi in g)), params)
     names = {id(p): n for n, p in net.named_parameters()}
     return attached_scores(selection, model, {names[id(p)]: p.detach() * h for p, h in zip(params, hg)})
 
@@ -175,39 +186,9 @@ def obd_scores(
     return attached_scores(selection, model, {n: 0.5 * params[n] ** 2 * fisher[n] / len(x) for n in params})
 
 
-def thinet_keep(blocks, n_nodes: int, n_keep: int, drop=None) -> list[int]:
-    """ThiNet's greedy selection: remove, one at a time, the node whose removal adds least to the squared
-    error of the consumers' outputs, E||sum_{i in removed} W_i x_i||^2 (second moments of the captured
-    features, every output position), until ``n_keep`` remain. Returns the kept nodes, sorted."""
-    gram = torch.zeros(n_nodes, n_nodes, dtype=torch.float64)
-    for j, b in enumerate(blocks):
-        second = b.cov + torch.outer(b.mean, b.mean)  # E[x x^T]
-        if drop is not None:
-            second = second * ~drop[j][:, None] * ~drop[j][None, :]
-        owner = torch.zeros(second.shape[0], n_nodes, dtype=torch.float64)  # feature column -> node
-        for i, cols in enumerate(b.columns):
-            owner[cols, i] = 1.0
-        gram += owner.T @ ((b.weight.T @ b.weight) * second) @ owner  # sum over outputs of W_a W_b x_a x_b
-    removed: list[int] = []
-    cross = torch.zeros(n_nodes, dtype=torch.float64)  # sum over removed r of gram[r, :]
-    alive = list(range(n_nodes))
-    while len(alive) > n_keep:
-        cand = torch.tensor(alive)
-        cost = 2 * cross[cand] + gram[cand, cand]
-        i = alive.pop(int(cost.argmin()))
-        removed.append(i)
-        cross += gram[i]
-    return sorted(alive)
-
-
 def thinet_selection(selection: Selection, model: nn.Module, inputs, n_samples: int = 1000) -> Selection:
     """ThiNet at ``selection``'s per-group counts, output side first (the next layer's kept outputs)."""
-    counts = selection.counts
-
-    def decide(group, blocks, drops, bar):
-        return thinet_keep(blocks, group.n_nodes, counts[group.name], drops), None
-
-    return selection.with_keep(walk(model, inputs, decide, n_samples=n_samples).keep)
+    return at_counts(selection, ThiNetCriterion(selection.counts), model, inputs, n_samples)
 
 
 def global_keep(

@@ -25,14 +25,14 @@ class PlantedLayer:
     def score(self, kept: list[int]) -> dict[str, float]:
         """Fraction of latent groups with a kept copy, fraction of unrelated nodes removed, mean and max kept
         copies per group, and the fraction of mixtures removed."""
-        kept = set(kept)
-        per_group = [len(kept & set(g)) for g in self.groups]
+        chosen = set(kept)
+        per_group = [len(chosen & set(g)) for g in self.groups]
         return {
             "groups_covered": sum(c > 0 for c in per_group) / len(per_group),
-            "unrelated_removed": 1 - len(kept & set(self.unrelated)) / max(len(self.unrelated), 1),
+            "unrelated_removed": 1 - len(chosen & set(self.unrelated)) / max(len(self.unrelated), 1),
             "copies_mean": sum(per_group) / len(per_group),
             "copies_max": max(per_group),
-            "mixtures_removed": 1 - len(kept & set(self.mixtures)) / max(len(self.mixtures), 1),
+            "mixtures_removed": 1 - len(chosen & set(self.mixtures)) / max(len(self.mixtures), 1),
         }
 
 
@@ -54,7 +54,8 @@ def planted_layer(
     if n_unrelated < 0:
         raise ValueError(f"D={D} is too small for {n_latents} latents x {copies} copies and {n_mix} mixtures")
     L = torch.randn(n, n_latents, generator=g, dtype=torch.float64)
-    cols, groups = [], []
+    cols: list[torch.Tensor] = []
+    groups: list[list[int]] = []
     for j in range(n_latents):
         groups.append(list(range(len(cols), len(cols) + copies)))
         cols += [L[:, j] + copy_noise * torch.randn(n, generator=g, dtype=torch.float64) for _ in range(copies)]

@@ -11,14 +11,15 @@ from __future__ import annotations
 import copy
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from mipp.pruning.baselines import keep_top, l1_scores, random_scores, screen_selection, taylor_scores
+from mipp.pruning import MIPP, Selection
 from mipp.pruning.report import count_macs_params
-from mipp.pruning.select import MIPP, Selection
+from mipp.pruning.scores import keep_top, l1_scores, random_scores, screen_selection, taylor_scores
 
 
 def load_digits_data(seed: int = 0, n_test: int = 1000):
@@ -92,7 +93,7 @@ def lenet_300_100(side: int = 28, classes: int = 10) -> nn.Module:
     )
 
 
-MODELS = {"lenet": LeNet, "lenet5": LeNet5, "lenet300": lenet_300_100}
+MODELS: dict[str, Callable[..., nn.Module]] = {"lenet": LeNet, "lenet5": LeNet5, "lenet300": lenet_300_100}
 
 
 def train(
@@ -160,7 +161,7 @@ def run(cfg: Config, log=print) -> list[dict]:
     dense_acc = accuracy(trained, x_te, y_te)
     log(f"dense: test accuracy {dense_acc:.4f} ({time.perf_counter() - t0:.0f} s training)")
     m0, p0 = count_macs_params(trained, x_te[:1])
-    rows = []
+    rows: list[dict] = []
     for setting in cfg.settings:
         base = trained if setting == "trained" else init
         for tol in cfg.tolerances:

@@ -1,0 +1,244 @@
+"""MIPP: the run settings, a layer criterion and a budget, on one traversal (mipp.pruning.walk).
+
+MIPP(tolerance=0.2).select(model, inputs)                 # the KSG criterion, emergent sparsity
+MIPP(sparsity=0.5).select(model, inputs)                  # a budget: the tolerance is searched
+MIPP(KSGCriterion(k=5, alpha=0.01)).select(model, inputs)  # a criterion object
+MIPP(estimator="loss", confidence=0.9)                    # a criterion by name, with its settings
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mipp.pruning.budget import Budget, search_tolerance
+from mipp.pruning.criteria import CRITERIA, Criterion, Layer
+from mipp.pruning.criteria.lstsq import Block
+from mipp.pruning.selection import LayerResult, Selection
+from mipp.pruning.validate import check_integer, check_matrix, check_number
+from mipp.pruning.walk import Captured, capture_model, walk
+
+# what select_layer's least-squares read-out of Y uses when the criterion has no ridge of its own
+LSTSQ_RIDGE = 1e-9
+
+
+class MIPP:
+    """Mutual Information Preserving Pruning with decisions that hold on wide layers.
+
+    ``criterion``: how a layer is decided, an object (mipp.pruning.criteria: :class:`KSGCriterion`, the
+    default; :class:`LossCriterion`, the paper's MLP loss differences; :class:`ScreenCriterion`, the
+    closed form alone) or its name with its settings as keywords (``MIPP(k=5, alpha=0.01)``,
+    ``MIPP(estimator="loss", confidence=0.9)``; ``estimator`` is the name's older spelling).
+
+    With the default KSG criterion a node is removed only when the data show, at confidence 1 - ``alpha``,
+    that the information it adds about its consumers' pre-activations beyond the other kept nodes is below
+    ``tolerance`` nats, with the pre-activations seen through Gaussian noise of ``noise`` times their mean
+    variance (the tolerance channel; mipp.pruning.criteria.ksg). Larger ``tolerance`` or ``noise`` prune
+    more; a smaller ``alpha`` prunes less. ``tolerance`` is in the criterion's unit (``criterion.unit``);
+    None: the criterion's default (0.2 nats for KSG, 0 for the loss criterion: the paper's rule).
+
+    Budgets (one of them): ``sparsity``, the fraction of the prunable nodes removed; ``macs``, the fraction of
+    the dense MACs kept (mipp.pruning.budget). n_samples: input samples whose activations are used (N).
+    min_keep: nodes never removed from a group (no layer collapse). joint: decide residual streams (groups
+    of several producers) against all their consumers at once. seed: the generator of sampled positions and
+    channel noise. progress: tqdm bars on stderr.
+    """
+
+    def __init__(
+        self,
+        criterion: Criterion | str | None = None,
+        *,
+        estimator: str | None = None,
+        tolerance: float | None = None,
+        sparsity: float | None = None,
+        macs: float | None = None,
+        n_samples: int = 1000,
+        min_keep: int = 1,
+        joint: bool = False,
+        seed: int = 0,
+        progress: bool = True,
+        **settings,
+    ):
+        self.criterion = _make_criterion(criterion, estimator, settings)
+        self.tolerance = self.criterion.default_tolerance if tolerance is None else tolerance
+        check_number(
+            "tolerance",
+            self.tolerance,
+            0,
+            float("inf"),
+            f"a finite number >= 0 (for the {self.criterion.name} criterion: {self.criterion.unit})",
+            low_open=False,
+        )
+        self.budget = Budget(sparsity, macs)
+        if self.budget.given and self.criterion.fixed_counts:
+            raise ValueError(f"the {self.criterion.name} criterion keeps given counts; a budget does not apply")
+        check_integer("n_samples", n_samples, 2)
+        check_integer("min_keep", min_keep, 1)
+        self.n_samples, self.min_keep, self.joint, self.seed, self.progress = n_samples, min_keep, joint, seed, progress
+
+    @classmethod
+    def from_settings(cls, settings: dict, **overrides) -> MIPP:
+        """The MIPP that ``settings`` (a selection's ``settings``) describe; ``overrides`` replace entries."""
+        kept = {k: v for k, v in settings.items() if k != "budget_passes"}
+        return cls(**{**kept, **overrides})
+
+    @property
+    def estimator(self) -> str:
+        return self.criterion.name
+
+    @property
+    def sparsity(self) -> float | None:
+        return self.budget.sparsity
+
+    @property
+    def macs(self) -> float | None:
+        return self.budget.macs
+
+    def __getattr__(self, name: str):
+        # the criterion's settings read as MIPP's own (MIPP().k), as when they were MIPP's fields
+        criterion = self.__dict__.get("criterion")
+        if criterion is not None and name in criterion.settings():
+            return getattr(criterion, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def settings(self) -> dict:
+        """Everything that decides the selection, as plain values: MIPP(**settings) rebuilds it."""
+        return {
+            "estimator": self.criterion.name,
+            "tolerance": self.tolerance,
+            "sparsity": self.budget.sparsity,
+            "macs": self.budget.macs,
+            "n_samples": self.n_samples,
+            "min_keep": self.min_keep,
+            "joint": self.joint,
+            "seed": self.seed,
+            **self.criterion.settings(),
+        }
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{k}={v!r}" for k, v in self.settings().items() if k != "estimator")
+        return f"MIPP({type(self.criterion).__name__}, {body})"
+
+    # -- activations and a target alone --------------------------------------------------------------
+    def select_layer(
+        self, X: torch.Tensor, Y: torch.Tensor, name: str = "layer", *, group=None
+    ) -> tuple[list[int], LayerResult]:
+        """Kept node indices (sorted) of a layer with activations X (N, D) for a target Y (N, q), without a
+        model: Y's columns are z-scored and the consumer's weights are estimated from (X, Y) by least
+        squares (W = Cov(Y, X) Cov(X)^-1), so the decision preserves what a linear read-out of X gives Y
+        (the loss criterion's MLPs predict Y itself). ``group``: a torch.distributed process group (see
+        :meth:`select`)."""
+        criterion, progress = self._distributed(group)
+        if self.budget.given:
+            raise ValueError("select_layer decides by tolerance; the sparsity / macs budgets apply to select(model)")
+        X, Y = check_matrix("X", X), check_matrix("Y", Y)
+        if X.shape[0] != Y.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} samples but Y has {Y.shape[0]}")
+        if X.shape[0] < criterion.min_samples:
+            raise ValueError(f"got N={X.shape[0]} samples; the decision needs at least {criterion.min_samples}")
+        t0 = time.perf_counter()
+        Yz = (Y - Y.mean(0)) / Y.std(0).clamp_min(1e-300)
+        mean = X.mean(0)
+        Xc = X - mean
+        cov = Xc.T @ Xc / len(X)
+        lam = getattr(criterion, "ridge", LSTSQ_RIDGE) * float(cov.diagonal().mean())
+        weight = torch.linalg.solve(cov + lam * torch.eye(len(cov), dtype=cov.dtype), Xc.T @ Yz / len(X)).T
+        block = Block(cov, mean, X, len(X), weight, [torch.tensor([i]) for i in range(X.shape[1])], name)
+        layer = Layer(name, X.shape[1], [block], [torch.zeros(X.shape[1], dtype=torch.bool)], ["target"], Yz)
+        gen = torch.Generator().manual_seed(self.seed)
+        with tqdm(total=X.shape[1], desc=name, file=sys.stderr, disable=not progress, leave=False) as bar:
+            d = criterion.decide(layer, tolerance=self.tolerance, min_keep=self.min_keep, generator=gen, bar=bar)
+        res = LayerResult.of(layer, d, criterion.nats)
+        res.seconds["total"] = time.perf_counter() - t0
+        return d.kept, res
+
+    # -- a model -------------------------------------------------------------------------------------
+    def _distributed(self, group) -> tuple[Criterion, bool]:
+        """The criterion to run and whether to show progress: in one process the criterion itself; with a
+        process group its distributed form (every rank the same decisions), progress on rank 0 only."""
+        if group is None:
+            return self.criterion, self.progress
+        criterion = self.criterion.distributed(group)
+        import torch.distributed as dist
+
+        return criterion, self.progress and dist.get_rank(group) == 0
+
+    def select(self, model: nn.Module, inputs, *, group=None) -> Selection:
+        """Decide every prunable group of ``model`` from its activations on ``inputs`` (a tensor of inputs,
+        or an iterable of batches such as a DataLoader: tensors, (inputs, labels) tuples or dicts of
+        keyword inputs; the first ``n_samples`` samples are used, an iterable is consumed once).
+
+        With a budget (``sparsity`` or ``macs``) the tolerance is searched (mipp.pruning.budget): one
+        capture, every pass the same decisions as an emergent run at that tolerance, the smallest tolerance
+        whose selection meets the budget; ``settings["tolerance"]`` then holds the value found and
+        ``settings["budget_passes"]`` the passes run. A node budget is then met exactly by giving back the
+        removed nodes with the largest decision statistics (rule "budget" in the records).
+
+        ``group``: an initialised torch.distributed process group. Call ``select`` on every rank with the same
+        model, inputs and settings; each KSG test's query rows are split across the ranks and every rank
+        returns the same Selection as one process (bit for bit: the counts are exact integers, the digamma
+        sums run in the single-process order). The least-squares screen runs on every rank."""
+        criterion, progress = self._distributed(group)
+        cap = capture_model(
+            model,
+            inputs,
+            n_samples=self.n_samples,
+            joint=self.joint,
+            seed=self.seed,
+            min_samples=criterion.min_samples,
+        )
+        t0 = time.perf_counter()
+        settings = self.settings()
+        if not self.budget.given:
+            keep, results = self._pass(cap, criterion, self.tolerance, progress)
+        else:
+            keep, results, settings["tolerance"], settings["budget_passes"] = search_tolerance(
+                cap,
+                lambda t: self._pass(cap, criterion, t, False),
+                criterion,
+                self.budget,
+                self.tolerance,
+                self.min_keep,
+                progress,
+            )
+        seconds = {"capture": cap.seconds, "decisions": time.perf_counter() - t0}
+        return Selection(cap.structure, keep, cap.example, results, cap.means, seconds, settings)
+
+    def _pass(self, cap: Captured, criterion: Criterion, tolerance: float, progress: bool):
+        """One decision pass over every group at ``tolerance`` (the channel noise drawn from the run's seed)."""
+        gen = torch.Generator().manual_seed(self.seed)
+
+        def decide(layer, bar):
+            return criterion.decide(layer, tolerance=tolerance, min_keep=self.min_keep, generator=gen, bar=bar)
+
+        return walk(cap, decide, progress, criterion.nats)
+
+
+def _make_criterion(criterion, estimator, settings: dict) -> Criterion:
+    if isinstance(criterion, Criterion):
+        if estimator is not None or settings:
+            raise TypeError(
+                f"pass the settings {sorted(settings) or ['estimator']} to the criterion object, not to MIPP"
+            )
+        return criterion
+    if criterion is not None and estimator is not None:
+        raise TypeError("give the criterion once: criterion= or its older name estimator=")
+    name = criterion if criterion is not None else (estimator if estimator is not None else "ksg")
+    if not isinstance(name, str) or name not in CRITERIA:
+        raise ValueError(f"estimator must be one of {sorted(CRITERIA)} (or a Criterion object), got {name!r}")
+    cls = CRITERIA[name]
+    try:
+        return cls(**settings)
+    except TypeError:
+        valid = [f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")]  # type: ignore[arg-type]
+        unknown = sorted(set(settings) - set(valid))
+        if unknown:
+            raise TypeError(
+                f"MIPP got {unknown}, which the {name} criterion does not take (its settings: {valid})"
+            ) from None
+        raise

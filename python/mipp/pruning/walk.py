@@ -1,0 +1,150 @@
+"""The one traversal: capture a model's consumer statistics once, then visit the prunable groups from the
+output back to the input and let a decision function choose each group's kept nodes.
+
+For each group the target is what its consumers compute: their pre-activations restricted to the outputs
+that are kept (a consumer that is itself pruned was decided first, since groups are visited in reverse
+execution order) and without the input channels removed by groups already decided. :class:`Cuts` is the
+record of those removed channels; the re-fit (mipp.pruning.refit) reads the same record.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mipp.pruning.capture import (
+    batch_size,
+    capture,
+    channel_columns,
+    flat_weight,
+    kernel_size,
+    materialise,
+    slice_batch,
+)
+from mipp.pruning.criteria.base import Layer, LayerDecision
+from mipp.pruning.criteria.lstsq import Block
+from mipp.pruning.selection import LayerResult, Selection
+from mipp.pruning.structure import Group, Structure, analyse, removed_nodes
+
+
+@dataclass
+class Captured:
+    """A model's structure and its consumers' captured features: what every decision pass over the groups
+    reads (a budget search runs many passes over one capture)."""
+
+    model: nn.Module
+    structure: Structure
+    example: object
+    stats: dict
+    seconds: float
+
+    @property
+    def means(self) -> dict[str, torch.Tensor]:
+        """Each consumer's mean feature row (what the mean fold adds to its bias)."""
+        return {n: st.mean for n, st in self.stats.items()}
+
+
+def capture_model(
+    model: nn.Module, inputs, *, n_samples: int, joint: bool = False, seed: int = 0, min_samples: int = 2
+) -> Captured:
+    t0 = time.perf_counter()
+    batches = materialise(inputs, n_samples)
+    example = slice_batch(batches[0], min(2, batch_size(batches[0])))
+    structure = analyse(model, example, joint=joint)
+    consumers = sorted({c.name for n in structure.prunable for c in structure.groups[n].consumers})
+    stats = capture(model, batches, consumers, seed=seed)
+    n = next(iter(stats.values())).rows.shape[0] if stats else 0
+    if n < min_samples:
+        raise ValueError(f"got {n} samples from inputs; at least {min_samples} are needed (n_samples={n_samples})")
+    return Captured(model, structure, example, stats, time.perf_counter() - t0)
+
+
+@dataclass
+class Cuts:
+    """Input channels of each consumer and output rows of each producer that decided groups removed."""
+
+    inputs: dict[str, set[int]] = field(default_factory=dict)  # consumer -> removed input channels
+    outputs: dict[str, set[int]] = field(default_factory=dict)  # producer -> removed output rows
+
+    def add(self, group: Group, removed: list[int]) -> None:
+        for c in group.consumers:
+            self.inputs.setdefault(c.name, set()).update(j for i in removed for j in c.columns[i])
+        for prod, rows in group.producers.items():
+            self.outputs.setdefault(prod, set()).update(j for i in removed for j in rows[i])
+
+    @classmethod
+    def of(cls, structure: Structure, keep: dict[str, torch.Tensor]) -> Cuts:
+        """The cuts of a whole selection."""
+        cuts = cls()
+        for name, removed in removed_nodes(structure, keep).items():
+            cuts.add(structure.groups[name], removed)
+        return cuts
+
+    def layer(self, cap: Captured, group: Group, modules: dict[str, nn.Module]) -> Layer:
+        """``group`` as its consumers read it after these cuts."""
+        blocks, drops = [], []
+        for c in group.consumers:
+            m, st = modules[c.name], cap.stats[c.name]
+            kk = kernel_size(m)
+            w = flat_weight(m).double().cpu()
+            gone_rows = self.outputs.get(c.name, set())
+            if gone_rows:
+                w = w[[j for j in range(w.shape[0]) if j not in gone_rows]]
+            cols = [channel_columns(torch.tensor(ch, dtype=torch.long), kk) for ch in c.columns]
+            drop = torch.zeros(st.cov.shape[0], dtype=torch.bool)
+            drop[channel_columns(torch.tensor(sorted(self.inputs.get(c.name, ())), dtype=torch.long), kk)] = True
+            blocks.append(Block(st.cov, st.mean, st.rows, st.n_rows, w, cols, c.name))
+            drops.append(drop)
+        return Layer(group.name, group.n_nodes, blocks, drops, [c.name for c in group.consumers])
+
+
+def walk(cap: Captured, decide: Callable[[Layer, object], LayerDecision], progress: bool = False, nats: bool = True):
+    """Visit the prunable groups from the output back to the input; ``decide(layer, bar)`` chooses each
+    group's nodes (``bar``: a tqdm bar over the group's nodes). Returns (keep, results); ``nats``: whether the
+    decisions' estimates are nats (each result's ``info_removed`` sums them)."""
+    modules = dict(cap.model.named_modules())
+    groups = [cap.structure.groups[n] for n in cap.structure.prunable]
+    keep: dict[str, torch.Tensor] = {}
+    results: dict[str, LayerResult] = {}
+    cuts = Cuts()
+    outer = tqdm(list(reversed(groups)), desc="MIPP groups", file=sys.stderr, disable=not progress, leave=False)
+    inner = tqdm(total=0, desc="nodes", file=sys.stderr, disable=not progress, leave=False)
+    try:
+        for group in outer:
+            inner.set_description(group.name)
+            layer = cuts.layer(cap, group, modules)
+            decision = decide(layer, inner)
+            keep[group.name] = torch.tensor(decision.kept, dtype=torch.long)
+            results[group.name] = LayerResult.of(layer, decision, nats)
+            kept = set(decision.kept)
+            cuts.add(group, [i for i in range(group.n_nodes) if i not in kept])
+    finally:
+        inner.close()
+        outer.close()
+    return keep, results
+
+
+def select_with(
+    model: nn.Module,
+    inputs,
+    decide: Callable[[Layer, object], LayerDecision],
+    *,
+    n_samples: int,
+    joint: bool = False,
+    seed: int = 0,
+    min_samples: int = 2,
+    progress: bool = False,
+    settings: dict | None = None,
+) -> Selection:
+    """Capture, then one decision pass (:func:`walk`)."""
+    cap = capture_model(model, inputs, n_samples=n_samples, joint=joint, seed=seed, min_samples=min_samples)
+    t0 = time.perf_counter()
+    keep, results = walk(cap, decide, progress)
+    seconds = {"capture": cap.seconds, "decisions": time.perf_counter() - t0}
+    return Selection(cap.structure, keep, cap.example, results, cap.means, seconds, settings)
