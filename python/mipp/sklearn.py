@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 import torch
@@ -31,11 +31,13 @@ import mipp
 
 try:
     from scipy.sparse import issparse
+    from sklearn.base import BaseEstimator, _fit_context
+    from sklearn.feature_selection import SelectorMixin
     from sklearn.preprocessing import scale
     from sklearn.utils import check_array, check_random_state
-    from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+    from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions, validate_params
     from sklearn.utils.multiclass import check_classification_targets
-    from sklearn.utils.validation import check_X_y
+    from sklearn.utils.validation import check_is_fitted, check_X_y, validate_data
 except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
     raise ImportError("mipp.sklearn needs scikit-learn: pip install 'mipp[sklearn]'") from exc
 
@@ -237,3 +239,338 @@ def mutual_info_classif(X, y, *, discrete_features="auto", n_neighbors=3, copy=T
         random_state=random_state,
         n_jobs=n_jobs,
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# MISelector: greedy forward selection by conditional mutual information
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _standardise(col: np.ndarray) -> np.ndarray:
+    col = col - col.mean()
+    std = col.std()
+    return col / std if std > 0 else col
+
+
+def _discrete_columns(X: np.ndarray, discrete_features, max_levels: int = 32) -> np.ndarray:
+    """The mask of discrete features; "auto": integer-valued columns with at most ``max_levels`` values."""
+    n_features = X.shape[1]
+    if isinstance(discrete_features, str):  # "auto" (validated by the parameter constraints)
+        integral = np.all(np.round(X) == X, axis=0)
+        levels = np.array([len(np.unique(X[:, j])) for j in range(n_features)])
+        return integral & (levels <= max_levels)
+    return _discrete_mask(discrete_features, n_features, False)
+
+
+class MISelector(SelectorMixin, BaseEstimator):
+    """Feature selection by conditional mutual information: greedy forward selection on mipp's KSG engine.
+
+    Round t adds the candidate j with the largest I(X_j; y | X_S) given the features S already chosen, all
+    candidates of a round in ONE batched engine call (y and X_S shared, their distances computed once). A
+    feature redundant with S (a duplicate, a near copy, a mixture of chosen features) scores ~0 and is not
+    taken; a feature related to y only nonlinearly (y = X_i^2, sin(3 X_i)) scores what it carries.
+
+    Pairs whose members carry nothing alone (y = X_a XOR X_b, y = X_a X_b with symmetric X): forward
+    selection finds the second member by its conditional MI once the first is in; the first gets in by a
+    look-ahead. In round 1 the joint I(X_a, X_b; y) of every pair among the ``n_pairs`` features of highest
+    marginal MI is estimated (one batched call); in each round the best few pairs with neither member chosen
+    are re-estimated given S, and when half a pair's conditional MI exceeds the best single gain, its member
+    of larger single gain is taken (the partner follows on its own).
+
+    Conditioning set: all of S while |S| <= ``max_conditioning``; beyond that, for each candidate the
+    ``max_conditioning`` chosen features with the largest MI with that candidate (KSG loses power in high
+    dimension, and redundancy with S is carried by the chosen features most similar to the candidate; an
+    exact or near copy is always the most similar one).
+
+    Parameters
+    ----------
+    n_features_to_select : int, float or "auto"
+        How many features (int), or a fraction of them (float in (0, 1]); "auto": half of them when ``tol``
+        is None, else as many as ``tol`` lets in.
+    tol : float or None
+        Stop when the best candidate's conditional MI (nats) is below ``tol``.
+    n_permutations : int
+        With > 0, also stop when the best candidate's conditional MI is not significant at ``alpha`` in a
+        permutation test (the candidate shuffled among its 5 nearest neighbours in X_S; globally in round 1).
+    alpha : float
+        Significance level of that test.
+    discrete_target : bool or "auto"
+        y holds class labels (Ross's estimator, as mutual_info_classif) or a continuous value (KSG and
+        Frenzel-Pompe, as mutual_info_regression); "auto": labels when y is bool, integer, string or object.
+    discrete_features : "auto", bool or array-like
+        Discrete features get their values' ranks plus uniform noise in [0, 1) (a dither: the value is
+        recovered by rounding down, so every MI is that of the discrete feature); continuous ones are
+        standardised and get 1e-10 jitter, as scikit-learn's. "auto": integer-valued columns with at most 32
+        distinct values.
+    n_neighbors : int
+        k of the KSG estimates.
+    n_pairs : int
+        Features taking part in the round-1 pair look-ahead (n_pairs (n_pairs - 1) / 2 pairs); 0 turns it off.
+    max_conditioning : int
+        The largest conditioning set (see above).
+    random_state : int, RandomState or None
+        Jitter, dither and permutations, drawn in fit.
+    progress : bool or "auto"
+        A tqdm bar over the rounds; "auto": when there are more than 50 features and 2,000 samples.
+    n_jobs : int or None
+        torch threads during fit (None: torch's setting).
+
+    Attributes
+    ----------
+    support_ : (n_features_in_,) bool mask of the selected features.
+    selected_ : indices of the selected features in the order they were chosen.
+    gains_ : the conditional MI (nats) of each selected feature when it was chosen (a pair member chosen by
+        look-ahead: half the pair's conditional MI).
+    scores_ : (n_features_in_,) marginal MI of every feature with y (nats); 0 for an exact duplicate of an
+        earlier column.
+    ranking_ : (n_features_in_,) 1 for the first feature chosen, 2 for the second, ...; the others follow by
+        decreasing marginal MI, exact duplicates last.
+    duplicates_ : (n_features_in_,) for each feature, the index of the earlier column it duplicates, or -1.
+    """
+
+    _parameter_constraints: dict = {  # noqa: RUF012  (scikit-learn's convention)
+        "n_features_to_select": [
+            StrOptions({"auto"}),
+            Interval(Integral, 1, None, closed="left"),
+            Interval(RealNotInt, 0, 1, closed="right"),
+        ],
+        "tol": [Interval(Real, 0, None, closed="left"), None],
+        "n_permutations": [Interval(Integral, 0, None, closed="left")],
+        "alpha": [Interval(Real, 0, 1, closed="neither")],
+        "discrete_target": ["boolean", StrOptions({"auto"})],
+        "discrete_features": [StrOptions({"auto"}), "boolean", "array-like"],
+        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "n_pairs": [Interval(Integral, 0, None, closed="left")],
+        "max_conditioning": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+        "progress": ["boolean", StrOptions({"auto"})],
+        "n_jobs": [Integral, None],
+    }
+
+    def __init__(
+        self,
+        n_features_to_select="auto",
+        *,
+        tol=None,
+        n_permutations=0,
+        alpha=0.05,
+        discrete_target="auto",
+        discrete_features="auto",
+        n_neighbors=3,
+        n_pairs=64,
+        max_conditioning=5,
+        random_state=None,
+        progress="auto",
+        n_jobs=None,
+    ):
+        self.n_features_to_select = n_features_to_select
+        self.tol = tol
+        self.n_permutations = n_permutations
+        self.alpha = alpha
+        self.discrete_target = discrete_target
+        self.discrete_features = discrete_features
+        self.n_neighbors = n_neighbors
+        self.n_pairs = n_pairs
+        self.max_conditioning = max_conditioning
+        self.random_state = random_state
+        self.progress = progress
+        self.n_jobs = n_jobs
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        return tags
+
+    # -- data ---------------------------------------------------------------------------------------------
+
+    def _prepare(self, X, y, rng):
+        n, p = X.shape
+        if self.discrete_target == "auto":
+            discrete_y = np.asarray(y).dtype.kind in "biuOUS"
+        else:
+            discrete_y = bool(self.discrete_target)
+        if discrete_y:
+            check_classification_targets(y)
+            codes = np.unique(y, return_inverse=True)[1].reshape(-1)
+            yv = codes + rng.uniform(0.0, 1.0, n)  # dithered: the class is floor(yv), so every MI is the same
+        else:
+            yv = np.asarray(y, dtype=np.float64).reshape(-1)
+            if not np.all(np.isfinite(yv)):
+                raise ValueError("y contains NaN or inf")
+            yv = yv + 1e-10 * max(1.0, float(np.mean(np.abs(_standardise(yv))))) * rng.standard_normal(n)
+        target = torch.as_tensor(_standardise(yv))
+        discrete = _discrete_columns(X, self.discrete_features)
+        # exact duplicate columns: only the first of each set is a candidate
+        _, first, inverse = np.unique(X, axis=1, return_index=True, return_inverse=True)
+        duplicates = np.where(first[inverse.reshape(-1)] != np.arange(p), first[inverse.reshape(-1)], -1)
+        Z = np.empty((n, p))
+        for j in range(p):
+            if discrete[j]:
+                ranks = np.unique(X[:, j], return_inverse=True)[1].reshape(-1)
+                Z[:, j] = _standardise(ranks + rng.uniform(0.0, 1.0, n))
+            else:
+                col = _standardise(X[:, j].astype(np.float64))
+                Z[:, j] = col + 1e-10 * max(1.0, float(np.mean(np.abs(col)))) * rng.standard_normal(n)
+        return torch.as_tensor(np.ascontiguousarray(Z.T))[..., None], target, duplicates
+
+    # -- statistics, each one batched engine call ------------------------------------------------------
+
+    def _gain(self, cols, target, z):
+        """I(cols; y | z) for a batch: cols (B, N, c); z None, shared (N, m) or per problem (B, N, m)."""
+        k = int(self.n_neighbors)
+        return mipp.mi(cols, target, k) if z is None else mipp.cmi(cols, target, z, k)
+
+    def _conditioning(self, selected, cols, similarity_rows):
+        """z: X_S shared when |S| <= max_conditioning, else for each problem the chosen features with the
+        largest MI with it (``similarity_rows``: (B, |S|))."""
+        if not selected:
+            return None
+        m = int(self.max_conditioning)
+        if len(selected) <= m:
+            return cols[selected, :, 0].T.contiguous()
+        nearest = np.argsort(-similarity_rows, axis=1, kind="stable")[:, :m]
+        chosen = np.asarray(selected)[nearest]  # (B, m)
+        return cols[torch.as_tensor(chosen), :, 0].transpose(1, 2).contiguous()
+
+    def _significant(self, j, selected, cols, target, rng):
+        n_perm = int(self.n_permutations)
+        x = cols[j]
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        if selected:
+            zs = cols[selected, :, 0].T.contiguous()
+            perm = mipp.local_permutations(zs, n_perm, 5, gen)
+        else:
+            zs = None
+            perm = torch.rand(n_perm, x.shape[0], generator=gen).argsort(dim=1)
+        batch = torch.cat([x[None], x[perm]], dim=0)  # the data, then the surrogates
+        stats = self._gain(batch, target, zs)
+        p_value = (1.0 + float((stats[1:] >= stats[0]).sum())) / (n_perm + 1)
+        return p_value <= self.alpha
+
+    # -- fit ----------------------------------------------------------------------------------------------
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Select features of X (n_samples, n_features) for the target y (n_samples,). Returns self."""
+        X, y = validate_data(
+            self, X, y, dtype=np.float64, y_numeric=False, ensure_min_samples=int(self.n_neighbors) + 1
+        )
+        rng = check_random_state(self.random_state)
+        rng = np.random.default_rng(rng.randint(2**31 - 1))
+        n, p = X.shape
+        with threads(self.n_jobs):
+            cols, target, duplicates = self._prepare(X, y, rng)
+            self._select(cols, target, duplicates, rng, n, p)
+        return self
+
+    def _budget(self, p):
+        k = self.n_features_to_select
+        if isinstance(k, str):
+            return p if self.tol is not None else max(1, p // 2)
+        if not isinstance(k, Integral):  # a fraction in (0, 1]
+            return max(1, round(k * p))
+        return min(int(k), p)
+
+    def _select(self, cols, target, duplicates, rng, n, p):
+        candidates = [j for j in range(p) if duplicates[j] < 0]
+        budget = min(self._budget(p), len(candidates))
+        scores = np.zeros(p)
+        scores[candidates] = self._gain(cols[candidates], target, None).numpy()
+        similarity = np.zeros((p, p))  # I(X_j; X_s) for chosen s, filled as features are chosen
+        pairs = self._pair_screen(cols, target, scores, candidates)
+        selected: list[int] = []
+        gains: list[float] = []
+        show = self.progress is True or (self.progress == "auto" and p > 50 and n > 2000)
+        bar = _progress(budget, show)
+        single = scores.copy()
+        for _ in range(budget):
+            remaining = [j for j in candidates if j not in selected]
+            if not remaining:
+                break
+            if selected:
+                z = self._conditioning(selected, cols, similarity[np.ix_(remaining, selected)])
+                single = np.full(p, -np.inf)
+                single[remaining] = self._gain(cols[remaining], target, z).numpy()
+            best = max(remaining, key=lambda j: single[j])
+            value = float(single[best])
+            choice, look = self._look_ahead(pairs, selected, cols, target, single, value, similarity)
+            if choice is not None:
+                best, value = choice, look
+            elif value <= 0 and selected:
+                # nothing left to find, by the estimates: fill with the least redundant relevant feature
+                # (mRMR's rule: marginal MI less the mean MI with the chosen ones), never a near copy
+                best = max(remaining, key=lambda j: scores[j] - similarity[j, selected].mean())
+            if self.tol is not None and value < self.tol:
+                break
+            if self.n_permutations and not self._significant(best, selected, cols, target, rng):
+                break
+            selected.append(best)
+            gains.append(value)
+            others = [j for j in candidates if j not in selected]
+            if others and len(selected) < budget:  # I(X_j; X_best): redundancy with the chosen features
+                similarity[others, best] = mipp.mi(cols[others], cols[best], int(self.n_neighbors)).numpy()
+            bar.update(1)
+        bar.close()
+        self.selected_ = np.asarray(selected, dtype=np.intp)
+        self.gains_ = np.asarray(gains)
+        self.scores_ = scores
+        self.duplicates_ = duplicates
+        support = np.zeros(p, dtype=bool)
+        support[self.selected_] = True
+        self.support_ = support
+        rest = sorted((j for j in range(p) if not support[j]), key=lambda j: (duplicates[j] >= 0, -scores[j], j))
+        ranking = np.empty(p, dtype=np.intp)
+        ranking[list(selected) + rest] = np.arange(1, p + 1)
+        self.ranking_ = ranking
+
+    def _pair_screen(self, cols, target, scores, candidates):
+        """[(joint MI, a, b)] of the pairs among the n_pairs candidates of highest marginal MI whose joint MI
+        exceeds the sum of the members' marginal MI, by decreasing excess (synergy): the pairs whose members
+        carry little alone, which forward selection cannot start."""
+        m = min(int(self.n_pairs), len(candidates))
+        if m < 2:
+            return []
+        top = sorted(candidates, key=lambda j: -scores[j])[:m]
+        ia, ib = np.triu_indices(m, 1)
+        a, b = np.asarray(top)[ia], np.asarray(top)[ib]
+        joint = self._gain(torch.cat([cols[a], cols[b]], dim=-1), target, None).numpy()
+        synergy = joint - np.maximum(scores[a], 0) - np.maximum(scores[b], 0)
+        keep = np.flatnonzero(synergy > 0)
+        order = keep[np.argsort(-synergy[keep], kind="stable")]
+        return [(float(joint[i]), int(a[i]), int(b[i])) for i in order]
+
+    def _look_ahead(self, pairs, selected, cols, target, single, best_single, similarity, top=16):
+        """The member of the best open pair when half the pair's conditional MI beats the best single gain."""
+        open_pairs = [(v, a, b) for v, a, b in pairs if a not in selected and b not in selected][:top]
+        if not open_pairs or max(q[0] for q in open_pairs) / 2 <= best_single:
+            return None, None
+        a = np.asarray([q[1] for q in open_pairs])
+        b = np.asarray([q[2] for q in open_pairs])
+        rows = np.maximum(similarity[np.ix_(a, selected)], similarity[np.ix_(b, selected)]) if selected else None
+        z = self._conditioning(selected, cols, rows)
+        joint = self._gain(torch.cat([cols[a], cols[b]], dim=-1), target, z).numpy()
+        i = int(np.argmax(joint))
+        if joint[i] / 2 <= best_single:
+            return None, None
+        member = int(a[i]) if single[a[i]] >= single[b[i]] else int(b[i])
+        return member, float(joint[i] / 2)
+
+    def _get_support_mask(self):
+        check_is_fitted(self, "support_")
+        return self.support_
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total, show):
+    if not show:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="MISelector", unit="feature")

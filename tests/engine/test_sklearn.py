@@ -185,3 +185,111 @@ def test_small_classes_equal_scikit_learn_with_exact_distances(seed, monkeypatch
                 continue
             got = msk.mutual_info_regression(X, yr, n_neighbors=k, discrete_features=disc, random_state=rs)
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
+
+
+# MISelector (issue 20 item 4)
+
+
+def _planted(kind, seed, n=600, distractors=30):
+    """Features 0 and 1 carry y (alone or as a pair); then distractors; then an exact copy of 0 and a near
+    copy of 1 (the duplicate sets {0, D} and {1, D + 1})."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.standard_normal((2, n))
+    X = np.c_[a, b, rng.standard_normal((n, distractors)), a, b + 1e-3 * rng.standard_normal(n)]
+    noise = 0.1 * rng.standard_normal(n)
+    y, relevant = {
+        "square": (a**2 + noise, [0]),
+        "sin": (np.sin(3 * a) + noise, [0]),
+        "product": (a * b + noise, [0, 1]),
+        "xor": (((a > 0) ^ (b > 0)).astype(int), [0, 1]),
+    }[kind]
+    return X, y, relevant, [{0, distractors + 2}, {1, distractors + 3}]
+
+
+@pytest.mark.parametrize("kind", ["square", "sin", "product", "xor"])
+def test_selector_keeps_nonlinear_relevance_and_one_of_each_duplicate_set(kind):
+    for seed in range(2):
+        X, y, relevant, dup_sets = _planted(kind, seed)
+        sel = msk.MISelector(4, random_state=seed).fit(X, y)
+        chosen = set(sel.selected_.tolist())
+        for j in relevant:  # the feature or its copy
+            assert chosen & next(s for s in dup_sets if j in s), (kind, seed, sel.selected_)
+        assert all(len(chosen & s) <= 1 for s in dup_sets), (kind, seed, sel.selected_)
+        assert X.shape[1] - 2 in sel.duplicates_.nonzero()[0] or sel.duplicates_[X.shape[1] - 2] == 0
+        assert len(chosen) == 4 and sel.transform(X).shape == (600, 4)
+
+
+def test_selector_never_picks_a_repeated_feature():
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(
+        600, n_features=12, n_informative=3, n_redundant=2, n_repeated=4, shuffle=False, random_state=0
+    )
+    sel = msk.MISelector(12, random_state=0).fit(X, y)  # asks for every feature
+    # columns 5-8 repeat earlier ones: only 8 distinct columns exist, and those are what is selected
+    np.testing.assert_array_equal(np.flatnonzero(sel.duplicates_ >= 0), [5, 6, 7, 8])
+    assert sorted(sel.selected_.tolist()) == [0, 1, 2, 3, 4, 9, 10, 11]
+    assert set(sel.selected_[:3].tolist()) <= {0, 1, 2, 3, 4}  # informative or their mixtures first
+    assert sorted(np.argsort(sel.ranking_)[-4:].tolist()) == [5, 6, 7, 8]  # duplicates ranked last
+
+
+def test_selector_tolerance_and_significance_stop_the_selection():
+    X, y, _, _ = _planted("square", 3)
+    sel = msk.MISelector(tol=0.05, random_state=0).fit(X, y)
+    assert sel.selected_.tolist() in ([0], [X.shape[1] - 2])  # the feature (or its copy), nothing else
+    rng = np.random.default_rng(4)
+    noise = rng.standard_normal((300, 6))
+    sel = msk.MISelector(3, n_permutations=19, random_state=0).fit(noise, rng.standard_normal(300))
+    assert len(sel.selected_) < 3  # stops when the best gain is not significant
+    sel = msk.MISelector(2, n_permutations=19, random_state=0).fit(X[:300], y[:300])
+    assert sel.selected_[0] in (0, X.shape[1] - 2)
+
+
+def test_selector_in_pipeline_and_grid_search_and_determinism():
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+
+    X, y, _, _ = _planted("xor", 5, n=400, distractors=8)
+    Xc = X.copy()
+    pipe = make_pipeline(msk.MISelector(random_state=0), KNeighborsClassifier())  # XOR: needs both
+    grid = GridSearchCV(pipe, {"miselector__n_features_to_select": [1, 2]}, cv=2).fit(X, y)
+    assert grid.best_params_ == {"miselector__n_features_to_select": 2} and grid.best_score_ > 0.85
+    np.testing.assert_array_equal(X, Xc)  # never modified
+    a = msk.MISelector(3, random_state=7).fit(X, y)
+    b = msk.MISelector(3, random_state=7).fit(X, y)
+    np.testing.assert_array_equal(a.selected_, b.selected_)
+    np.testing.assert_array_equal(a.gains_, b.gains_)
+    assert list(a.get_feature_names_out()) == [f"x{j}" for j in sorted(a.selected_)]
+
+
+def test_selector_progress_bar(capsys):
+    X, y, _, _ = _planted("square", 6, n=200, distractors=4)
+    msk.MISelector(2, progress=True, random_state=0).fit(X, y)
+    assert "MISelector" in capsys.readouterr().err
+
+
+def test_selector_bad_settings_are_named():
+    X, y, _, _ = _planted("square", 7, n=100, distractors=2)
+    for bad in (
+        {"n_features_to_select": 0},
+        {"tol": -1.0},
+        {"alpha": 1.5},
+        {"n_neighbors": 0},
+        {"discrete_target": "x"},
+        {"max_conditioning": 0},
+    ):
+        with pytest.raises(ValueError, match=f"'{next(iter(bad))}' parameter"):
+            msk.MISelector(**bad).fit(X, y)
+    with pytest.raises(ValueError, match="mask of length 3"):
+        msk.MISelector(discrete_features=np.array([True, False, True])).fit(X, y)
+    with pytest.raises(ValueError, match="NaN"):
+        msk.MISelector().fit(np.r_[X[:-1], np.full((1, X.shape[1]), np.nan)], y)
+
+
+_checks = pytest.importorskip("sklearn.utils.estimator_checks")
+
+
+@_checks.parametrize_with_checks([msk.MISelector(random_state=0)])
+def test_selector_passes_scikit_learns_estimator_checks(estimator, check):
+    check(estimator)
