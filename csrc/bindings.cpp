@@ -103,7 +103,7 @@ PYBIND11_MODULE(_C, m) {
     d["parallelism"] = MIPP_PARALLELISM;
     d["isa"] = MIPP_CLONES_ISA;
     d["cpu_kernels"] = py::make_tuple("digamma_sum", "knn_distance", "count_within", "marginal_radius");
-    d["cpu_paths"] = py::make_tuple("brute", "sweep");
+    d["cpu_paths"] = py::make_tuple("brute", "sweep", "strips");
     return d;
   });
 }

@@ -100,7 +100,7 @@ Path run(const std::vector<GroupArg>& args, int64_t batch, int64_t n, int64_t ra
   const Problems<T> ps = make_problems<T>(args, batch, n, row0, row1);
   const Radius<T> radius{reinterpret_cast<const T*>(radius_ptr), radius_batch, row1 - row0};
   int64_t* out = reinterpret_cast<int64_t*>(out_ptr);
-  path = choose_path(path, ps.joint_dim(), kSweepMaxDim);
+  path = choose_path(path, ps.joint_dim(), kSweepMaxDim, false);
   if (path == Path::Sweep) {
     count_sweep(ps, radius, strict, out, threads);
   } else {

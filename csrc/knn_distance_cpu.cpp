@@ -1,14 +1,15 @@
 // knn_distance on the CPU: the k-th smallest joint distance from each sample to the others (itself
 // excluded by index; duplicates count with multiplicity), exactly as python/mipp/reference.py.
 //
-// Paths: a sorted sweep for low joint dimension (the scan stops once the key gap reaches the current
-// k-th distance), brute-force tiles otherwise. Both keep the k smallest distances of a query in a small
+// Paths: a sorted sweep for one joint column (the scan stops once the key gap reaches the current k-th
+// distance), strips (strips.h) for 2 to kSweepMaxDim joint columns, brute-force tiles above. Both keep the k smallest distances of a query in a small
 // ascending array; a candidate enters only when strictly below the current k-th, so ties never change
 // the k-th value and the result is the k-th element of the multiset, as torch.kthvalue gives.
 #include <limits>
 
 #include "kernels.h"
 #include "pairwise.h"
+#include "strips.h"
 
 namespace mipp {
 namespace {
@@ -111,14 +112,70 @@ void knn_sweep(const Problems<T>& ps, int k, T* out, int threads) {
   });
 }
 
+// Scans positions [a, b) of strips s from `from` outwards (up to b, down to a) for the query at position p
+// (key y value yq, row q), while fl|y_j - yq| is below the current k-th distance.
+template <class T>
+MIPP_INLINE void scan_strip(const Strips<T>& s, int64_t a, int64_t b, int64_t from, int64_t p, T yq, int k, T* best) {
+  const T* q = s.rows.data() + p * s.dim;
+  auto visit = [&](int64_t j) {
+    const T* r = s.rows.data() + j * s.dim;
+    T d = 0;
+    for (int64_t c = 0; c < s.dim; ++c) {
+      const T dc = std::fabs(r[c] - q[c]);
+      d = d < dc ? dc : d;
+    }
+    if (d < best[k - 1] && j != p) insert_sorted(best, k, d);
+  };
+  for (int64_t j = from; j < b && std::fabs(s.ys[j] - yq) < best[k - 1]; ++j) visit(j);
+  for (int64_t j = from - 1; j >= a && std::fabs(s.ys[j] - yq) < best[k - 1]; --j) visit(j);
+}
+
+template <class T>
+void knn_strips(const Problems<T>& ps, int k, T* out, int threads) {
+  constexpr int64_t kRows = 256;
+  threads = threads_for(threads, static_cast<double>(ps.batch) * ps.rows(), 4096);
+  const bool over_problems = ps.batch >= threads;
+  const T inf = std::numeric_limits<T>::infinity();
+  parallel_for(ps.batch, over_problems ? threads : 1, [&](int64_t b) {
+    const Strips<T> s = build_strips(ps, b, k);
+    parallel_for((s.n + kRows - 1) / kRows, over_problems ? 1 : threads, [&](int64_t blk) {
+      std::vector<T> best(k);
+      for (int64_t p = blk * kRows; p < std::min(s.n, (blk + 1) * kRows); ++p) {
+        const int64_t i = s.index[p];
+        if (!ps.is_query(i)) continue;
+        std::fill(best.begin(), best.end(), inf);
+        const T xq = s.xs[p], yq = s.ys[p];
+        const int64_t own = p / s.size;
+        scan_strip(s, s.begin(own), s.end(own), p, p, yq, k, best.data());
+        // Neighbouring strips, nearest first on either side, while their x-gap is below the k-th distance.
+        bool right = true, left = true;
+        for (int64_t step = 1; right || left; ++step) {
+          const int64_t r = own + step, l = own - step;
+          right = right && r < s.strips() && s.xmin[r] - xq < best[k - 1];
+          left = left && l >= 0 && xq - s.xmax[l] < best[k - 1];
+          for (const int64_t t : {right ? r : int64_t(-1), left ? l : int64_t(-1)}) {
+            if (t < 0) continue;
+            const int64_t a = s.begin(t), e = s.end(t);
+            const int64_t from = std::lower_bound(s.ys.begin() + a, s.ys.begin() + e, yq) - s.ys.begin();
+            scan_strip(s, a, e, from, p, yq, k, best.data());
+          }
+        }
+        out[b * ps.rows() + i - ps.row0] = best[k - 1];
+      }
+    });
+  });
+}
+
 template <class T>
 Path run(const std::vector<GroupArg>& args, int64_t batch, int64_t n, int64_t k, int64_t out_ptr, Path path,
          int threads, int64_t row0, int64_t row1) {
   const Problems<T> ps = make_problems<T>(args, batch, n, row0, row1);
   T* out = reinterpret_cast<T*>(out_ptr);
-  path = choose_path(path, ps.joint_dim(), kSweepMaxDim);
+  path = choose_path(path, ps.joint_dim(), kSweepMaxDim, true);
   if (path == Path::Sweep) {
     knn_sweep(ps, static_cast<int>(k), out, threads);
+  } else if (path == Path::Strips) {
+    knn_strips(ps, static_cast<int>(k), out, threads);
   } else {
     brute_force(ps, false, threads, KnnConsumer<T>{static_cast<int>(k), n, out, {}, row0, row1 - row0});
   }

@@ -101,7 +101,7 @@ Path run(const std::vector<GroupArg>& args, int64_t batch, int64_t n, int64_t ra
   const Problems<T> ps = make_problems<T>(args, batch, n, row0, row1);
   const Radius<T> radius{reinterpret_cast<const T*>(radius_ptr), radius_batch, row1 - row0};
   T* out = reinterpret_cast<T*>(out_ptr);
-  path = choose_path(path, ps.joint_dim(), kSweepMaxDim);
+  path = choose_path(path, ps.joint_dim(), kSweepMaxDim, false);
   if (path == Path::Sweep) {
     radius_sweep(ps, radius, out, threads);
   } else {

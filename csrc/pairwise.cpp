@@ -52,19 +52,24 @@ Path parse_path(const std::string& name) {
   if (name == "auto") return Path::Auto;
   if (name == "brute") return Path::Brute;
   if (name == "sweep") return Path::Sweep;
-  throw std::invalid_argument("path must be 'auto', 'brute' or 'sweep', got '" + name + "'");
+  if (name == "strips") return Path::Strips;
+  throw std::invalid_argument("path must be 'auto', 'brute', 'sweep' or 'strips', got '" + name + "'");
 }
 
-Path choose_path(Path requested, int64_t joint_dim, int64_t sweep_max_dim) {
-  if (requested == Path::Sweep && joint_dim < 1) throw std::invalid_argument("the sweep needs at least one column");
+Path choose_path(Path requested, int64_t joint_dim, int64_t sweep_max_dim, bool has_strips) {
+  if (requested != Path::Brute && requested != Path::Auto && joint_dim < 1)
+    throw std::invalid_argument("the sweep and the strips need at least one column");
+  const Path strips = has_strips && joint_dim >= 2 ? Path::Strips : Path::Sweep;
+  if (requested == Path::Strips) return strips;
   if (requested != Path::Auto) return requested;
-  return joint_dim >= 1 && joint_dim <= sweep_max_dim ? Path::Sweep : Path::Brute;
+  return joint_dim >= 1 && joint_dim <= sweep_max_dim ? strips : Path::Brute;
 }
 
 const char* path_name(Path p) {
   switch (p) {
     case Path::Brute: return "brute";
     case Path::Sweep: return "sweep";
+    case Path::Strips: return "strips";
     default: return "auto";
   }
 }

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common.h"
@@ -82,11 +83,13 @@ struct Radius {
 constexpr int64_t kSweepMaxDim = 8;
 
 // Which exact algorithm runs. Auto picks by joint dimension (see choose_path in each op).
-enum class Path { Auto, Brute, Sweep };
+enum class Path { Auto, Brute, Sweep, Strips };
 Path parse_path(const std::string& name);
 const char* path_name(Path p);
-// Auto -> Sweep for 1 <= joint_dim <= sweep_max_dim, else Brute; a forced Sweep needs joint_dim >= 1.
-Path choose_path(Path requested, int64_t joint_dim, int64_t sweep_max_dim);
+// Auto -> Sweep for 1 <= joint_dim <= sweep_max_dim (Strips instead from 2 columns when the op has them:
+// has_strips), else Brute. A forced Sweep needs joint_dim >= 1; a forced Strips runs as Sweep where the op has
+// no strips or there is a single column.
+Path choose_path(Path requested, int64_t joint_dim, int64_t sweep_max_dim, bool has_strips);
 
 // ---------------------------------------------------------------------------------------------------
 // Brute force: tiles of kQB query rows x kJB candidates.
@@ -198,11 +201,47 @@ struct Sorted {
   std::vector<int64_t> group_end;  // columns of group g: [group_end[g-1], group_end[g])
 };
 
-// Builds problem b's sorted copy; the key is the column with the largest interquartile range times the
+// The `count` best key columns of src (N samples each), best first: by interquartile range times the
 // fraction of distinct values (the widest spread gives the narrowest windows; the IQR ignores outliers that
 // a range or std would follow; a column of few repeated values, such as a class-label group, has a wide
 // spread but puts a whole class in every window: with 10 labels at N = 5,000 the window was a tenth of the
-// samples). Any key gives the same values; only the speed depends on it.
+// samples). Both are estimated on at most kKeySample evenly spaced samples, so choosing costs no sort of N.
+// Any key gives the same values; only the speed depends on it.
+constexpr int64_t kKeySample = 1024;
+
+template <class T>
+std::vector<int64_t> key_columns(const std::vector<const T*>& src, int64_t n, int64_t count) {
+  std::vector<int64_t> cols(src.size());
+  for (size_t c = 0; c < src.size(); ++c) cols[c] = static_cast<int64_t>(c);
+  if (src.size() > 1 && n > 3) {
+    const int64_t m = std::min(n, kKeySample);
+    std::vector<T> score(src.size()), tmp(m);
+    for (size_t c = 0; c < src.size(); ++c) {
+      for (int64_t i = 0; i < m; ++i) tmp[i] = src[c][i * n / m];
+      std::sort(tmp.begin(), tmp.end());
+      const T iqr = tmp[(3 * m) / 4] - tmp[m / 4];
+      const T distinct = static_cast<T>(std::unique(tmp.begin(), tmp.end()) - tmp.begin()) / static_cast<T>(m);
+      score[c] = iqr * distinct;
+    }
+    std::stable_sort(cols.begin(), cols.end(), [&](int64_t a, int64_t b) { return score[a] > score[b]; });
+  }
+  cols.resize(std::min<size_t>(cols.size(), static_cast<size_t>(count)));
+  return cols;
+}
+
+// The sample indices in ascending order of key (ties by index). Sorting (value, index) pairs compares
+// contiguous values, about twice as fast as sorting indices through the key.
+template <class T>
+std::vector<int64_t> sorted_order(const T* key, int64_t n) {
+  std::vector<std::pair<T, int64_t>> pairs(n);
+  for (int64_t i = 0; i < n; ++i) pairs[i] = {key[i], i};
+  std::sort(pairs.begin(), pairs.end());
+  std::vector<int64_t> order(n);
+  for (int64_t i = 0; i < n; ++i) order[i] = pairs[i].second;
+  return order;
+}
+
+// Builds problem b's sorted copy, keyed by the best key column (key_columns).
 template <class T>
 Sorted<T> sort_problem(const Problems<T>& ps, int64_t b) {
   Sorted<T> s;
@@ -214,24 +253,8 @@ Sorted<T> sort_problem(const Problems<T>& ps, int64_t b) {
     for (int64_t c = 0; c < g.dim; ++c) src.push_back(g.problem(b, n) + c * n);
     s.group_end.push_back(static_cast<int64_t>(src.size()));
   }
-  int64_t key_col = 0;
-  if (src.size() > 1 && n > 3) {
-    T best = -1;
-    std::vector<T> tmp(n);
-    for (size_t c = 0; c < src.size(); ++c) {
-      std::copy(src[c], src[c] + n, tmp.begin());
-      std::sort(tmp.begin(), tmp.end());
-      const T iqr = tmp[(3 * n) / 4] - tmp[n / 4];
-      const T distinct = static_cast<T>(std::unique(tmp.begin(), tmp.end()) - tmp.begin()) / static_cast<T>(n);
-      const T score = iqr * distinct;
-      if (score > best) best = score, key_col = static_cast<int64_t>(c);
-    }
-  }
-  s.index.resize(n);
-  for (int64_t i = 0; i < n; ++i) s.index[i] = i;
-  const T* kc = src[key_col];
-  std::sort(s.index.begin(), s.index.end(),
-            [kc](int64_t a, int64_t c) { return kc[a] < kc[c] || (kc[a] == kc[c] && a < c); });
+  const int64_t key_col = key_columns(src, n, 1)[0];
+  s.index = sorted_order(src[key_col], n);
   s.cols.resize(n * s.dim);
   for (int64_t c = 0; c < s.dim; ++c)
     for (int64_t p = 0; p < n; ++p) s.cols[c * n + p] = src[c][s.index[p]];
@@ -239,24 +262,32 @@ Sorted<T> sort_problem(const Problems<T>& ps, int64_t b) {
   return s;
 }
 
+// The number of positions in [0, len) from `from` outwards in direction dir (+1 or -1) whose key gap
+// passes inside(|key[j] - x|), the gaps growing outwards: galloping (1, 2, 4, ... positions) brackets the
+// first failing one near `from` (windows are small against N, and their memory is local), then a binary
+// search without data-dependent branches finds it.
+template <class T, class Inside>
+MIPP_INLINE int64_t gallop(const T* key, T x, int64_t from, int64_t len, int dir, Inside inside) {
+  auto pass = [&](int64_t i) { return inside(std::fabs(key[from + dir * i] - x)); };
+  int64_t lo = 0, step = 1;  // every i < lo passes
+  while (lo + step <= len && pass(lo + step - 1)) lo += step, step *= 2;
+  int64_t count = std::min(step, len - lo);  // the first failing i lies in [lo, lo + count]
+  while (count > 0) {
+    const int64_t half = count / 2;
+    const bool t = pass(lo + half);
+    lo = t ? lo + half + 1 : lo;
+    count = t ? count - half - 1 : half;
+  }
+  return lo;
+}
+
 // The window [lo, hi) around p: p itself and the positions on either side whose key gap satisfies
-// inside(|key[j] - key[p]|). Two binary searches, one per side, on the exact (monotone) gap predicate.
+// inside(|key[j] - key[p]|), found on the exact (monotone) gap predicate.
 template <class T, class Inside>
 void key_window(const Sorted<T>& s, int64_t p, Inside inside, int64_t& lo, int64_t& hi) {
-  const T* key = s.key;
-  const T x = key[p];
-  int64_t a = p + 1, c = s.n;  // first position right of p that fails
-  while (a < c) {
-    const int64_t m = a + (c - a) / 2;
-    if (inside(std::fabs(key[m] - x))) a = m + 1; else c = m;
-  }
-  hi = a;
-  a = 0, c = p;  // first position left of p that passes (all of [a, p) pass)
-  while (a < c) {
-    const int64_t m = a + (c - a) / 2;
-    if (inside(std::fabs(key[m] - x))) c = m; else a = m + 1;
-  }
-  lo = a;
+  const T x = s.key[p];
+  hi = p + 1 + gallop(s.key, x, p + 1, s.n - p - 1, 1, inside);
+  lo = p - gallop(s.key, x, p - 1, p, -1, inside);
 }
 
 // Runs fn(b, sorted) for every problem, and inside it the caller's per-query loop over sorted positions

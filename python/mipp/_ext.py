@@ -76,11 +76,12 @@ def has_cuda() -> bool:
 
 @contextlib.contextmanager
 def force_path(path: str):
-    """Run the pairwise CPU kernels with one path ("brute" or "sweep"; "auto" picks by dimension).
-    For tests and benchmarks: every path gives the same values, only the speed differs."""
+    """Run the pairwise CPU kernels with one path ("brute", "sweep" or "strips"; "auto" picks by dimension;
+    "strips" is knn_distance's with 2 or more columns and runs as "sweep" elsewhere). For tests and benchmarks:
+    every path gives the same values, only the speed differs."""
     global _forced_path
-    if path not in ("auto", "brute", "sweep"):
-        raise ValueError(f'path must be "auto", "brute" or "sweep", got {path!r}')
+    if path not in ("auto", "brute", "sweep", "strips"):
+        raise ValueError(f'path must be "auto", "brute", "sweep" or "strips", got {path!r}')
     previous, _forced_path = _forced_path, path
     try:
         yield

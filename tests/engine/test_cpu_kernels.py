@@ -11,7 +11,13 @@ from mipp import _ext, reference
 pytestmark = pytest.mark.skipif(_ext._C is None, reason=f"extension not built: {_ext.MISSING_REASON}")
 
 ops = torch.ops.mipp
-PATHS = ["brute", "sweep"]
+PATHS = ["brute", "sweep", "strips"]
+
+
+def _path_run(op, path, groups):
+    """The path a forced one runs as: the strips are knn_distance's with two or more joint columns."""
+    joint = sum(g.shape[-1] for g in groups)
+    return "sweep" if path == "strips" and (op != "knn_distance" or joint < 2) else path
 
 
 def _data(kind, b, n, d, dtype, seed):
@@ -20,14 +26,14 @@ def _data(kind, b, n, d, dtype, seed):
     if kind == "ties":  # few distinct values: many equal distances, the k-th one tied
         x = (x * 2).round()
     elif kind == "duplicates":  # whole rows repeated: distance 0 to other samples
-        x[:, n // 2 :] = x[:, : n - n // 2]
+        x[:, n // 2 :] = x[:, : n - n // 2].clone()
     elif kind == "offset":  # large values: the subtraction rounds, |a - b| is not the true distance
         x = 1e6 + x * 1e-3 if dtype == torch.float64 else 1e4 + x * 1e-2
     return x.to(dtype)
 
 
 def _ran(op, path):
-    """A context that asserts the C++ kernel of `op` ran on `path` at least once inside it."""
+    """A context that asserts the C++ kernel of `op` ran on `path` at least once inside it (see _path_run)."""
 
     class Ran:
         def __enter__(self):
@@ -46,15 +52,15 @@ def check_all_ops(groups, k, paths=PATHS):
     eps = reference.knn_distance(groups, k)
     for path in paths:
         with _ext.force_path(path):
-            with _ran("knn_distance", path):
+            with _ran("knn_distance", _path_run("knn_distance", path, groups)):
                 got = ops.knn_distance(groups, k)
             assert torch.equal(got, eps), f"knn_distance {path}"
             for strict in (True, False):
                 for sub in (groups[:1], groups):
-                    with _ran("count_within", path):
+                    with _ran("count_within", _path_run("count_within", path, sub)):
                         got = ops.count_within(sub, eps, strict)
                     assert torch.equal(got, reference.count_within(sub, eps, strict)), f"count_within {path}"
-            with _ran("marginal_radius", path):
+            with _ran("marginal_radius", _path_run("marginal_radius", path, groups)):
                 got = ops.marginal_radius(groups, eps)
             assert torch.equal(got, reference.marginal_radius(groups, eps)), f"marginal_radius {path}"
     return eps
@@ -86,7 +92,7 @@ def test_radius_batch_differs_from_groups():
     for path in PATHS:
         with _ext.force_path(path):
             for strict in (True, False):
-                with _ran("count_within", path):
+                with _ran("count_within", _path_run("count_within", path, [x])):
                     got = ops.count_within([x], radius, strict)
                 assert torch.equal(got, reference.count_within([x], radius, strict))
             assert torch.equal(ops.marginal_radius([x], radius), reference.marginal_radius([x], radius))
@@ -137,8 +143,10 @@ def test_tile_edges_and_many_problems():
 def test_auto_path_by_dimension():
     low = [_data("continuous", 1, 200, 1, torch.float64, seed=13)] * 2
     high = [_data("continuous", 1, 200, 12, torch.float64, seed=14)]
-    with _ran("knn_distance", "sweep"):
+    with _ran("knn_distance", "strips"):
         ops.knn_distance(low, 3)
+    with _ran("knn_distance", "sweep"):
+        ops.knn_distance(low[:1], 3)
     with _ran("count_within", "sweep"):
         ops.count_within(low[:1], torch.ones(1, 200, dtype=torch.float64), True)
     with _ran("knn_distance", "brute"):
@@ -187,9 +195,9 @@ def test_mi_matches_sklearn_ksg():
     y = x + rng.standard_normal(1500)
     for k in (1, 3, 7):
         want = feature_selection._compute_mi_cc(x, y, k)
-        before = _ext.paths["knn_distance:sweep"]
+        before = _ext.paths["knn_distance:strips"]
         got = mipp.mi(torch.from_numpy(x), torch.from_numpy(y), k)
-        assert _ext.paths["knn_distance:sweep"] > before
+        assert _ext.paths["knn_distance:strips"] > before
         assert abs(float(got) - want) < 1e-12
 
 
@@ -212,3 +220,25 @@ def test_query_rows_equal_the_full_call_on_every_path(rows):
     assert torch.equal(reference.knn_distance([x, y], 4, q0, q1), eps[:, q0:q1])
     with pytest.raises(ValueError, match="query rows"):
         ops.knn_distance([x, y], 4, 150, 100)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", ["ties", "duplicates", "offset"])
+def test_strips_adversarial(dtype, kind):
+    """The strips (knn_distance, 2 to 8 joint columns) against the reference: few samples (every k up to N - 1),
+    ties and whole duplicated rows at the strip boundaries, a constant key column, many strips with large k,
+    a batch with a shared group, and query rows."""
+    for n in range(2, 11):
+        groups = [_data(kind, 2, n, 1, dtype, seed=40 + n), _data(kind, 1, n, 2, dtype, seed=60 + n)]
+        for k in range(1, n):
+            with _ext.force_path("strips"), _ran("knn_distance", "strips"):
+                assert torch.equal(ops.knn_distance(groups, k), reference.knn_distance(groups, k)), (n, k)
+    x = _data(kind, 3, 700, 2, dtype, seed=80)
+    y = _data(kind, 1, 700, 1, dtype, seed=81)
+    flat = torch.zeros_like(y)  # a constant column: every strip holds the same key value
+    for groups in ([x, y], [x, flat], [flat, y]):
+        for k in (1, 5, 64, 300, 699):
+            want = reference.knn_distance(groups, k)
+            with _ext.force_path("strips"), _ran("knn_distance", "strips"):
+                assert torch.equal(ops.knn_distance(groups, k), want), k
+                assert torch.equal(ops.knn_distance(groups, k, 100, 411), want[:, 100:411]), k
