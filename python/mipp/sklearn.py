@@ -278,9 +278,16 @@ class MISelector(SelectorMixin, BaseEstimator):
     of larger single gain is taken (the partner follows on its own).
 
     Conditioning set: all of S while |S| <= ``max_conditioning``; beyond that, for each candidate the
-    ``max_conditioning`` chosen features with the largest MI with that candidate (KSG loses power in high
-    dimension, and redundancy with S is carried by the chosen features most similar to the candidate; an
-    exact or near copy is always the most similar one).
+    ``max_conditioning`` chosen features most similar to it (KSG loses power in high dimension, and
+    redundancy with S is carried by the chosen features most similar to the candidate; an exact or near copy
+    is always the most similar one). Similarity: -1/2 log(1 - rho^2) of the Spearman correlation, cheap for
+    all features at once.
+
+    Rounds are lazy: candidates are evaluated in order of their last known gain, ``batch_size`` per engine
+    call, until the best fresh gain is at least every stale one (exact when gains only shrink as S grows;
+    a pair partner's bound is raised to the pair's joint MI when its partner is chosen). Once no candidate's
+    gain is positive, the rest are filled by mRMR's rule (marginal MI less the mean similarity to S), which
+    ranks a near copy last.
 
     Parameters
     ----------
@@ -308,6 +315,8 @@ class MISelector(SelectorMixin, BaseEstimator):
         Features taking part in the round-1 pair look-ahead (n_pairs (n_pairs - 1) / 2 pairs); 0 turns it off.
     max_conditioning : int
         The largest conditioning set (see above).
+    batch_size : int
+        Candidates per engine call in the lazy rounds.
     random_state : int, RandomState or None
         Jitter, dither and permutations, drawn in fit.
     progress : bool or "auto"
@@ -340,8 +349,9 @@ class MISelector(SelectorMixin, BaseEstimator):
         "discrete_target": ["boolean", StrOptions({"auto"})],
         "discrete_features": [StrOptions({"auto"}), "boolean", "array-like"],
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
-        "n_pairs": [Interval(Integral, 0, None, closed="left")],
+        "n_pairs": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "max_conditioning": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "progress": ["boolean", StrOptions({"auto"})],
         "n_jobs": [Integral, None],
@@ -357,8 +367,9 @@ class MISelector(SelectorMixin, BaseEstimator):
         discrete_target="auto",
         discrete_features="auto",
         n_neighbors=3,
-        n_pairs=64,
+        n_pairs="auto",
         max_conditioning=5,
+        batch_size=16,
         random_state=None,
         progress="auto",
         n_jobs=None,
@@ -372,6 +383,7 @@ class MISelector(SelectorMixin, BaseEstimator):
         self.n_neighbors = n_neighbors
         self.n_pairs = n_pairs
         self.max_conditioning = max_conditioning
+        self.batch_size = batch_size
         self.random_state = random_state
         self.progress = progress
         self.n_jobs = n_jobs
@@ -411,6 +423,8 @@ class MISelector(SelectorMixin, BaseEstimator):
             else:
                 col = _standardise(X[:, j].astype(np.float64))
                 Z[:, j] = col + 1e-10 * max(1.0, float(np.mean(np.abs(col)))) * rng.standard_normal(n)
+        ranks = np.argsort(np.argsort(Z, axis=0, kind="stable"), axis=0, kind="stable").T.astype(np.float64)
+        self._ranks = np.apply_along_axis(_standardise, 1, ranks)  # (p, N), for the similarities
         return torch.as_tensor(np.ascontiguousarray(Z.T))[..., None], target, duplicates
 
     # -- statistics, each one batched engine call ------------------------------------------------------
@@ -421,8 +435,8 @@ class MISelector(SelectorMixin, BaseEstimator):
         return mipp.mi(cols, target, k) if z is None else mipp.cmi(cols, target, z, k)
 
     def _conditioning(self, selected, cols, similarity_rows):
-        """z: X_S shared when |S| <= max_conditioning, else for each problem the chosen features with the
-        largest MI with it (``similarity_rows``: (B, |S|))."""
+        """z: X_S shared when |S| <= max_conditioning, else for each problem the chosen features most similar
+        to it (``similarity_rows``: (B, |S|))."""
         if not selected:
             return None
         m = int(self.max_conditioning)
@@ -461,6 +475,7 @@ class MISelector(SelectorMixin, BaseEstimator):
         with threads(self.n_jobs):
             cols, target, duplicates = self._prepare(X, y, rng)
             self._select(cols, target, duplicates, rng, n, p)
+        del self._ranks
         return self
 
     def _budget(self, p):
@@ -471,44 +486,79 @@ class MISelector(SelectorMixin, BaseEstimator):
             return max(1, round(k * p))
         return min(int(k), p)
 
+    def _similarity(self, similarity, rows, selected, cols):
+        """(len(rows), |S|) similarities of the rows to the chosen features: -1/2 log(1 - rho^2) of the
+        Spearman correlation rho (the MI of a Gaussian pair with that correlation; ~0 for independent
+        features, large for a near copy), one column per chosen feature, computed for all features at once
+        when it is first needed (a product with the ranks, O(N p))."""
+        for s_ in selected:
+            if s_ not in similarity:
+                rho = np.clip(self._ranks @ self._ranks[s_] / self._ranks.shape[1], -1.0, 1.0)
+                similarity[s_] = -0.5 * np.log(np.maximum(1.0 - rho * rho, 1e-300))
+        return np.stack([similarity[s_][rows] for s_ in selected], axis=1)
+
+    def _round(self, remaining, selected, cols, target, bound, similarity):
+        """Conditional gains of the candidates, lazily: in order of their last known gain (``bound``),
+        ``batch_size`` per engine call, until the best fresh gain is at least every stale one."""
+        order = sorted(remaining, key=lambda j: -bound[j])
+        fresh: dict[int, float] = {}
+        step = int(self.batch_size)
+        for pos in range(0, len(order), step):
+            batch = order[pos : pos + step]
+            rows = (
+                self._similarity(similarity, batch, selected, cols) if len(selected) > self.max_conditioning else None
+            )
+            z = self._conditioning(selected, cols, rows)
+            gains = self._gain(cols[batch], target, z).numpy()
+            bound[batch] = gains
+            fresh.update(zip(batch, gains.tolist()))
+            rest = order[pos + step :]
+            if not rest or max(fresh.values()) >= bound[rest[0]]:
+                break
+        return fresh
+
     def _select(self, cols, target, duplicates, rng, n, p):
         candidates = [j for j in range(p) if duplicates[j] < 0]
         budget = min(self._budget(p), len(candidates))
         scores = np.zeros(p)
         scores[candidates] = self._gain(cols[candidates], target, None).numpy()
-        similarity = np.zeros((p, p))  # I(X_j; X_s) for chosen s, filled as features are chosen
+        similarity: dict[int, np.ndarray] = {}  # chosen feature -> its similarity to every feature
         pairs = self._pair_screen(cols, target, scores, candidates)
+        bound = scores.copy()
         selected: list[int] = []
         gains: list[float] = []
         show = self.progress is True or (self.progress == "auto" and p > 50 and n > 2000)
         bar = _progress(budget, show)
-        single = scores.copy()
         for _ in range(budget):
             remaining = [j for j in candidates if j not in selected]
             if not remaining:
                 break
-            if selected:
-                z = self._conditioning(selected, cols, similarity[np.ix_(remaining, selected)])
-                single = np.full(p, -np.inf)
-                single[remaining] = self._gain(cols[remaining], target, z).numpy()
-            best = max(remaining, key=lambda j: single[j])
-            value = float(single[best])
+            fresh = {j: float(scores[j]) for j in remaining} if not selected else None
+            if fresh is None:
+                fresh = self._round(remaining, selected, cols, target, bound, similarity)
+            single = np.full(p, -np.inf)
+            single[list(fresh)] = list(fresh.values())
+            best = max(fresh, key=lambda j: fresh[j])
+            value = fresh[best]
             choice, look = self._look_ahead(pairs, selected, cols, target, single, value, similarity)
             if choice is not None:
                 best, value = choice, look
             elif value <= 0 and selected:
                 # nothing left to find, by the estimates: fill with the least redundant relevant feature
-                # (mRMR's rule: marginal MI less the mean MI with the chosen ones), never a near copy
-                best = max(remaining, key=lambda j: scores[j] - similarity[j, selected].mean())
+                # (mRMR's rule: marginal MI less the mean similarity to the chosen ones), never a near copy
+                pool = list(fresh)
+                redundancy = self._similarity(similarity, pool, selected, cols).mean(axis=1)
+                best = pool[int(np.argmax(scores[pool] - redundancy))]
             if self.tol is not None and value < self.tol:
                 break
             if self.n_permutations and not self._significant(best, selected, cols, target, rng):
                 break
             selected.append(best)
             gains.append(value)
-            others = [j for j in candidates if j not in selected]
-            if others and len(selected) < budget:  # I(X_j; X_best): redundancy with the chosen features
-                similarity[others, best] = mipp.mi(cols[others], cols[best], int(self.n_neighbors)).numpy()
+            for joint, a, b in pairs:  # a partner of the new feature may gain from it (synergy): re-examine it
+                if best in (a, b):
+                    other = b if a == best else a
+                    bound[other] = max(bound[other], joint)
             bar.update(1)
         bar.close()
         self.selected_ = np.asarray(selected, dtype=np.intp)
@@ -527,7 +577,8 @@ class MISelector(SelectorMixin, BaseEstimator):
         """[(joint MI, a, b)] of the pairs among the n_pairs candidates of highest marginal MI whose joint MI
         exceeds the sum of the members' marginal MI, by decreasing excess (synergy): the pairs whose members
         carry little alone, which forward selection cannot start."""
-        m = min(int(self.n_pairs), len(candidates))
+        m = (64 if len(candidates) <= 64 else 24) if self.n_pairs == "auto" else int(self.n_pairs)
+        m = min(m, len(candidates))
         if m < 2:
             return []
         top = sorted(candidates, key=lambda j: -scores[j])[:m]
@@ -546,7 +597,12 @@ class MISelector(SelectorMixin, BaseEstimator):
             return None, None
         a = np.asarray([q[1] for q in open_pairs])
         b = np.asarray([q[2] for q in open_pairs])
-        rows = np.maximum(similarity[np.ix_(a, selected)], similarity[np.ix_(b, selected)]) if selected else None
+        rows = None
+        if len(selected) > self.max_conditioning:
+            rows = np.maximum(
+                self._similarity(similarity, list(a), selected, cols),
+                self._similarity(similarity, list(b), selected, cols),
+            )
         z = self._conditioning(selected, cols, rows)
         joint = self._gain(torch.cat([cols[a], cols[b]], dim=-1), target, z).numpy()
         i = int(np.argmax(joint))

@@ -293,3 +293,12 @@ _checks = pytest.importorskip("sklearn.utils.estimator_checks")
 @_checks.parametrize_with_checks([msk.MISelector(random_state=0)])
 def test_selector_passes_scikit_learns_estimator_checks(estimator, check):
     check(estimator)
+
+
+def test_selector_at_a_smaller_k_is_a_prefix():
+    """Greedy: fitting with k features gives the first k of a fit with more (the selector benchmark scores
+    every k from one fit)."""
+    X, y, _, _ = _planted("product", 8, n=400, distractors=10)
+    big = msk.MISelector(6, random_state=1).fit(X, y)
+    for k in (1, 3):
+        np.testing.assert_array_equal(msk.MISelector(k, random_state=1).fit(X, y).selected_, big.selected_[:k])
