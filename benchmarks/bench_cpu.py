@@ -255,13 +255,49 @@ def rows_of(label: str, n: int, dx: int, dy: int, batch: int, times: dict, value
     return out
 
 
+def _time(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def table(path: str) -> str:
+    """The README's peer table (markdown) from a CSV of this script: per shape mipp's median, every peer's as
+    time (ratio peer / mipp), the best peer's ratio in bold, the brute-force ALU floor and the load."""
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    shapes = list(dict.fromkeys(r["shape"] for r in rows if not r["shape"].startswith("shared")))
+    head = "| shape | mipp | " + " | ".join(PEERS) + " | brute-force ALU floor | load |"
+    out = [head, "|" + "---|" * (len(PEERS) + 4)]
+    for shape in shapes:
+        by = {r["impl"]: r for r in rows if r["shape"] == shape}
+        ratios = {p: float(by[p]["peer_over_mipp"]) for p in PEERS if p in by}
+        best = min(ratios, key=ratios.get) if ratios else None
+        cells = []
+        for p in PEERS:
+            if p not in by:
+                cells.append("")
+                continue
+            ratio = f"{float(by[p]['peer_over_mipp']):.1f}x"
+            cells.append(f"{_time(float(by[p]['median_s']))} ({'**' + ratio + '**' if p == best else ratio})")
+        floor = float(by["mipp"]["alu_floor_s"])
+        load = f"{float(by['mipp']['load_start']):.1f}-{float(by['mipp']['load_end']):.1f}"
+        brute = int(by["mipp"]["dx"]) + int(by["mipp"]["dy"]) > 8  # the shapes mipp runs on its brute-force tiles
+        floor_cell = _time(floor) if brute and floor == floor else ""
+        mipp_cell = _time(float(by["mipp"]["median_s"]))
+        out.append(f"| {shape} | {mipp_cell} | " + " | ".join(cells) + f" | {floor_cell} | {load} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small shapes only (a smoke run)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--only", default=None, help="run only the shapes whose label contains this")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cpu_peers"))
+    ap.add_argument("--table", metavar="CSV", help="print the README table of a CSV of this script and exit")
     args = ap.parse_args()
+    if args.table:
+        print(table(args.table))
+        return
     if _ext._C is None:
         print(f"WARNING: the extension is not built ({_ext.MISSING_REASON}); timing the reference", file=sys.stderr)
     env = environment()
