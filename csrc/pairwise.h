@@ -290,17 +290,23 @@ void key_window(const Sorted<T>& s, int64_t p, Inside inside, int64_t& lo, int64
   lo = p - gallop(s.key, x, p - 1, p, -1, inside);
 }
 
-// Runs fn(b, sorted) for every problem, and inside it the caller's per-query loop over sorted positions
-// with `rows_fn(b, sorted, p0, p1)`, threads split over problems when there are enough of them, else
-// over blocks of query positions within a problem. The loops skip positions whose sample is not a query
+// Runs the caller's per-query loop over the sorted positions of every problem, `rows_fn(b, sorted, p0, p1)`,
+// threads split over problems when there are enough of them, else over blocks of query positions within a
+// problem. The loops skip positions whose sample is not a query
 // row (ps.is_query).
 template <class T, class RowsFn>
 void sweep(const Problems<T>& ps, int threads, RowsFn&& rows_fn) {
   constexpr int64_t kRows = 256;
   threads = threads_for(threads, static_cast<double>(ps.batch) * ps.rows(), 4096);  // queries per thread
   const bool over_problems = ps.batch >= threads;
+  // Groups all shared by the batch (count_within([y], radii of B problems): the y of a permutation test or of
+  // mi_per_feature) are the same data for every problem: sorted once, not once per problem.
+  bool all_shared = true;
+  for (const auto& g : ps.groups) all_shared = all_shared && g.batch == 1;
+  const Sorted<T> common = all_shared ? sort_problem(ps, 0) : Sorted<T>();
   parallel_for(ps.batch, over_problems ? threads : 1, [&](int64_t b) {
-    const Sorted<T> s = sort_problem(ps, b);
+    const Sorted<T> own = all_shared ? Sorted<T>() : sort_problem(ps, b);
+    const Sorted<T>& s = all_shared ? common : own;
     parallel_for((ps.n + kRows - 1) / kRows, over_problems ? 1 : threads, [&](int64_t blk) {
       rows_fn(b, s, blk * kRows, std::min(ps.n, (blk + 1) * kRows));
     });
