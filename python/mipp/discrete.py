@@ -110,9 +110,13 @@ def _kth_within(groups: list[torch.Tensor], k_each: torch.Tensor) -> torch.Tenso
     return out
 
 
-def ross(gx: torch.Tensor, codes: torch.Tensor, k: int, strata: torch.Tensor | None = None) -> torch.Tensor:
+def ross(
+    gx: torch.Tensor, codes: torch.Tensor, k: int, strata: torch.Tensor | None = None, ties: bool = True
+) -> torch.Tensor:
     """(B,) Ross's estimate of I(x; y) for continuous groups gx (B, N, d) and class codes (N,) of y, shared by
-    the batch; with ``strata`` (codes of a discrete z), I(x; y | z) by Ross within each stratum."""
+    the batch; with ``strata`` (codes of a discrete z), I(x; y | z) by Ross within each stratum.
+    ``ties=False``: Ross's strict count everywhere, scikit-learn's ``_compute_mi_cd`` where d_i > 0 (for data
+    that scikit-learn has jittered, where an equal distance is a rounding coincidence)."""
     joint = codes if strata is None else joint_codes(codes, strata)
     keep = _class_sizes(joint) > 1  # a class of one has no neighbour of its own class
     if not bool(keep.all()):
@@ -141,6 +145,8 @@ def ross(gx: torch.Tensor, codes: torch.Tensor, k: int, strata: torch.Tensor | N
     # m_i = #{j != i : |x_j - x_i| <= d_i}, the rule of Gao et al. (2017) for points with mass, so that
     # m_i >= k~_i for every sample and the estimate stays below psi(N) - <psi(n_c)>, the plug-in entropy
     # of y plus its O(C / N) bias. Elsewhere nothing changes: the estimate is scikit-learn's.
+    if not ties:
+        return first + _mean_psi(k_used, 0) - _mean_psi(n_class[None].to(eps.device), 0) - _mean_psi(m, 0)
     k_tied = _ops.count_within([gx, own], eps, False)
     tied = (k_tied > k_used) | (eps == 0)
     if bool(tied.any()):
