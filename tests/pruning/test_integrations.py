@@ -56,24 +56,59 @@ def test_pruner_keeps_exactly_mipps_nodes(steps):
     torch.testing.assert_close(pruned(x), sel.apply(model, fold=False)(x), rtol=1e-5, atol=1e-5)
 
 
-def test_a_hand_configured_metapruner_cannot_override_mipp():
-    """The measured traps: pruning_ratio=0.5 used to halve the output layer and drop channels MIPP kept;
-    now undecided groups (the output layer, the residual stream) are left alone, and a ratio beyond MIPP's
-    decision raises at the next iterative step instead of keeping the wrong channels."""
+def test_importance_is_a_torch_pruning_importance():
+    model, x, sel = mlp_selection()
+    imp = MIPPImportance(sel, model)
+    assert isinstance(imp, tp.importance.Importance)
+    dg = tp.DependencyGraph().build_dependency(model, example_inputs=x[:2])
+    group = dg.get_pruning_group(model[0], tp.prune_linear_out_channels, idxs=list(range(12)))
+    assert imp(group).tolist() == [float(i in set(sel.keep["0"].tolist())) for i in range(12)]
+
+
+def _resnet_selection():
     torch.manual_seed(0)
     model = randomise_norms(TinyResNet())
     x = torch.randn(300, 3, 8, 8)
     sel = MIPP(n_samples=300, progress=False).select(model, x)
-    sel = sel.with_keep({name: torch.arange(sel.structure.groups[name].n_nodes - 1) for name in sel.keep})
+    return model, x, sel.with_keep({name: torch.arange(sel.structure.groups[name].n_nodes - 1) for name in sel.keep})
+
+
+@pytest.mark.parametrize("global_pruning", [False, True])
+def test_a_ratio_above_mipps_decision_raises_before_anything_is_pruned(global_pruning):
+    """The measured trap: MetaPruner(pruning_ratio=0.5) removed channels MIPP kept in its first step (it
+    raised only at the second). Now the first step raises and the model is untouched."""
+    model, x, sel = _resnet_selection()
     pruned = copy.deepcopy(model)
+    before = {k: v.clone() for k, v in pruned.state_dict().items()}
     pruner = tp.pruner.MetaPruner(
-        pruned, x[:2], importance=MIPPImportance(sel, pruned), pruning_ratio=0.5, iterative_steps=2
+        pruned,
+        x[:2],
+        importance=MIPPImportance(sel, pruned),
+        pruning_ratio=0.5,
+        iterative_steps=2,
+        global_pruning=global_pruning,
     )
-    pruner.step()
-    assert pruned.fc.out_features == 5  # the output layer is untouched
-    assert pruned.stem[0].out_channels == 8  # so is the residual stream MIPP left alone
     with pytest.raises(RuntimeError, match="MIPP kept"):
         pruner.step()
+    after = pruned.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_ratio_within_mipps_decision_removes_only_mipps_nodes():
+    """A ratio that removes no more than MIPP did in any group: only channels MIPP removed go, the
+    output layer and the residual stream MIPP left alone stay."""
+    model, x, sel = _resnet_selection()
+    sel = sel.with_keep({name: torch.arange(sel.structure.groups[name].n_nodes // 2) for name in sel.keep})
+    pruned = copy.deepcopy(model)
+    pruner = tp.pruner.MetaPruner(
+        pruned, x[:2], importance=MIPPImportance(sel, pruned), pruning_ratio=0.25, iterative_steps=1
+    )
+    pruner.step()
+    assert pruned.fc.out_features == 5 and pruned.stem[0].out_channels == 8
+    modules = dict(pruned.named_modules())
+    for name, kept in sel.keep.items():
+        n = sel.structure.groups[name].n_nodes
+        assert modules[name].out_channels == n - int(n * 0.25) >= len(kept)
 
 
 def test_importance_refuses_a_changed_model():

@@ -10,18 +10,25 @@ For each consumer this module accumulates, in float64, the sum of the rows and o
 over all rows (mean and covariance: what the least-squares screen and re-fit need) and keeps one row per
 input sample (a random position for a convolution, a random token for a sequence), so the
 per-sample statistics (KSG) see independent samples.
+
+Batches may be tensors, tuples / lists of positional inputs, or any Mapping of keyword inputs (a tokenizer's
+``BatchEncoding``). A Mapping batch with an ``attention_mask`` key marks the valid tokens: the rows of a
+Linear consumer's (N, T, d) input at padding positions never enter the moments nor the sampled rows
+(:func:`token_mask`, :func:`valid_rows`; the re-fit reads the same rule).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mipp.pruning.structure import eval_mode, run_model
+from mipp.pruning.structure import UnsupportedModelError, eval_mode, run_model
 
 
 def feature_rows(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -95,14 +102,24 @@ class _Accumulator:
         self.buffered = 0
         self.sampled: list[torch.Tensor] = []
 
-    def add(self, rows: torch.Tensor, positions: int) -> None:
+    def add(self, rows: torch.Tensor, counts: torch.Tensor | int) -> None:
+        """Rows of consecutive input samples; ``counts``: rows per sample (an int when every sample has the
+        same number of positions, else a (n,) tensor: a padded batch's valid tokens). A sample with no row
+        (all padding) draws its uniform but keeps no sampled row."""
         rows = rows.detach().to(torch.float64).cpu()
-        n = rows.shape[0] // positions
+        if isinstance(counts, int):
+            n = rows.shape[0] // counts
+            counts_t = torch.full((n,), counts, dtype=torch.long)
+        else:
+            counts_t = counts.detach().to(torch.long).cpu()
+            n = len(counts_t)
         while len(self.uniform) < self.n_samples + n:
             self.uniform = torch.cat([self.uniform, torch.rand(1024, generator=self.gen, dtype=torch.float64)])
         u = self.uniform[self.n_samples : self.n_samples + n]
-        pick = (u * positions).long().clamp_max(positions - 1) + torch.arange(n) * positions
-        self.sampled.append(rows[pick])
+        start = torch.cumsum(counts_t, 0) - counts_t
+        present = counts_t > 0
+        pick = (u * counts_t).long().minimum(counts_t - 1) + start
+        self.sampled.append(rows[pick[present]])
         self.n_samples += n
         self.buffer.append(rows)
         self.buffered += rows.shape[0]
@@ -128,14 +145,24 @@ class _Accumulator:
 
 
 def iterate_batches(inputs, n_samples: int):
-    """Input batches from a tensor (split into chunks), or from an iterable of batches (a DataLoader, a
-    list, a generator: consumed once), until n_samples samples. A batch is a tensor, a dict of keyword
-    inputs, or a tuple / list whose first element is the input (``(x, label)`` from a DataLoader)."""
+    """Input batches from a tensor or a Mapping of keyword inputs (one batch, split into chunks), or from an
+    iterable of batches (a DataLoader, a list, a generator: consumed once), until n_samples samples. A batch
+    is a tensor, a Mapping of keyword inputs (a dict, a tokenizer's BatchEncoding), or a tuple / list whose
+    first element is the input (``(x, label)`` from a DataLoader)."""
     if isinstance(inputs, torch.Tensor):
         if inputs.dim() == 0:
             raise ValueError("inputs must be a batch of samples (first dimension: samples), got a 0-d tensor")
         yield from (chunk for chunk in inputs[:n_samples].split(256) if len(chunk))
         return
+    if isinstance(inputs, Mapping):
+        n = min(batch_size(inputs), n_samples)
+        yield from (take_rows(inputs, i, min(i + 256, n)) for i in range(0, n, 256))
+        return
+    if isinstance(inputs, (str, bytes)) or not hasattr(inputs, "__iter__"):
+        raise TypeError(
+            "inputs must be a tensor, a Mapping of keyword inputs (a tokenizer's output) or an iterable of "
+            f"batches (a DataLoader, a list); got {type(inputs).__name__}"
+        )
     seen = 0
     for batch in inputs:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
@@ -147,30 +174,51 @@ def iterate_batches(inputs, n_samples: int):
             return
 
 
-def batch_size(x) -> int:
+def _first_tensor(x):
     if isinstance(x, torch.Tensor):
-        return x.shape[0]
-    if isinstance(x, dict):
-        return batch_size(next(iter(x.values())))
-    if isinstance(x, (tuple, list)) and x:
-        return batch_size(x[0])
-    raise TypeError(
-        f"inputs must be tensors, or yield tensors / (tensor, label) / dict batches; got {type(x).__name__}"
-    )
+        return x
+    values = x.values() if isinstance(x, Mapping) else x if isinstance(x, (tuple, list)) else ()
+    for v in values:
+        t = _first_tensor(v)
+        if t is not None:
+            return t
+    return None
+
+
+def batch_size(x) -> int:
+    """Samples in a batch: the first dimension of its first tensor (a Mapping's or a tuple's)."""
+    t = _first_tensor(x) if isinstance(x, (torch.Tensor, Mapping, tuple, list)) else None
+    if t is None:
+        raise TypeError(
+            "inputs must be tensors, or yield tensors / (tensor, label) / Mapping batches (a dict, a "
+            f"tokenizer's BatchEncoding) holding tensors; got {type(x).__name__}"
+        )
+    if t.dim() == 0:
+        raise ValueError("a batch's tensors must have a first dimension of samples, got a 0-d tensor")
+    return t.shape[0]
+
+
+def take_rows(x, start: int, stop: int):
+    """Samples [start, stop) of a batch (a Mapping becomes a plain dict; values that are not tensors, such
+    as a flag passed as a keyword, are kept as they are)."""
+    if isinstance(x, torch.Tensor):
+        return x[start:stop] if x.dim() else x
+    if isinstance(x, Mapping):
+        return {k: take_rows(v, start, stop) for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return type(x)(take_rows(v, start, stop) for v in x)
+    return x
 
 
 def slice_batch(x, n: int):
-    if isinstance(x, torch.Tensor):
-        return x[:n]
-    if isinstance(x, dict):
-        return {k: slice_batch(v, n) for k, v in x.items()}
-    return type(x)(slice_batch(v, n) for v in x)
+    """The first ``n`` samples of a batch."""
+    return take_rows(x, 0, n)
 
 
 def to_device(x, device):
     if isinstance(x, torch.Tensor):
         return x.to(device)
-    if isinstance(x, dict):
+    if isinstance(x, Mapping):
         return {k: to_device(v, device) for k, v in x.items()}
     if isinstance(x, (tuple, list)):
         return type(x)(to_device(v, device) for v in x)
@@ -185,29 +233,110 @@ def materialise(inputs, n_samples: int) -> list:
     return batches
 
 
+def token_mask(batch) -> torch.Tensor | None:
+    """The valid tokens of a Mapping batch with an ``attention_mask`` (N, T): a bool (N, T) tensor, True at
+    real tokens; None for other batches (every row counts)."""
+    if not isinstance(batch, Mapping):
+        return None
+    mask = batch.get("attention_mask")
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
+        return None
+    return mask != 0
+
+
+def valid_rows(module: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``x``, the input or output of a Linear layer ``module``, without its padding positions: ``x[mask]``
+    (valid tokens, d) when ``x`` is (N, T, d) and ``mask`` the (N, T) :func:`token_mask` of its batch;
+    otherwise ``x`` itself (no mask, a convolution, a (N, d) input, or a tensor that is not per token)."""
+    if mask is None or not isinstance(module, nn.Linear) or x.dim() != 3 or tuple(x.shape[:2]) != tuple(mask.shape):
+        return x
+    return x[mask.to(x.device)]
+
+
+def check_finite_inputs(batch, index: int) -> None:
+    """A ValueError naming the batch and sample when a floating tensor of ``batch`` holds NaN or inf."""
+    values = (
+        batch.items()
+        if isinstance(batch, Mapping)
+        else enumerate(batch)
+        if isinstance(batch, (tuple, list))
+        else [(None, batch)]
+    )
+    for key, v in values:
+        if isinstance(v, (Mapping, tuple, list)):
+            check_finite_inputs(v, index)
+        elif isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim() and not bool(torch.isfinite(v).all()):
+            bad = int((~torch.isfinite(v)).reshape(v.shape[0], -1).any(1).nonzero()[0, 0])
+            where = "" if key is None else f" (input {key!r})"
+            raise ValueError(
+                f"inputs contain NaN or inf: batch {index}, sample {bad}{where}; MIPP's statistics need finite "
+                "inputs (drop or repair those samples)"
+            )
+
+
 def capture(model: nn.Module, batches: list, consumers: list[str], seed: int = 0) -> dict[str, ConsumerStats]:
     """Run ``model`` (eval semantics, every module's mode restored) on the batches and return the feature
-    statistics of each named consumer module."""
+    statistics of each named consumer module. Padding tokens (a Mapping batch's ``attention_mask``) are
+    left out. Raises a ValueError for NaN / inf in the inputs or in a consumer's input; warns when a
+    consumer reads more features than there are samples."""
+    if not consumers:
+        raise UnsupportedModelError(
+            f"MIPP decides no group of {type(model).__name__}, so there is nothing to capture: "
+            "mipp.pruning.analyse(model, example) lists every group and why it is left alone"
+        )
     modules = dict(model.named_modules())
     acc = {name: _Accumulator(seed) for name in consumers}
+    current: dict = {"mask": None}
 
     def hook(name):
         def fn(module, inputs, output):
-            rows, positions = feature_rows(module, inputs[0])
-            acc[name].add(rows, positions)
+            x = inputs[0]
+            mask = current["mask"]
+            tokens = valid_rows(module, x, mask)
+            if tokens is not x:  # per-token rows of a padded batch: the valid ones, counted per sample
+                rows, counts = tokens, mask.sum(1)
+            else:
+                rows, counts = feature_rows(module, x)
+            if not bool(torch.isfinite(rows).all()):
+                raise ValueError(
+                    f"the input of {name!r} contains NaN or inf although the model's inputs are finite (an "
+                    "overflow in the layers before it?); MIPP's statistics need finite activations"
+                )
+            acc[name].add(rows, counts)
 
         return fn
 
+    for i, batch in enumerate(batches):
+        check_finite_inputs(batch, i)
     handles = [modules[name].register_forward_hook(hook(name)) for name in consumers]
     try:
         device = _device(model)
         with eval_mode(model), torch.no_grad():
             for batch in batches:
+                mask = token_mask(batch)
+                current["mask"] = None if mask is None else mask.to(device)
                 run_model(model, to_device(batch, device))
     finally:
         for h in handles:
             h.remove()
-    return {name: a.finish() for name, a in acc.items()}
+    stats = {name: a.finish() for name, a in acc.items()}
+    _warn_few_samples(stats)
+    return stats
+
+
+def _warn_few_samples(stats: dict[str, ConsumerStats]) -> None:
+    few = {name: st.cov.shape[0] for name, st in stats.items() if st.rows.shape[0] < st.cov.shape[0]}
+    if few:
+        n = min(stats[name].rows.shape[0] for name in few)
+        listed = ", ".join(f"{name} ({f})" for name, f in list(few.items())[:3])
+        more = f" and {len(few) - 3} more" if len(few) > 3 else ""
+        warnings.warn(
+            f"{n} calibration samples, fewer than the features their consumers read ({listed}{more}): the "
+            "decisions need N > F samples (a ridge keeps them defined below that, with wider bounds and fewer "
+            "removals); pass more samples (inputs and n_samples=)",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _device(model: nn.Module) -> torch.device:

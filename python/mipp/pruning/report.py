@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mipp.pruning.structure import eval_mode, load_torch_pruning
+from mipp.pruning.structure import eval_mode, load_torch_pruning, tp_example
 
 
 def count_macs_params(model: nn.Module, example) -> tuple[int, int]:
@@ -15,7 +15,9 @@ def count_macs_params(model: nn.Module, example) -> tuple[int, int]:
     from mipp.pruning.capture import slice_batch
 
     with eval_mode(model), torch.no_grad():
-        macs, params = load_torch_pruning().utils.count_ops_and_params(model, slice_batch(example, 1))
+        macs, params = load_torch_pruning().utils.count_ops_and_params(
+            model, tp_example(model, slice_batch(example, 1))
+        )
     return int(macs), int(params)
 
 
