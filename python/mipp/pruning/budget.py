@@ -1,10 +1,17 @@
 """Budgets: a fraction of the prunable nodes removed (``sparsity``) or of the dense MACs kept (``macs``).
 
-A budget is met by searching the tolerance: one capture, then decision passes (each the same decisions as
-an emergent run at that tolerance) in a geometric bisection for the smallest tolerance whose selection
-meets the budget, so the criterion's own statistics decide which nodes go and how the budget spreads over
-the groups. A node budget is then met exactly by giving back the removed nodes with the largest decision
-statistics (closest to being kept; rule "budget" in the records).
+Criteria whose costs are nats (KSG, the screen) meet a budget by one ranking and one cut
+(:func:`allocate`): every group's nodes are removed in the criterion's greedy order, each with the
+information it adds when it goes (its cost), which gives per group a cumulative cost curve C_g(r) for r
+nodes removed; the counts minimise sum_g C_g(r_g) under the budget (a Lagrangian: each group removes
+argmin_r C_g(r) - lambda x (what r removals save), lambda bisected), with MACs counted per layer as
+Torch-Pruning counts them. With the tolerance channel at the model's output the costs of all groups are in
+one currency, so the cut is one threshold on output nats.
+
+Other criteria (the loss criterion: costs are fractions of each layer's own target) meet a budget by
+searching the tolerance (:func:`search_tolerance`): decision passes in a geometric bisection for the
+smallest tolerance whose selection meets the budget; a node budget is then met exactly by giving back the
+removed nodes with the largest decision statistics (rule "budget" in the records).
 """
 
 from __future__ import annotations
@@ -141,3 +148,127 @@ def restore(keep, results, n_remove: int):
                 r.removed, r.rule = False, "budget"
         results[name].n_after = len(out[name])
     return out
+
+
+def cost_curves(results: dict[str, LayerResult]) -> dict[str, list[tuple[int, float]]]:
+    """Per group, (node, cost) of its removals in the order they were made (nats; untested removals of
+    constants and exact combinations cost 0)."""
+    out = {}
+    for name, res in results.items():
+        removed = sorted((r for r in res.records if r.removed), key=lambda r: r.step)
+        out[name] = [(r.node, 0.0 if math.isnan(r.statistic) else max(r.statistic, 0.0)) for r in removed]
+    return out
+
+
+class MacModel:
+    """MACs of the model as a function of each group's kept fraction: Torch-Pruning's per-layer counts, a
+    layer scaled by the kept fraction of the group whose channels it produces (or carries: batch norms,
+    depthwise convolutions) and of the group whose channels it reads."""
+
+    def __init__(self, model, example, structure):
+        from mipp.pruning.capture import slice_batch
+        from mipp.pruning.structure import eval_mode, load_torch_pruning
+
+        with eval_mode(model), torch.no_grad():
+            _, _, per_layer, _ = load_torch_pruning().utils.count_ops_and_params(
+                model, slice_batch(example, 1), layer_wise=True
+            )
+        self.n_nodes = {g.name: g.n_nodes for g in structure.groups.values()}
+        names = {m: n for n, m in model.named_modules()}
+        leaf = {names[m]: float(v) for m, v in per_layer.items() if m in names and not list(m.children())}
+        self.fixed = sum(leaf.values())
+        self.terms: list[tuple[float, str | None, str | None]] = []  # (macs, out group, in group)
+        out_of: dict[str, str] = {}
+        in_of: dict[str, str] = {}
+        for g in structure.groups.values():
+            for m in [*g.producers, *g.members]:
+                out_of.setdefault(m, g.name)
+            for c in g.consumers:
+                in_of[c.name] = g.name
+        for name, macs in leaf.items():
+            o, i = out_of.get(name), in_of.get(name)
+            if i is not None and o == i:  # a consumer is listed among its group's members too
+                o = None
+            if o is not None or i is not None:
+                self.terms.append((macs, o, i))
+                self.fixed -= macs
+        self.total = self.fixed + sum(m for m, _, _ in self.terms)
+
+    def macs(self, kept: dict[str, float]) -> float:
+        """MACs when group g keeps the fraction kept[g] of its nodes (1 for groups not named)."""
+
+        def frac(g: str | None) -> float:
+            return 1.0 if g is None else kept.get(g, 1.0)
+
+        return self.fixed + sum(m * frac(o) * frac(i) for m, o, i in self.terms)
+
+    def per_node(self) -> dict[str, float]:
+        """First-order MACs saved per node removed from each group."""
+        out = {name: 0.0 for name in self.n_nodes}
+        for m, o, i in self.terms:
+            for g in (o, i):
+                if g is not None:
+                    out[g] += m / self.n_nodes[g]
+        return out
+
+
+def allocate(
+    curves: dict[str, list[tuple[int, float]]],
+    n_nodes: dict[str, int],
+    budget: Budget,
+    min_keep: int,
+    macs: MacModel | None = None,
+) -> dict[str, int]:
+    """Nodes to remove per group, minimising the summed costs under ``budget`` (module docstring)."""
+    names = list(curves)
+    limit = {g: min(len(curves[g]), max(n_nodes[g] - min_keep, 0)) for g in names}
+    cum = {g: torch.tensor([0.0] + [c for _, c in curves[g][: limit[g]]], dtype=torch.float64).cumsum(0) for g in names}
+    if budget.sparsity is not None:
+        total = sum(n_nodes.values())
+        need = round(budget.sparsity * total)
+        if need > sum(limit.values()):
+            raise ValueError(
+                f"sparsity={budget.sparsity} removes more than the {sum(limit.values()) / total:.4f} of the nodes "
+                f"that min_keep={min_keep} allows"
+            )
+        unit = {g: 1.0 for g in names}
+        saved = lambda r: float(sum(r.values()))
+    else:
+        assert macs is not None and budget.macs is not None
+        need = macs.total * (1 - budget.macs)
+        per_node = macs.per_node()
+        unit = {g: max(per_node[g], 1e-300) for g in names}
+        saved = lambda r: macs.total - macs.macs({g: 1 - r[g] / n_nodes[g] for g in names})
+
+    def counts(lam: float) -> dict[str, int]:
+        return {g: int((cum[g] - lam * unit[g] * torch.arange(len(cum[g]))).argmin()) for g in names}
+
+    lo, hi = 0.0, 1.0
+    while saved(counts(hi)) < need:
+        if hi > 1e300:
+            raise ValueError(
+                f"the budget cannot be met with min_keep={min_keep} (the smallest model that can be reached "
+                "still exceeds it)"
+            )
+        hi *= 4
+    for _ in range(200):  # the smallest lambda that meets the budget
+        mid = (lo + hi) / 2
+        if saved(counts(mid)) >= need:
+            hi = mid
+        else:
+            lo = mid
+        if hi - lo <= 1e-12 * hi:
+            break
+    r = counts(hi)
+    # a node budget exactly: give back the removals whose marginal cost per unit is largest while it holds
+    while True:
+        best = None
+        for g in names:
+            if r[g] > 0:
+                marginal = float(cum[g][r[g]] - cum[g][r[g] - 1]) / unit[g]
+                trial = {**r, g: r[g] - 1}
+                if saved(trial) >= need and (best is None or marginal > best[0]):
+                    best = (marginal, g)
+        if best is None:
+            return r
+        r[best[1]] -= 1

@@ -9,6 +9,7 @@ MIPP(estimator="loss", confidence=0.9)                    # a criterion by name,
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import time
 
@@ -16,10 +17,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mipp.pruning.budget import Budget, search_tolerance
-from mipp.pruning.criteria import CRITERIA, Criterion, Layer
-from mipp.pruning.criteria.lstsq import Block
+from mipp.pruning.budget import Budget, MacModel, allocate, cost_curves, search_tolerance
+from mipp.pruning.criteria import CRITERIA, Criterion, Layer, LayerDecision, ScreenCriterion
+from mipp.pruning.criteria.lstsq import Block, recon_error
 from mipp.pruning.selection import LayerResult, Selection
+from mipp.pruning.sensitivity import OutputChannel
 from mipp.pruning.validate import check_integer, check_matrix, check_number
 from mipp.pruning.walk import Captured, capture_model, walk
 
@@ -42,7 +44,15 @@ class MIPP:
     more; a smaller ``alpha`` prunes less. ``tolerance`` is in the criterion's unit (``criterion.unit``);
     None: the criterion's default (0.2 nats for KSG, 0 for the loss criterion: the paper's rule).
 
-    Budgets (one of them): ``sparsity``, the fraction of the prunable nodes removed; ``macs``, the fraction of
+    channel: where the tolerance channel sits. "consumer" (default): at each group's consumers, the noise
+    scaled to their own pre-activation variance (a per-layer unit). "output", or an
+    :class:`~mipp.pruning.sensitivity.OutputChannel`: at the model's output, the noise scaled to the output's
+    variance, so a node's information is in nats of the output whatever its layer (the one currency;
+    mipp.pruning.sensitivity). units: the kinds of groups decided, "channels" (neurons, conv channels) and
+    "heads" (attention heads, where the model's attention module holds a head count); groups: the names of
+    the groups to decide, or a predicate on mipp.pruning.structure.Group (default: every prunable group).
+
+    Budgets (one of them): ``sparsity``, the fraction of the decided nodes removed; ``macs``, the fraction of
     the dense MACs kept (mipp.pruning.budget). n_samples: input samples whose activations are used (N).
     min_keep: nodes never removed from a group (no layer collapse). joint: decide residual streams (groups
     of several producers) against all their consumers at once. seed: the generator of sampled positions and
@@ -62,9 +72,28 @@ class MIPP:
         joint: bool = False,
         seed: int = 0,
         progress: bool = True,
+        channel: str | OutputChannel = "consumer",
+        units: tuple[str, ...] = ("channels", "heads"),
+        groups=None,
         **settings,
     ):
         self.criterion = _make_criterion(criterion, estimator, settings)
+        if channel == "output":
+            channel = OutputChannel()
+        elif isinstance(channel, dict):  # settings read back from JSON (a custom output map is not kept)
+            channel = OutputChannel(channel.get("probes", 4), channel.get("samples", 256))
+        if channel != "consumer" and not isinstance(channel, OutputChannel):
+            raise ValueError(f'channel must be "consumer", "output" or an OutputChannel, got {channel!r}')
+        self.channel = channel
+        units = (units,) if isinstance(units, str) else tuple(units)
+        if not units or any(u not in ("channels", "heads") for u in units):
+            raise ValueError(f'units must name "channels" and / or "heads", got {units!r}')
+        self.units = units
+        if groups is not None and not callable(groups):
+            groups = frozenset(groups)
+            if not all(isinstance(g, str) for g in groups):
+                raise TypeError("groups must be group names (module names) or a predicate on a Group")
+        self.groups = groups
         self.tolerance = self.criterion.default_tolerance if tolerance is None else tolerance
         check_number(
             "tolerance",
@@ -117,8 +146,18 @@ class MIPP:
             "min_keep": self.min_keep,
             "joint": self.joint,
             "seed": self.seed,
+            "channel": self.channel if isinstance(self.channel, str) else _plain(self.channel),
+            "units": list(self.units),
+            "groups": sorted(self.groups) if isinstance(self.groups, frozenset) else None,
             **self.criterion.settings(),
         }
+
+    def _include(self, group) -> bool:
+        if group.kind not in self.units:
+            return False
+        if self.groups is None:
+            return True
+        return self.groups(group) if callable(self.groups) else group.name in self.groups
 
     def __repr__(self) -> str:
         body = ", ".join(f"{k}={v!r}" for k, v in self.settings().items() if k != "estimator")
@@ -191,11 +230,15 @@ class MIPP:
             joint=self.joint,
             seed=self.seed,
             min_samples=criterion.min_samples,
+            include=self._include,
+            channel=self.channel if isinstance(self.channel, OutputChannel) else None,
         )
         t0 = time.perf_counter()
         settings = self.settings()
         if not self.budget.given:
             keep, results = self._pass(cap, criterion, self.tolerance, progress)
+        elif criterion.nats:
+            keep, results, settings["tolerance"] = self._allocate(cap, criterion, progress)
         else:
             keep, results, settings["tolerance"], settings["budget_passes"] = search_tolerance(
                 cap,
@@ -208,6 +251,36 @@ class MIPP:
             )
         seconds = {"capture": cap.seconds, "decisions": time.perf_counter() - t0}
         return Selection(cap.structure, keep, cap.example, results, cap.means, seconds, settings)
+
+    def _allocate(self, cap: Captured, criterion: Criterion, progress: bool):
+        """A budget by one ranking and one cut (mipp.pruning.budget.allocate): every group's greedy removal
+        order with its costs (each group against its unpruned consumers), the counts that minimise the summed
+        cost, then the nodes chosen at those counts from the output back (the screen's order, with the cuts
+        of the groups decided before). Returns (keep, results, the largest cost removed)."""
+        gen = torch.Generator().manual_seed(self.seed)
+
+        def sequence(layer, bar):
+            return criterion.decide(layer, tolerance=math.inf, min_keep=self.min_keep, generator=gen, bar=bar)
+
+        _, ranked = walk(cap, sequence, progress, criterion.nats, independent=True)
+        curves = cost_curves(ranked)
+        groups = cap.structure.groups
+        macs = MacModel(cap.model, cap.example, cap.structure) if self.budget.macs is not None else None
+        removed = allocate(curves, {g: groups[g].n_nodes for g in curves}, self.budget, self.min_keep, macs)
+        counts = {g: groups[g].n_nodes - r for g, r in removed.items()}
+        screen = ScreenCriterion(
+            counts, noise=getattr(criterion, "noise", 0.01), ridge=getattr(criterion, "ridge", LSTSQ_RIDGE)
+        )
+
+        def final(layer, bar):
+            if layer.cut:
+                return screen.decide(layer, tolerance=0.0, min_keep=self.min_keep, generator=gen, bar=bar)
+            # nothing decided before changed this group's consumers: its greedy order is the one ranked
+            return _prefix(layer, ranked[layer.name], removed[layer.name])
+
+        keep, results = walk(cap, final, progress, criterion.nats)
+        cut = max((c for g, r in removed.items() for _, c in curves[g][:r]), default=0.0)
+        return keep, results, cut
 
     def _pass(self, cap: Captured, criterion: Criterion, tolerance: float, progress: bool):
         """One decision pass over every group at ``tolerance`` (the channel noise drawn from the run's seed)."""
@@ -242,3 +315,19 @@ def _make_criterion(criterion, estimator, settings: dict) -> Criterion:
                 f"MIPP got {unknown}, which the {name} criterion does not take (its settings: {valid})"
             ) from None
         raise
+
+
+def _plain(channel: OutputChannel) -> dict:
+    return {
+        "probes": channel.probes,
+        "samples": channel.samples,
+        "output": None if channel.output is None else repr(channel.output),
+    }
+
+
+def _prefix(layer: Layer, result: LayerResult, n_removed: int) -> LayerDecision:
+    """The decision that removes the first ``n_removed`` nodes of a ranked (fully removed) group's order."""
+    order = sorted((r for r in result.records if r.removed), key=lambda r: r.step)
+    gone = {r.node for r in order[:n_removed]}
+    records = [dataclasses.replace(r, removed=r.node in gone) for r in sorted(result.records, key=lambda r: r.step)]
+    return LayerDecision([i for i in range(result.n_before) if i not in gone], records, recon_error(layer, list(gone)))

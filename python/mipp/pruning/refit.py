@@ -15,6 +15,8 @@ Both work on a physically pruned copy and on a ``torch.nn.utils.prune``-masked m
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
@@ -85,77 +87,178 @@ def fold_means(model: nn.Module, plan, means: dict[str, torch.Tensor]) -> None:
         bias.add_(delta.to(bias.dtype))
 
 
-@torch.no_grad()
-def refit(
-    model: nn.Module, original: nn.Module, batches: list, plan, order: list[str], masked: bool, ridge: float = 1e-6
-) -> None:
-    """In place on ``model`` (pruned copy, or masked when ``masked``): least-squares re-fit of each planned
-    consumer, in execution ``order``, from ``model``'s inputs to ``original``'s pre-activations."""
-    mods, orig_mods = dict(model.named_modules()), dict(original.named_modules())
-    device = next(model.parameters()).device
-    for name in [n for n in order if n in plan]:
-        _, kept_in, kept_out = plan[name]
-        m, om = mods[name], orig_mods[name]
-        cols = _columns(m, kept_in) if masked else None
-        gram = cross = None
-        seen = {}
+class _Stop(Exception):
+    """Raised by a hook to end a forward pass once what it was run for has been seen."""
 
-        def grab(key):
-            def hook(module, inputs, output):
-                seen[key] = (inputs[0], output)
 
-            return hook
+def _forward(model: nn.Module, batch, hooks: dict[nn.Module, Callable], stop: nn.Module) -> None:
+    """Run ``model`` on ``batch`` with forward ``hooks`` (module -> fn(inputs, output)), ending the pass after
+    ``stop`` has run (the rest of the model is not computed)."""
 
-        handles = [m.register_forward_hook(grab("new")), om.register_forward_hook(grab("orig"))]
+    def wrap(module, fn):
+        def hook(mod, inputs, output):
+            fn(inputs, output)
+            if mod is stop:
+                raise _Stop
+
+        return hook
+
+    handles = [m.register_forward_hook(wrap(m, fn)) for m, fn in hooks.items()]
+    if stop not in hooks:
+        handles.append(stop.register_forward_hook(wrap(stop, lambda i, o: None)))
+    try:
+        run_model(model, batch)
+    except _Stop:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _stream_norm(model: nn.Module, consumer: nn.Module, batch) -> nn.Module | None:
+    """The LayerNorm whose input is the consumer's output plus a residual stream (post-LN: LN(h + z); pre-LN:
+    the next block's LN of h + z), found by perturbing the output: the first LayerNorm run after the consumer
+    whose input moves by exactly the perturbation. None when there is none (no residual add, or a nonlinear
+    or scaled path in between)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
+    if not norms:
+        return None
+    seen: dict[int, list] = {0: [], 1: []}
+    delta = {}
+
+    def record(trial):
+        def fn(module, inputs, output):
+            seen[trial].append((module, inputs[0].detach().clone()))
+
+        return fn
+
+    def perturb(module, inputs, output):
+        delta["d"] = torch.randn_like(output) * (output.detach().abs().mean() + 1e-6)
+        return output + delta["d"]
+
+    for trial in (0, 1):
+        handles = [n.register_forward_hook(record(trial)) for n in norms]
+        ran = []
+        handles.append(consumer.register_forward_hook(lambda *a: ran.append(len(seen[trial]))))
+        if trial:
+            handles.append(consumer.register_forward_hook(perturb))
         try:
-            with eval_mode(model), eval_mode(original):
-                for batch in batches:
-                    batch = to_device(batch, device)
-                    run_model(original, batch)
-                    run_model(model, batch)
-                    x, _ = feature_rows(m, seen["new"][0])
-                    z = seen["orig"][1]
-                    z = z.movedim(1, -1) if isinstance(om, nn.modules.conv._ConvNd) else z
-                    z = z.reshape(-1, z.shape[-1])
-                    if kept_out is not None:
-                        z = z[:, kept_out.to(z.device)]
-                    if cols is not None:
-                        x = x[:, cols.to(x.device)]
-                    a = torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64, device=x.device)], 1)
-                    g, c = a.T @ a, a.T @ z.double()
-                    gram = g if gram is None else gram + g
-                    cross = c if cross is None else cross + c
+            with torch.no_grad():
+                run_model(model, batch)
         finally:
             for h in handles:
                 h.remove()
-        assert gram is not None and cross is not None  # materialise() gives at least one batch
-        diag = gram.diagonal()[:-1]
-        scale = float(diag.mean()) if len(diag) else 0.0
-        lam = ridge * (scale if scale > 0 else 1.0)  # dead (all-zero) kept inputs: weight 0, not singular
-        reg = torch.zeros_like(gram)
-        reg.diagonal()[:-1] = lam
-        sol = torch.linalg.solve(gram + reg, cross)  # (F + 1, q)
-        weight, bias = sol[:-1].T, sol[-1]
-        w_param, b_param = _param(m, "weight"), _ensure_bias(m)
-        if masked:
-            assert cols is not None
-            rows = kept_out if kept_out is not None else torch.arange(w_param.shape[0])
-            flat = w_param.detach().reshape(w_param.shape[0], -1).clone()
-            sub = flat[rows.to(flat.device)]
-            sub[:, cols.to(flat.device)] = weight.to(flat.dtype)
-            flat[rows.to(flat.device)] = sub
-            w_param.copy_(flat.reshape(w_param.shape))
-            b_param[rows.to(b_param.device)] = bias.to(b_param.dtype)
-        else:
-            w_param.copy_(weight.to(w_param.dtype).reshape(w_param.shape))
-            b_param.copy_(bias.to(b_param.dtype))
+        start = ran[0] if ran else 0
+        seen[trial] = seen[trial][start:]
+    for (norm, x0), (_, x1) in zip(seen[0], seen[1]):
+        diff = x1 - x0
+        if diff.shape == delta["d"].shape and torch.allclose(
+            diff, delta["d"], rtol=1e-4, atol=1e-5 * float(x0.abs().max())
+        ):
+            return norm
+        if bool((diff != 0).any()):
+            return None  # the perturbation reached a norm some other way first
+    return None
 
 
-def mask_groups(model: nn.Module, example, removed: dict[str, list[int]]) -> None:
+@torch.no_grad()
+def refit(
+    model: nn.Module,
+    original: nn.Module,
+    batches: list,
+    plan,
+    order: list[str],
+    masked: bool,
+    ridge: float = 1e-6,
+    stream: bool = True,
+) -> None:
+    """In place on ``model`` (pruned copy, or masked when ``masked``): least-squares re-fit of each planned
+    consumer, in execution ``order``, from ``model``'s inputs to ``original``'s pre-activations.
+
+    ``stream``: where the consumer's output is added to a residual stream that a LayerNorm reads next, the
+    target is what restores that LayerNorm's input, z_orig + (stream_orig - stream_pruned), so the re-fit
+    also corrects the error the pruned layers before it left in the stream (as Kwon et al. 2022 and K-prune
+    re-fit toward the dense sublayer output plus the residual drift). Every pass ends at the module it is
+    run for (the rest of the model is not computed)."""
+    mods, orig_mods = dict(model.named_modules()), dict(original.named_modules())
+    device = next(model.parameters()).device
+    with eval_mode(model), eval_mode(original):
+        for name in [n for n in order if n in plan]:
+            _, kept_in, kept_out = plan[name]
+            m, om = mods[name], orig_mods[name]
+            cols = _columns(m, kept_in) if masked else None
+            norm = _stream_norm(original, om, to_device(batches[0], device)) if stream and kept_out is None else None
+            pnorm = mods[_name_of(original, norm)] if norm is not None else None
+            gram = cross = None
+            for batch in batches:
+                batch = to_device(batch, device)
+                got: dict[str, torch.Tensor] = {}
+
+                def keep(key: str, which: int = 1):
+                    return lambda inputs, output: got.__setitem__(key, (inputs[0], output)[which])
+
+                hooks = {om: keep("z")}
+                if norm is not None:
+                    hooks[norm] = keep("s", 0)
+                _forward(original, batch, hooks, norm if norm is not None else om)
+                hooks = {m: keep("x", 0)}
+                if pnorm is not None:
+                    hooks[m] = lambda inputs, output: got.update(x=inputs[0], zp=output)
+                    hooks[pnorm] = keep("sp", 0)
+                _forward(model, batch, hooks, pnorm if pnorm is not None else m)
+                # a stream read by a norm: restore the norm's input, z + h = (s - sp) + zp
+                target = got["z"] if norm is None else got["s"] - got["sp"] + got["zp"]
+                x, _ = feature_rows(m, got["x"])
+                z = target.movedim(1, -1) if isinstance(om, nn.modules.conv._ConvNd) else target
+                z = z.reshape(-1, z.shape[-1])
+                if kept_out is not None:
+                    z = z[:, kept_out.to(z.device)]
+                if cols is not None:
+                    x = x[:, cols.to(x.device)]
+                a = torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64, device=x.device)], 1)
+                g, c = a.T @ a, a.T @ z.double()
+                gram = g if gram is None else gram + g
+                cross = c if cross is None else cross + c
+            assert gram is not None and cross is not None  # materialise() gives at least one batch
+            _solve_into(m, gram, cross, ridge, masked, cols, kept_out)
+
+
+def _name_of(model: nn.Module, module: nn.Module | None) -> str:
+    return next(n for n, m in model.named_modules() if m is module)
+
+
+def _solve_into(m: nn.Module, gram, cross, ridge: float, masked: bool, cols, kept_out) -> None:
+    """Solve the normal equations (``ridge`` times the mean feature variance on the diagonal, for rank
+    deficiency) and write the weights and bias into ``m`` (its kept rows and columns when ``masked``)."""
+    diag = gram.diagonal()[:-1]
+    scale = float(diag.mean()) if len(diag) else 0.0
+    lam = ridge * (scale if scale > 0 else 1.0)  # dead (all-zero) kept inputs: weight 0, not singular
+    reg = torch.zeros_like(gram)
+    reg.diagonal()[:-1] = lam
+    sol = torch.linalg.solve(gram + reg, cross)  # (F + 1, q)
+    weight, bias = sol[:-1].T, sol[-1]
+    w_param, b_param = _param(m, "weight"), _ensure_bias(m)
+    if masked:
+        assert cols is not None
+        rows = kept_out if kept_out is not None else torch.arange(w_param.shape[0])
+        flat = w_param.detach().reshape(w_param.shape[0], -1).clone()
+        sub = flat[rows.to(flat.device)]
+        sub[:, cols.to(flat.device)] = weight.to(flat.dtype)
+        flat[rows.to(flat.device)] = sub
+        w_param.copy_(flat.reshape(w_param.shape))
+        b_param[rows.to(b_param.device)] = bias.to(b_param.dtype)
+    else:
+        w_param.copy_(weight.to(w_param.dtype).reshape(w_param.shape))
+        b_param.copy_(bias.to(b_param.dtype))
+
+
+def mask_groups(model: nn.Module, example, structure: Structure, removed_nodes: dict[str, list[int]]) -> None:
     """In place: ``torch.nn.utils.prune`` masks that make ``model`` compute what the physically pruned one
-    does. For every module of each group (Torch-Pruning's dependencies): the parameters of a layer whose
-    output channels go (weight rows, bias, batch / layer norm affine parameters, PReLU slopes) and the
-    weight columns of a layer whose inputs go. Masking the consumers' columns makes the masked model exact
+    does (``removed_nodes``: per group, the nodes that go; a removed attention head's query / key / value
+    rows and output columns are masked, so it contributes nothing, as if removed). For every module of each
+    group (Torch-Pruning's dependencies): the parameters of a layer whose output channels go (weight rows,
+    bias, batch / layer norm affine parameters, PReLU slopes) and the weight columns of a layer whose inputs
+    go. Masking the consumers' columns makes the masked model exact
     whatever the activation (sigmoid(0) != 0); masking the producers keeps removed channels at 0 during
     fine-tuning."""
     dg = build_graph(model, example)
@@ -174,6 +277,10 @@ def mask_groups(model: nn.Module, example, removed: dict[str, list[int]]) -> Non
         index[dim] = torch.tensor(sorted(idxs), dtype=torch.long, device=mask.device)
         mask[tuple(index)] = 0
 
+    removed = {
+        name: sorted(j for i in nodes for j in structure.groups[name].producers[name][i])
+        for name, nodes in removed_nodes.items()
+    }
     for name, idxs in removed.items():
         if not idxs:
             continue

@@ -77,7 +77,10 @@ def at_counts(
     def decide(layer, bar):
         return criterion.decide(layer, tolerance=0.0, min_keep=1, generator=gen, bar=bar)
 
-    return selection.with_keep(select_with(model, inputs, decide, n_samples=n_samples, joint=joint).keep)
+    chosen = select_with(
+        model, inputs, decide, n_samples=n_samples, joint=joint, include=lambda g: g.name in selection.keep
+    )
+    return selection.with_keep(chosen.keep)
 
 
 def screen_selection(

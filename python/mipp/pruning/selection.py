@@ -13,7 +13,7 @@ from torch import nn
 from mipp.pruning.capture import materialise
 from mipp.pruning.refit import consumer_plan, fold_means, mask_groups
 from mipp.pruning.refit import refit as refit_consumers
-from mipp.pruning.structure import Structure, clone_model, producer_channels, prune_groups, removed_nodes
+from mipp.pruning.structure import Structure, clone_model, prune_groups, removed_nodes, unchanged_on_error
 
 
 @dataclass
@@ -117,12 +117,14 @@ class Selection:
         total = sum(self.structure.groups[n].n_nodes for n in self.keep)
         return 1.0 - sum(self.counts.values()) / max(total, 1)
 
+    @property
+    def removed(self) -> dict[str, list[int]]:
+        """Per decided group, the removed nodes."""
+        return removed_nodes(self.structure, self.keep)
+
     def with_keep(self, keep: dict[str, torch.Tensor]) -> Selection:
         """Another selection on the same model (a baseline at the same counts, for instance)."""
         return Selection(self.structure, keep, self.example, means=self.means)
-
-    def _removed_channels(self) -> dict[str, list[int]]:
-        return producer_channels(self.structure, removed_nodes(self.structure, self.keep))
 
     def _prepare(self, model: nn.Module, fold: bool, refit_inputs, n_refit: int | None):
         self.structure.check_model(model)
@@ -142,14 +144,16 @@ class Selection:
         untouched. ``refit``: inputs (tensor or iterable of batches) on which each consumer is re-fitted by
         least squares to the original pre-activations (in place of the mean fold); otherwise ``fold`` adds
         the removed nodes' mean contributions to the consumers' biases."""
-        return self._treat(clone_model(model, unmask=True), model, False, fold, refit, n_refit)
+        with unchanged_on_error(model, tensors=False):  # the re-fit runs model with hooks
+            return self._treat(clone_model(model, unmask=True), model, False, fold, refit, n_refit)
 
     def mask(self, model: nn.Module, fold: bool = True, refit=None, n_refit: int | None = None) -> nn.Module:
         """``torch.nn.utils.prune`` masks of this selection on ``model``, in place (as torch.nn.utils.prune
         works); returns ``model``. ``fold`` / ``refit`` as in :meth:`apply` (the re-fit needs a copy of the
         unmasked model, made here)."""
-        original = clone_model(model) if refit is not None else model
-        return self._treat(model, original, True, fold, refit, n_refit)
+        with unchanged_on_error(model):  # all or nothing: a failure or an interrupt leaves model as it was
+            original = clone_model(model) if refit is not None else model
+            return self._treat(model, original, True, fold, refit, n_refit)
 
     def _treat(
         self, target: nn.Module, original: nn.Module, masked: bool, fold: bool, refit_inputs, n_refit: int | None
@@ -159,24 +163,51 @@ class Selection:
         if batches is None and fold:
             assert self.means is not None  # _prepare refused a fold without them
             fold_means(target, plan, self.means)
-        (mask_groups if masked else prune_groups)(target, self.example, self._removed_channels())
+        (mask_groups if masked else prune_groups)(target, self.example, self.structure, self.removed)
         if batches is not None:
             refit_consumers(target, original, batches, plan, self.structure.order, masked=masked)
         return target
 
-    def save(self, path: str) -> str:
-        """Write the selection as JSON (mipp.pruning.serialization.save)."""
+    def save(self, path: str, records: bool = False) -> str:
+        """Write the selection as compact JSON (mipp.pruning.serialization.save); ``records``: also every
+        node's decision record."""
         from mipp.pruning.serialization import save
 
-        return save(self, path)
+        return save(self, path, records=records)
 
     @classmethod
     def load(cls, path: str, model: nn.Module, example=None) -> Selection:
         """A selection saved by :meth:`save`, for ``model`` (the unpruned model it was made on, or a masked
-        copy of it). ``example``: a small input batch, needed when the file holds none."""
+        copy of it; no tracing when the file holds the structure and the model's signature matches).
+        ``example``: a small input batch, needed when the file holds none. Any problem with the file raises
+        one ``SelectionFileError`` (a ValueError) naming the field."""
         from mipp.pruning.serialization import load
 
         return load(path, model, example)
+
+    def summary(self, limit: int | None = 20) -> str:
+        """A table: per decided group, nodes kept of the total, the kind of node and the seconds it took;
+        ``limit``: rows shown (None: all)."""
+        names = list(self.keep)
+        shown = names if limit is None else names[:limit]
+        total = sum(self.structure.groups[n].n_nodes for n in names)
+        kept = sum(self.counts.values())
+        head = f"Selection: {len(names)} groups decided, {kept:,} of {total:,} nodes kept ({self.sparsity:.1%} removed)"
+        tol = self.settings.get("tolerance")
+        if tol is not None:
+            head += f"; tolerance {tol:.4g}"
+        width = min(max([len(n) for n in shown] + [5]), 48)
+        lines = [head, f"  {'group':<{width}} {'kept':>7} {'of':>7} {'kind':<8}"]
+        for name in shown:
+            g = self.structure.groups[name]
+            label = name if len(name) <= width else "..." + name[-(width - 3) :]
+            lines.append(f"  {label:<{width}} {len(self.keep[name]):>7} {g.n_nodes:>7} {g.kind:<8}")
+        if len(shown) < len(names):
+            lines.append(f"  ... and {len(names) - len(shown)} more groups (selection.summary(limit=None))")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.summary()
 
     def report(self, model: nn.Module | None = None) -> str:
         from mipp.pruning.report import format_report
@@ -187,3 +218,35 @@ class Selection:
         from mipp.pruning.report import plot_selection
 
         return plot_selection(self, path, model)
+
+
+def rebuild(model, selection: Selection | dict, example=None) -> nn.Module:
+    """The architecture of ``model`` at the widths of ``selection``: a module of the same classes and names
+    whose pruned layers have the kept sizes (attention modules their new head counts), so that the
+    ``state_dict`` of ``selection.apply(model)`` loads into it (strict). ``model``: the unpruned model, or a
+    factory (a callable returning it: the weights it builds are not read). ``selection``: a Selection, or
+    ``{group: kept count}`` (then ``example``, a small input batch, is needed to find the groups). Which
+    nodes were kept does not matter here, only how many: a state_dict stores the kept ones in order."""
+    if not isinstance(model, nn.Module):
+        if not callable(model):
+            raise TypeError(f"model must be a torch.nn.Module or a factory returning one, got {type(model).__name__}")
+        model = model()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"the factory returned {type(model).__name__}, not a torch.nn.Module")
+    if isinstance(selection, Selection):
+        structure, example = selection.structure, selection.example if example is None else example
+        counts = selection.counts
+    else:
+        if example is None:
+            raise ValueError("rebuild from kept counts needs example= (a small input batch) to find the groups")
+        from mipp.pruning.structure import analyse
+
+        structure, counts = analyse(model, example, joint=True), dict(selection)
+    structure.check_model(model)
+    for name, count in counts.items():
+        group = structure.groups.get(name)
+        if group is None or not 1 <= int(count) <= group.n_nodes:
+            raise ValueError(f"no group {name!r} with at least {count} nodes in {type(model).__name__}")
+    target = clone_model(model, unmask=True)
+    removed = {name: list(range(int(count), structure.groups[name].n_nodes)) for name, count in counts.items()}
+    return prune_groups(target, example, structure, removed)

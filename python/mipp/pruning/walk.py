@@ -30,6 +30,7 @@ from mipp.pruning.capture import (
 from mipp.pruning.criteria.base import Layer, LayerDecision
 from mipp.pruning.criteria.lstsq import Block
 from mipp.pruning.selection import LayerResult, Selection
+from mipp.pruning.sensitivity import OutputChannel, OutputMetric, first_samples, output_metric
 from mipp.pruning.structure import Group, Structure, analyse, removed_nodes
 
 
@@ -43,6 +44,9 @@ class Captured:
     example: object
     stats: dict
     seconds: float
+    batches: list = field(default_factory=list)  # the input batches captured (for budgets that evaluate)
+    decided: list[str] = field(default_factory=list)  # the prunable groups to decide
+    metric: OutputMetric | None = None  # the output channel's metric, when the channel is at the output
 
     @property
     def means(self) -> dict[str, torch.Tensor]:
@@ -51,18 +55,40 @@ class Captured:
 
 
 def capture_model(
-    model: nn.Module, inputs, *, n_samples: int, joint: bool = False, seed: int = 0, min_samples: int = 2
+    model: nn.Module,
+    inputs,
+    *,
+    n_samples: int,
+    joint: bool = False,
+    seed: int = 0,
+    min_samples: int = 2,
+    include: Callable[[Group], bool] | None = None,
+    channel: OutputChannel | None = None,
 ) -> Captured:
+    """Analyse ``model``, capture its decided groups' consumers on the first ``n_samples`` samples of
+    ``inputs`` and, for a tolerance channel at the output, the output metric. ``include``: which prunable
+    groups to decide (default all)."""
     t0 = time.perf_counter()
     batches = materialise(inputs, n_samples)
     example = slice_batch(batches[0], min(2, batch_size(batches[0])))
     structure = analyse(model, example, joint=joint)
-    consumers = sorted({c.name for n in structure.prunable for c in structure.groups[n].consumers})
+    decided = [n for n in structure.prunable if include is None or include(structure.groups[n])]
+    consumers = sorted({c.name for n in decided for c in structure.groups[n].consumers})
     stats = capture(model, batches, consumers, seed=seed)
     n = next(iter(stats.values())).rows.shape[0] if stats else 0
     if n < min_samples:
         raise ValueError(f"got {n} samples from inputs; at least {min_samples} are needed (n_samples={n_samples})")
-    return Captured(model, structure, example, stats, time.perf_counter() - t0)
+    metric = None
+    if channel is not None and consumers:
+        metric = output_metric(
+            model,
+            first_samples(batches, channel.samples),
+            consumers,
+            probes=channel.probes,
+            seed=seed,
+            output=channel.output,
+        )
+    return Captured(model, structure, example, stats, time.perf_counter() - t0, batches, decided, metric)
 
 
 @dataclass
@@ -88,28 +114,39 @@ class Cuts:
 
     def layer(self, cap: Captured, group: Group, modules: dict[str, nn.Module]) -> Layer:
         """``group`` as its consumers read it after these cuts."""
-        blocks, drops = [], []
+        blocks, drops, cut = [], [], False
         for c in group.consumers:
             m, st = modules[c.name], cap.stats[c.name]
             kk = kernel_size(m)
             w = flat_weight(m).double().cpu()
             gone_rows = self.outputs.get(c.name, set())
+            cut = cut or bool(gone_rows) or bool(self.inputs.get(c.name))
+            rows = torch.tensor([j for j in range(w.shape[0]) if j not in gone_rows], dtype=torch.long)
             if gone_rows:
-                w = w[[j for j in range(w.shape[0]) if j not in gone_rows]]
+                w = w[rows]
+            if cap.metric is not None:
+                w = cap.metric.root(c.name, rows) @ w
             cols = [channel_columns(torch.tensor(ch, dtype=torch.long), kk) for ch in c.columns]
             drop = torch.zeros(st.cov.shape[0], dtype=torch.bool)
             drop[channel_columns(torch.tensor(sorted(self.inputs.get(c.name, ())), dtype=torch.long), kk)] = True
-            blocks.append(Block(st.cov, st.mean, st.rows, st.n_rows, w, cols, c.name))
+            blocks.append(Block(st.cov, st.mean, st.rows, st.n_rows, w, cols, c.name, cap.metric is not None))
             drops.append(drop)
-        return Layer(group.name, group.n_nodes, blocks, drops, [c.name for c in group.consumers])
+        return Layer(group.name, group.n_nodes, blocks, drops, [c.name for c in group.consumers], cut=cut)
 
 
-def walk(cap: Captured, decide: Callable[[Layer, object], LayerDecision], progress: bool = False, nats: bool = True):
-    """Visit the prunable groups from the output back to the input; ``decide(layer, bar)`` chooses each
+def walk(
+    cap: Captured,
+    decide: Callable[[Layer, object], LayerDecision],
+    progress: bool = False,
+    nats: bool = True,
+    independent: bool = False,
+):
+    """Visit the decided groups from the output back to the input; ``decide(layer, bar)`` chooses each
     group's nodes (``bar``: a tqdm bar over the group's nodes). Returns (keep, results); ``nats``: whether the
-    decisions' estimates are nats (each result's ``info_removed`` sums them)."""
+    decisions' estimates are nats (each result's ``info_removed`` sums them). ``independent``: every group
+    decided against its unpruned consumers (no cuts from groups decided before it)."""
     modules = dict(cap.model.named_modules())
-    groups = [cap.structure.groups[n] for n in cap.structure.prunable]
+    groups = [cap.structure.groups[n] for n in cap.decided]
     keep: dict[str, torch.Tensor] = {}
     results: dict[str, LayerResult] = {}
     cuts = Cuts()
@@ -122,8 +159,9 @@ def walk(cap: Captured, decide: Callable[[Layer, object], LayerDecision], progre
             decision = decide(layer, inner)
             keep[group.name] = torch.tensor(decision.kept, dtype=torch.long)
             results[group.name] = LayerResult.of(layer, decision, nats)
-            kept = set(decision.kept)
-            cuts.add(group, [i for i in range(group.n_nodes) if i not in kept])
+            if not independent:
+                kept = set(decision.kept)
+                cuts.add(group, [i for i in range(group.n_nodes) if i not in kept])
     finally:
         inner.close()
         outer.close()
@@ -141,9 +179,12 @@ def select_with(
     min_samples: int = 2,
     progress: bool = False,
     settings: dict | None = None,
+    include: Callable[[Group], bool] | None = None,
 ) -> Selection:
-    """Capture, then one decision pass (:func:`walk`)."""
-    cap = capture_model(model, inputs, n_samples=n_samples, joint=joint, seed=seed, min_samples=min_samples)
+    """Capture, then one decision pass (:func:`walk`) over the groups ``include`` accepts (default all)."""
+    cap = capture_model(
+        model, inputs, n_samples=n_samples, joint=joint, seed=seed, min_samples=min_samples, include=include
+    )
     t0 = time.perf_counter()
     keep, results = walk(cap, decide, progress)
     seconds = {"capture": cap.seconds, "decisions": time.perf_counter() - t0}

@@ -40,6 +40,7 @@ class Layer:
     drops: list[torch.Tensor] = field(default_factory=list)  # per block: columns already removed (empty: none)
     consumers: list[str] = field(default_factory=list)
     target: torch.Tensor | None = None  # select_layer's Y, which the loss criterion predicts directly
+    cut: bool = False  # whether groups decided before removed some of its consumers' inputs or outputs
 
     def __post_init__(self):
         if not self.drops:

@@ -47,7 +47,7 @@ class ScreenCriterion(Criterion):
 
     def decide(self, layer: Layer, *, tolerance: float, min_keep: int, generator: torch.Generator, bar=None):
         n_keep = _count(self.counts, layer) if self.counts is not None else min(min_keep, layer.n_nodes)
-        states = states_of(layer, self.ridge, self.noise)
+        states = states_of(layer, self.ridge, self.noise, rows=False)
         out = LayerDecision(kept=[])
         alive = list(range(layer.n_nodes))
         while len(alive) > n_keep:
@@ -60,8 +60,7 @@ class ScreenCriterion(Criterion):
             for st in states:
                 g = st.cols(i)
                 if len(g):
-                    e, Pgg = st.residual(g)
-                    st.remove(g, e, Pgg)
+                    st.remove(g)
             out.records.append(NodeRecord(i, len(out.records), "screen", True, score, score, score))
         out.records += [
             NodeRecord(i, len(out.records) + n, "screen", False, *[math.nan] * 3) for n, i in enumerate(alive)

@@ -42,7 +42,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state
 
 from mipp.pruning.criteria.base import Criterion, Layer, LayerDecision
-from mipp.pruning.criteria.lstsq import LSState, relative_error
+from mipp.pruning.criteria.lstsq import recon_error
 from mipp.pruning.selection import NodeRecord
 from mipp.pruning.validate import check_integer, check_number
 
@@ -213,7 +213,7 @@ class LossCriterion(Criterion):
         t1 = time.perf_counter()
         self._mask_in_order(data, models, order, single, node_cols, alive, min_keep, tolerance, out, bar)
         out.kept = sorted(alive)
-        out.recon_error = _recon_error(layer, [i for i in range(layer.n_nodes) if i not in alive])
+        out.recon_error = recon_error(layer, [i for i in range(layer.n_nodes) if i not in alive])
         out.seconds = {"order": t_order, "tests": time.perf_counter() - t1, "total": time.perf_counter() - t0}
         return out
 
@@ -306,14 +306,3 @@ class _Splits:
     def train_val(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         v = self.n_val
         return X[:, v:], self.Y[:, v:], X[:, :v], self.Y[:, :v]
-
-
-def _recon_error(layer: Layer, removed: list[int]) -> float:
-    """The KSG criterion's ``recon_error`` for the kept nodes, so both criteria report the same measure."""
-    states = []
-    for b, drop in zip(layer.blocks, layer.drops):
-        gone = drop.clone()
-        for i in removed:
-            gone[b.columns[i]] = True
-        states.append(LSState(b, gone, 1e-9))
-    return relative_error(states)
