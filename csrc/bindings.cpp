@@ -88,6 +88,17 @@ PYBIND11_MODULE(_C, m) {
       py::arg("radius_batch"), py::arg("out"), py::arg("path"), py::arg("threads"),
       py::arg("row0"), py::arg("row1"), release,
       "per-group largest distance within the joint radius; returns the path used");
+  m.def(
+      "ksg_counts_cpu",
+      [](const std::vector<GroupTuple>& groups, int64_t batch, int64_t n, bool f64, int64_t k,
+         const std::vector<int64_t>& marginals, int64_t algorithm, int64_t eps, int64_t counts, const std::string& path,
+         int threads, int64_t row0, int64_t row1) {
+        return mipp::ksg_counts_cpu(to_groups(groups), batch, n, f64, k, marginals, algorithm, eps, counts, path,
+                                    threads, row0, row1);
+      },
+      py::arg("groups"), py::arg("batch"), py::arg("n"), py::arg("f64"), py::arg("k"), py::arg("marginals"),
+      py::arg("algorithm"), py::arg("eps"), py::arg("counts"), py::arg("path"), py::arg("threads"), py::arg("row0"),
+      py::arg("row1"), release, "k-th joint distances and marginal counts of a KSG estimate; returns the path used");
 
   m.def("build_info", [] {
     py::dict d;
@@ -102,7 +113,7 @@ PYBIND11_MODULE(_C, m) {
     d["threads"] = mipp::resolve_threads(0);
     d["parallelism"] = MIPP_PARALLELISM;
     d["isa"] = MIPP_CLONES_ISA;
-    d["cpu_kernels"] = py::make_tuple("digamma_sum", "knn_distance", "count_within", "marginal_radius");
+    d["cpu_kernels"] = py::make_tuple("digamma_sum", "knn_distance", "count_within", "marginal_radius", "ksg_counts");
     d["cpu_paths"] = py::make_tuple("brute", "sweep", "strips");
     return d;
   });

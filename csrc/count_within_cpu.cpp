@@ -3,8 +3,8 @@
 // +inf and compares it like any other, so the count includes i only when inf passes (radius = +inf, not
 // strict). Both paths count the j != i and then add that term.
 //
-// Paths: a sorted sweep for low joint dimension (binary searches find the window of the key column; in
-// one dimension its size is the count, O(log N) per query), brute-force tiles otherwise.
+// Paths: a sorted sweep for low joint dimension (galloping searches find the window of the key column; in
+// one dimension its size is the count), the register-blocked brute force otherwise.
 #include <limits>
 
 #include "kernels.h"
@@ -14,56 +14,23 @@ namespace mipp {
 namespace {
 
 template <class T>
-MIPP_INLINE bool inside(T d, T r, bool strict) {
-  return strict ? d < r : d <= r;
-}
-
-// cnt[q] += #{j < jn, j != self0 + q : inside(tile[q][j], r[q])}; the count loop vectorises, the sample
-// itself is taken back out afterwards.
-template <class T>
-MIPP_INLINE void count_tile_impl(const T* tile, int qn, int64_t jn, int64_t self0, const T* r, bool strict,
-                                 int64_t* cnt) {
-  for (int q = 0; q < qn; ++q) {
-    const T* row = tile + q * kJB;
-    const T rq = r[q];
-    int64_t c = 0;
-    if (strict) {
-      for (int64_t j = 0; j < jn; ++j) c += row[j] < rq;
-    } else {
-      for (int64_t j = 0; j < jn; ++j) c += row[j] <= rq;
-    }
-    const int64_t self = self0 + q;
-    if (self >= 0 && self < jn) c -= inside(row[self], rq, strict);
-    cnt[q] += c;
-  }
-}
-
-MIPP_CLONES void count_tile(const double* tile, int qn, int64_t jn, int64_t self0, const double* r, bool strict,
-                            int64_t* cnt) {
-  count_tile_impl(tile, qn, jn, self0, r, strict, cnt);
-}
-MIPP_CLONES void count_tile(const float* tile, int qn, int64_t jn, int64_t self0, const float* r, bool strict,
-                            int64_t* cnt) {
-  count_tile_impl(tile, qn, jn, self0, r, strict, cnt);
-}
-
-template <class T>
 struct CountConsumer {
   Radius<T> radius;
   bool strict;
-  int64_t n;
   int64_t* out;
-  std::vector<int64_t> cnt;  // slots x kQB
-  void reserve(int64_t slots) { cnt.assign(static_cast<size_t>(slots * kQB), 0); }
-  int64_t row0;
-  void tile(int64_t s, int64_t b, int64_t i0, int qn, int64_t j0, int64_t jn, const T* const* tiles) {
-    count_tile(tiles[0], qn, jn, i0 - j0, radius.row(b) + i0 - row0, strict, cnt.data() + s * kQB);
+  int64_t row0, ng;
+  std::vector<int64_t> cnt;  // slots x kRows
+  void reserve(int64_t slots) { cnt.assign(static_cast<size_t>(slots * kRows), 0); }
+  int passes() const { return 1; }
+  bool needs(int, int64_t) const { return true; }
+  void chunk(int, int64_t s, int64_t b, int64_t i0, int qn, int64_t j0, int64_t jn, const T* const* r, int64_t ld) {
+    count_rows(r, ng, ld, qn, jn, i0 - j0, radius.row(b) + i0 - row0, strict, cnt.data() + s * kRows);
   }
-  void end(int64_t s, int64_t b, int64_t i0, int qn) {
+  void end(int, int64_t s, int64_t b, int64_t i0, int qn) {
     const T* r = radius.row(b) + i0 - row0;
     for (int q = 0; q < qn; ++q)
       out[b * radius.rows + i0 - row0 + q] =
-          cnt[s * kQB + q] + inside(std::numeric_limits<T>::infinity(), r[q], strict);
+          cnt[s * kRows + q] + inside(std::numeric_limits<T>::infinity(), r[q], strict);
   }
 };
 
@@ -72,21 +39,22 @@ void count_sweep(const Problems<T>& ps, Radius<T> radius, bool strict, int64_t* 
   sweep(ps, threads, [&](int64_t b, const Sorted<T>& s, int64_t p0, int64_t p1) {
     const int64_t n = s.n;
     const T* r_b = radius.row(b);
-    std::vector<T> dist(kJB);
+    std::vector<T> dist(kSpan);
+    const T* row = dist.data();
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t i = s.index[p];
       if (!ps.is_query(i)) continue;
       const T r = r_b[i - ps.row0];
       int64_t lo, hi;
-      key_window(s, p, [r, strict](T d) { return inside(d, r, strict); }, lo, hi);
+      key_window(s.key, n, p, [r, strict](T d) { return inside(d, r, strict); }, lo, hi);
       int64_t c = 0;
       if (s.dim == 1) {  // the key is the only column: the window is exactly the set
         c = hi - lo - 1;
       } else {  // the window holds every candidate; check the other columns
-        for (int64_t j0 = lo; j0 < hi; j0 += kJB) {
-          const int64_t len = std::min(kJB, hi - j0);
-          tile_max(s.cols.data(), n, s.dim, p, 1, j0, len, nullptr, dist.data());
-          count_tile(dist.data(), 1, len, p - j0, &r, strict, &c);
+        for (int64_t j0 = lo; j0 < hi; j0 += kSpan) {
+          const int64_t len = std::min(kSpan, hi - j0);
+          row_distance(s.cols.data(), n, s.dim, p, j0, len, dist.data());
+          count_rows(&row, 1, 0, 1, len, p - j0, &r, strict, &c);
         }
       }
       out[b * ps.rows() + i - ps.row0] = c + inside(std::numeric_limits<T>::infinity(), r, strict);
@@ -104,7 +72,7 @@ Path run(const std::vector<GroupArg>& args, int64_t batch, int64_t n, int64_t ra
   if (path == Path::Sweep) {
     count_sweep(ps, radius, strict, out, threads);
   } else {
-    brute_force(ps, false, threads, CountConsumer<T>{radius, strict, n, out, {}, row0});
+    brute_force(ps, threads, CountConsumer<T>{radius, strict, out, row0, static_cast<int64_t>(ps.groups.size()), {}});
   }
   return path;
 }

@@ -25,6 +25,13 @@ std::string knn_distance_cpu(const std::vector<GroupArg>& groups, int64_t batch,
 std::string count_within_cpu(const std::vector<GroupArg>& groups, int64_t batch, int64_t n, bool f64,
                              int64_t radius, int64_t radius_batch, bool strict, int64_t out, const std::string& path,
                              int threads, int64_t row0, int64_t row1);
+// The fused KSG op: eps (B, row1 - row0) in the groups' dtype and int64 counts (B, C, row1 - row0), one per
+// marginal, a bitmask over the groups (at most kMaxGroups groups); algorithm 1 (strict counts under eps) or 2
+// (<= counts under the marginal radii). path: "auto", "brute", or "sweep" / "strips" (the sorted path).
+constexpr int64_t kMaxGroups = 62;
+std::string ksg_counts_cpu(const std::vector<GroupArg>& groups, int64_t batch, int64_t n, bool f64, int64_t k,
+                           const std::vector<int64_t>& marginals, int64_t algorithm, int64_t eps, int64_t counts,
+                           const std::string& path, int threads, int64_t row0, int64_t row1);
 std::string marginal_radius_cpu(const std::vector<GroupArg>& groups, int64_t batch, int64_t n, bool f64,
                                 int64_t radius, int64_t radius_batch, int64_t out, const std::string& path,
                                 int threads, int64_t row0, int64_t row1);

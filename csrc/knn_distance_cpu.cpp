@@ -2,9 +2,10 @@
 // excluded by index; duplicates count with multiplicity), exactly as python/mipp/reference.py.
 //
 // Paths: a sorted sweep for one joint column (the scan stops once the key gap reaches the current k-th
-// distance), strips (strips.h) for 2 to kSweepMaxDim joint columns, brute-force tiles above. Both keep the k smallest distances of a query in a small
-// ascending array; a candidate enters only when strictly below the current k-th, so ties never change
-// the k-th value and the result is the k-th element of the multiset, as torch.kthvalue gives.
+// distance), strips (strips.h) for 2 to kSweepMaxDim joint columns, the register-blocked brute force above.
+// All keep the k smallest distances of a query in a small ascending array; a candidate enters only when
+// strictly below the current k-th, so ties never change the k-th value and the result is the k-th element of
+// the multiset, as torch.kthvalue gives.
 #include <limits>
 
 #include "kernels.h"
@@ -14,62 +15,21 @@
 namespace mipp {
 namespace {
 
-// Inserts d (< best[k-1]) into the ascending array best[0..k).
-template <class T>
-MIPP_INLINE void insert_sorted(T* best, int k, T d) {
-  int p = k - 1;
-  while (p > 0 && best[p - 1] > d) {
-    best[p] = best[p - 1];
-    --p;
-  }
-  best[p] = d;
-}
-
-// Feeds one tile into the k-best arrays of its qn queries (best: qn x k). Most candidates are rejected
-// by a vectorised test over chunks of kScan before any scalar work; self0 + q is query q's own column.
-template <class T>
-MIPP_INLINE void knn_tile_impl(const T* tile, int qn, int64_t jn, int64_t self0, int k, T* best) {
-  constexpr int64_t kScan = 32;
-  for (int q = 0; q < qn; ++q) {
-    const T* row = tile + q * kJB;
-    T* bq = best + q * k;
-    const int64_t self = self0 + q;
-    T worst = bq[k - 1];
-    for (int64_t c0 = 0; c0 < jn; c0 += kScan) {
-      const int64_t c1 = std::min(jn, c0 + kScan);
-      int hit = 0;
-      for (int64_t j = c0; j < c1; ++j) hit |= row[j] < worst;
-      if (!hit) continue;
-      for (int64_t j = c0; j < c1; ++j) {
-        if (row[j] < worst && j != self) {
-          insert_sorted(bq, k, row[j]);
-          worst = bq[k - 1];
-        }
-      }
-    }
-  }
-}
-
-MIPP_CLONES void knn_tile(const double* tile, int qn, int64_t jn, int64_t self0, int k, double* best) {
-  knn_tile_impl(tile, qn, jn, self0, k, best);
-}
-MIPP_CLONES void knn_tile(const float* tile, int qn, int64_t jn, int64_t self0, int k, float* best) {
-  knn_tile_impl(tile, qn, jn, self0, k, best);
-}
-
 template <class T>
 struct KnnConsumer {
   int k;
-  int64_t n;
   T* out;
-  std::vector<T> best;  // slots x kQB x k
-  void reserve(int64_t slots) { best.assign(static_cast<size_t>(slots * kQB * k), std::numeric_limits<T>::infinity()); }
-  void tile(int64_t s, int64_t, int64_t i0, int qn, int64_t j0, int64_t jn, const T* const* tiles) {
-    knn_tile(tiles[0], qn, jn, i0 - j0, k, best.data() + s * kQB * k);
-  }
   int64_t row0, rows;
-  void end(int64_t s, int64_t b, int64_t i0, int qn) {
-    for (int q = 0; q < qn; ++q) out[b * rows + i0 - row0 + q] = best[(s * kQB + q) * k + k - 1];
+  int64_t ng;
+  std::vector<T> best;  // slots x kRows x k
+  void reserve(int64_t slots) { best.assign(static_cast<size_t>(slots * kRows * k), std::numeric_limits<T>::infinity()); }
+  int passes() const { return 1; }
+  bool needs(int, int64_t) const { return true; }
+  void chunk(int, int64_t s, int64_t, int64_t i0, int qn, int64_t j0, int64_t jn, const T* const* r, int64_t ld) {
+    knn_rows(r, ng, ld, qn, jn, i0 - j0, k, best.data() + s * kRows * k);
+  }
+  void end(int, int64_t s, int64_t b, int64_t i0, int qn) {
+    for (int q = 0; q < qn; ++q) out[b * rows + i0 - row0 + q] = best[(s * kRows + q) * k + k - 1];
   }
 };
 
@@ -83,6 +43,7 @@ void knn_sweep(const Problems<T>& ps, int k, T* out, int threads) {
   sweep(ps, threads, [&](int64_t b, const Sorted<T>& s, int64_t p0, int64_t p1) {
     std::vector<T> best(k);
     T dist[kStep];
+    const T* row = dist;
     const int64_t n = s.n;
     for (int64_t p = p0; p < p1; ++p) {
       if (!ps.is_query(s.index[p])) continue;
@@ -93,15 +54,15 @@ void knn_sweep(const Problems<T>& ps, int k, T* out, int threads) {
       while (left_open || right_open) {
         if (right_open) {
           const int64_t len = std::min(kStep, n - right);
-          tile_max(s.cols.data(), n, s.dim, p, 1, right, len, nullptr, dist);
-          knn_tile(dist, 1, len, p - right, k, best.data());
+          row_distance(s.cols.data(), n, s.dim, p, right, len, dist);
+          knn_rows(&row, 1, 0, 1, len, p - right, k, best.data());
           right += len;
         }
         if (left_open) {
           const int64_t len = std::min(kStep, left);
           left -= len;
-          tile_max(s.cols.data(), n, s.dim, p, 1, left, len, nullptr, dist);
-          knn_tile(dist, 1, len, p - left, k, best.data());
+          row_distance(s.cols.data(), n, s.dim, p, left, len, dist);
+          knn_rows(&row, 1, 0, 1, len, p - left, k, best.data());
         }
         const T worst = best[k - 1];
         right_open = right < n && std::fabs(s.key[right] - x) < worst;
@@ -112,54 +73,26 @@ void knn_sweep(const Problems<T>& ps, int k, T* out, int threads) {
   });
 }
 
-// Scans positions [a, b) of strips s from `from` outwards (up to b, down to a) for the query at position p
-// (key y value yq, row q), while fl|y_j - yq| is below the current k-th distance.
-template <class T>
-MIPP_INLINE void scan_strip(const Strips<T>& s, int64_t a, int64_t b, int64_t from, int64_t p, T yq, int k, T* best) {
-  const T* q = s.rows.data() + p * s.dim;
-  auto visit = [&](int64_t j) {
-    const T* r = s.rows.data() + j * s.dim;
-    T d = 0;
-    for (int64_t c = 0; c < s.dim; ++c) {
-      const T dc = std::fabs(r[c] - q[c]);
-      d = d < dc ? dc : d;
-    }
-    if (d < best[k - 1] && j != p) insert_sorted(best, k, d);
-  };
-  for (int64_t j = from; j < b && std::fabs(s.ys[j] - yq) < best[k - 1]; ++j) visit(j);
-  for (int64_t j = from - 1; j >= a && std::fabs(s.ys[j] - yq) < best[k - 1]; --j) visit(j);
-}
-
 template <class T>
 void knn_strips(const Problems<T>& ps, int k, T* out, int threads) {
-  constexpr int64_t kRows = 256;
+  constexpr int64_t kBlock = 256;
   threads = threads_for(threads, static_cast<double>(ps.batch) * ps.rows(), 4096);
   const bool over_problems = ps.batch >= threads;
   const T inf = std::numeric_limits<T>::infinity();
   parallel_for(ps.batch, over_problems ? threads : 1, [&](int64_t b) {
-    const Strips<T> s = build_strips(ps, b, k);
-    parallel_for((s.n + kRows - 1) / kRows, over_problems ? 1 : threads, [&](int64_t blk) {
+    std::vector<const T*> src;
+    for (const auto& g : ps.groups)
+      for (int64_t c = 0; c < g.dim; ++c) src.push_back(g.problem(b, ps.n) + c * ps.n);
+    const std::vector<int64_t> keys = key_columns(src, ps.n, 2);
+    const Strips<T> s = build_strips(src, ps.n, k, keys[0], keys[1], sorted_order(src[keys[0]], ps.n),
+                                     sorted_order(src[keys[1]], ps.n));
+    parallel_for((s.n + kBlock - 1) / kBlock, over_problems ? 1 : threads, [&](int64_t blk) {
       std::vector<T> best(k);
-      for (int64_t p = blk * kRows; p < std::min(s.n, (blk + 1) * kRows); ++p) {
+      for (int64_t p = blk * kBlock; p < std::min(s.n, (blk + 1) * kBlock); ++p) {
         const int64_t i = s.index[p];
         if (!ps.is_query(i)) continue;
         std::fill(best.begin(), best.end(), inf);
-        const T xq = s.xs[p], yq = s.ys[p];
-        const int64_t own = p / s.size;
-        scan_strip(s, s.begin(own), s.end(own), p, p, yq, k, best.data());
-        // Neighbouring strips, nearest first on either side, while their x-gap is below the k-th distance.
-        bool right = true, left = true;
-        for (int64_t step = 1; right || left; ++step) {
-          const int64_t r = own + step, l = own - step;
-          right = right && r < s.strips() && s.xmin[r] - xq < best[k - 1];
-          left = left && l >= 0 && xq - s.xmax[l] < best[k - 1];
-          for (const int64_t t : {right ? r : int64_t(-1), left ? l : int64_t(-1)}) {
-            if (t < 0) continue;
-            const int64_t a = s.begin(t), e = s.end(t);
-            const int64_t from = std::lower_bound(s.ys.begin() + a, s.ys.begin() + e, yq) - s.ys.begin();
-            scan_strip(s, a, e, from, p, yq, k, best.data());
-          }
-        }
+        strips_knn(s, p, k, best.data());
         out[b * ps.rows() + i - ps.row0] = best[k - 1];
       }
     });
@@ -177,7 +110,8 @@ Path run(const std::vector<GroupArg>& args, int64_t batch, int64_t n, int64_t k,
   } else if (path == Path::Strips) {
     knn_strips(ps, static_cast<int>(k), out, threads);
   } else {
-    brute_force(ps, false, threads, KnnConsumer<T>{static_cast<int>(k), n, out, {}, row0, row1 - row0});
+    KnnConsumer<T> c{static_cast<int>(k), out, row0, row1 - row0, static_cast<int64_t>(ps.groups.size()), {}};
+    brute_force(ps, threads, c);
   }
   return path;
 }

@@ -4,67 +4,29 @@
 // and a maximum that starts at 0 does not change by including it.
 //
 // Paths: a sorted sweep for low joint dimension (the window of the key column holds every candidate),
-// brute-force tiles (one per group) otherwise.
+// the register-blocked brute force otherwise.
 #include "kernels.h"
 #include "pairwise.h"
 
 namespace mipp {
 namespace {
 
-constexpr int kLanes = 8;  // independent maxima, so that the reduction vectorises without reassociation
-
-// m[q][g] = max(m[q][g], max_j (joint(q, j) <= r[q] ? tiles[g][q][j] : 0)), joint = max over groups.
-template <class T>
-MIPP_INLINE void radius_tile_impl(const T* const* tiles, int64_t ng, int qn, int64_t jn, const T* r, T* m) {
-  T joint[kJB];
-  for (int q = 0; q < qn; ++q) {
-    for (int64_t j = 0; j < jn; ++j) joint[j] = tiles[0][q * kJB + j];
-    for (int64_t g = 1; g < ng; ++g) {
-      const T* t = tiles[g] + q * kJB;
-      for (int64_t j = 0; j < jn; ++j) joint[j] = joint[j] < t[j] ? t[j] : joint[j];
-    }
-    const T rq = r[q];
-    for (int64_t g = 0; g < ng; ++g) {
-      const T* t = tiles[g] + q * kJB;
-      T acc[kLanes] = {};
-      int64_t j = 0;
-      for (; j + kLanes <= jn; j += kLanes) {
-        for (int l = 0; l < kLanes; ++l) {
-          const T v = joint[j + l] <= rq ? t[j + l] : T(0);
-          acc[l] = acc[l] < v ? v : acc[l];
-        }
-      }
-      for (; j < jn; ++j) {
-        const T v = joint[j] <= rq ? t[j] : T(0);
-        acc[0] = acc[0] < v ? v : acc[0];
-      }
-      T& out = m[q * ng + g];
-      for (int l = 0; l < kLanes; ++l) out = out < acc[l] ? acc[l] : out;
-    }
-  }
-}
-
-MIPP_CLONES void radius_tile(const double* const* tiles, int64_t ng, int qn, int64_t jn, const double* r, double* m) {
-  radius_tile_impl(tiles, ng, qn, jn, r, m);
-}
-MIPP_CLONES void radius_tile(const float* const* tiles, int64_t ng, int qn, int64_t jn, const float* r, float* m) {
-  radius_tile_impl(tiles, ng, qn, jn, r, m);
-}
-
 template <class T>
 struct RadiusConsumer {
   Radius<T> radius;
   int64_t ng;
-  int64_t n;
   T* out;
-  std::vector<T> m;  // slots x kQB x ng
-  void reserve(int64_t slots) { m.assign(static_cast<size_t>(slots * kQB * ng), T(0)); }
   int64_t row0;
-  void tile(int64_t s, int64_t b, int64_t i0, int qn, int64_t, int64_t jn, const T* const* tiles) {
-    radius_tile(tiles, ng, qn, jn, radius.row(b) + i0 - row0, m.data() + s * kQB * ng);
+  std::vector<T> m;  // slots x kRows x ng
+  void reserve(int64_t slots) { m.assign(static_cast<size_t>(slots * kRows * ng), T(0)); }
+  int passes() const { return 1; }
+  bool needs(int, int64_t) const { return true; }
+  void chunk(int, int64_t s, int64_t b, int64_t i0, int qn, int64_t, int64_t jn, const T* const* r, int64_t ld) {
+    radius_rows(r, ng, ld, qn, jn, radius.row(b) + i0 - row0, m.data() + s * kRows * ng);
   }
-  void end(int64_t s, int64_t b, int64_t i0, int qn) {
-    std::copy(m.begin() + s * kQB * ng, m.begin() + (s * kQB + qn) * ng, out + (b * radius.rows + i0 - row0) * ng);
+  void end(int, int64_t s, int64_t b, int64_t i0, int qn) {
+    std::copy(m.begin() + s * kRows * ng, m.begin() + (s * kRows + qn) * ng,
+              out + (b * radius.rows + i0 - row0) * ng);
   }
 };
 
@@ -74,9 +36,9 @@ void radius_sweep(const Problems<T>& ps, Radius<T> radius, T* out, int threads) 
   sweep(ps, threads, [&](int64_t b, const Sorted<T>& s, int64_t p0, int64_t p1) {
     const int64_t n = s.n;
     const T* r_b = radius.row(b);
-    std::vector<T> dist(ng * kJB);
-    std::vector<const T*> tiles(ng);
-    for (int64_t g = 0; g < ng; ++g) tiles[g] = dist.data() + g * kJB;
+    std::vector<T> dist(ng * kSpan);
+    std::vector<const T*> rows(ng);
+    for (int64_t g = 0; g < ng; ++g) rows[g] = dist.data() + g * kSpan;
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t i = s.index[p];
       if (!ps.is_query(i)) continue;
@@ -84,12 +46,12 @@ void radius_sweep(const Problems<T>& ps, Radius<T> radius, T* out, int threads) 
       T* m = out + (b * ps.rows() + i - ps.row0) * ng;
       std::fill(m, m + ng, T(0));
       int64_t lo, hi;
-      key_window(s, p, [r](T d) { return d <= r; }, lo, hi);
-      for (int64_t j0 = lo; j0 < hi; j0 += kJB) {
-        const int64_t len = std::min(kJB, hi - j0);
+      key_window(s.key, n, p, [r](T d) { return d <= r; }, lo, hi);
+      for (int64_t j0 = lo; j0 < hi; j0 += kSpan) {
+        const int64_t len = std::min(kSpan, hi - j0);
         for (int64_t g = 0, c0 = 0; g < ng; c0 = s.group_end[g++])
-          tile_max(s.cols.data() + c0 * n, n, s.group_end[g] - c0, p, 1, j0, len, nullptr, dist.data() + g * kJB);
-        radius_tile(tiles.data(), ng, 1, len, &r, m);
+          row_distance(s.cols.data() + c0 * n, n, s.group_end[g] - c0, p, j0, len, dist.data() + g * kSpan);
+        radius_rows(rows.data(), ng, 0, 1, len, &r, m);
       }
     }
   });
@@ -105,8 +67,7 @@ Path run(const std::vector<GroupArg>& args, int64_t batch, int64_t n, int64_t ra
   if (path == Path::Sweep) {
     radius_sweep(ps, radius, out, threads);
   } else {
-    const int64_t ng = static_cast<int64_t>(ps.groups.size());
-    brute_force(ps, true, threads, RadiusConsumer<T>{radius, ng, n, out, {}, row0});
+    brute_force(ps, threads, RadiusConsumer<T>{radius, static_cast<int64_t>(ps.groups.size()), out, row0, {}});
   }
   return path;
 }

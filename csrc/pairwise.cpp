@@ -1,4 +1,5 @@
-// The brute-force tile of pairwise.h and the path names.
+// The hot loops of pairwise.h (compiled for AVX2 and the baseline ISA, see common.h), the radix sort and the
+// path names.
 #include "pairwise.h"
 
 #include <stdexcept>
@@ -7,46 +8,290 @@ namespace mipp {
 
 namespace {
 
-// Column by column, query row by query row, so that the innermost loop runs over kJB contiguous
-// candidates of one column: it vectorises (sub, and-not for fabs, max) and the tile stays in L1.
+// 32-byte vectors (one AVX2 register; two SSE registers in the baseline clone) and the bits of |x|.
 template <class T>
-MIPP_INLINE void tile_max_impl(const T* g, int64_t n, int64_t dim, int64_t i0, int qn, int64_t j0, int64_t jn,
-                               const T* src, T* dst) {
-  if (dim == 0) {  // no columns: distance 0, so the tile is src (or 0)
-    for (int q = 0; q < qn; ++q)
-      for (int64_t j = 0; j < jn; ++j) dst[q * kJB + j] = src ? src[q * kJB + j] : T(0);
-    return;
-  }
-  for (int64_t c = 0; c < dim; ++c) {
-    const T* col = g + c * n;
-    const T* x = col + j0;
-    for (int q = 0; q < qn; ++q) {
-      const T xq = col[i0 + q];
-      T* o = dst + q * kJB;
-      const T* in = c > 0 ? o : (src ? src + q * kJB : nullptr);
-      if (in) {
-        for (int64_t j = 0; j < jn; ++j) {
-          const T d = std::fabs(x[j] - xq);
-          o[j] = in[j] < d ? d : in[j];
+struct Vec;
+template <>
+struct Vec<double> {
+  typedef double V __attribute__((vector_size(32)));
+  typedef double U __attribute__((vector_size(32), aligned(8), may_alias));  // an unaligned load / store
+  typedef int64_t I __attribute__((vector_size(32)));
+  static constexpr int64_t kAbs = 0x7fffffffffffffffLL;
+};
+template <>
+struct Vec<float> {
+  typedef float V __attribute__((vector_size(32)));
+  typedef float U __attribute__((vector_size(32), aligned(4), may_alias));
+  typedef int32_t I __attribute__((vector_size(32)));
+  static constexpr int32_t kAbs = 0x7fffffff;
+};
+
+// Register blocking: 4 query rows x kLane candidates of accumulators (8 AVX2 registers for double) across
+// all columns, then one store per pair. fabs is an and-not of the sign bit, max a vmaxpd (`acc < d ? d :
+// acc` is exactly its semantics, no NaN reaches here): the values are those of the reference.
+template <class T>
+MIPP_INLINE void group_rows_impl(const T* packed, int64_t dim, const T* qv, int64_t j0, int64_t j1, T* out,
+                                 int64_t ld) {
+  using V = typename Vec<T>::V;
+  using U = typename Vec<T>::U;
+  using I = typename Vec<T>::I;
+  constexpr int kWidth = 32 / sizeof(T);
+  constexpr int kVecs = kLane / kWidth;
+  constexpr int kBlockRows = 4;
+  static_assert(kRows % kBlockRows == 0 && kLane % kWidth == 0, "register block shape");
+  for (int64_t jb = j0 / kLane; jb < j1 / kLane; ++jb) {
+    const T* blk = packed + jb * dim * kLane;
+    for (int q0 = 0; q0 < kRows; q0 += kBlockRows) {
+      V acc[kBlockRows][kVecs] = {};
+      for (int64_t c = 0; c < dim; ++c) {
+        const U* x = reinterpret_cast<const U*>(blk + c * kLane);
+#pragma GCC unroll 4
+        for (int q = 0; q < kBlockRows; ++q) {
+          const T xq = qv[c * kRows + q0 + q];
+#pragma GCC unroll 2
+          for (int v = 0; v < kVecs; ++v) {
+            V d = x[v] - xq;
+            d = (V)((I)d & Vec<T>::kAbs);
+            acc[q][v] = acc[q][v] < d ? d : acc[q][v];
+          }
         }
-      } else {
-        for (int64_t j = 0; j < jn; ++j) o[j] = std::fabs(x[j] - xq);
+      }
+#pragma GCC unroll 4
+      for (int q = 0; q < kBlockRows; ++q)
+#pragma GCC unroll 2
+        for (int v = 0; v < kVecs; ++v)
+          *reinterpret_cast<U*>(out + (q0 + q) * ld + jb * kLane + v * kWidth) = acc[q][v];
+    }
+  }
+}
+
+template <class T>
+MIPP_INLINE void insert_sorted(T* best, int k, T d) {
+  int p = k - 1;
+  while (p > 0 && best[p - 1] > d) {
+    best[p] = best[p - 1];
+    --p;
+  }
+  best[p] = d;
+}
+
+// The joint distance of candidates [j, j + width) of query row q: the max over the ng groups, as a vector.
+template <class T>
+MIPP_INLINE typename Vec<T>::V joint_vec(const T* const* rows, int64_t ng, int64_t ld, int q, int64_t j) {
+  using V = typename Vec<T>::V;
+  using U = typename Vec<T>::U;
+  V m = *reinterpret_cast<const U*>(rows[0] + q * ld + j);
+  for (int64_t g = 1; g < ng; ++g) {
+    const V v = *reinterpret_cast<const U*>(rows[g] + q * ld + j);
+    m = m < v ? v : m;
+  }
+  return m;
+}
+
+template <class T>
+MIPP_INLINE T joint_at(const T* const* rows, int64_t ng, int64_t ld, int q, int64_t j) {
+  T m = rows[0][q * ld + j];
+  for (int64_t g = 1; g < ng; ++g) m = m < rows[g][q * ld + j] ? rows[g][q * ld + j] : m;
+  return m;
+}
+
+template <class T>
+MIPP_INLINE void knn_rows_impl(const T* const* rows, int64_t ng, int64_t ld, int qn, int64_t jn, int64_t self0, int k,
+                               T* best) {
+  using I = typename Vec<T>::I;
+  constexpr int kWidth = 32 / sizeof(T);
+  constexpr int64_t kScan = 32;  // candidates tested at once (vectorised) before any scalar work
+  for (int q = 0; q < qn; ++q) {
+    T* bq = best + q * k;
+    const int64_t self = self0 + q;
+    T worst = bq[k - 1];
+    for (int64_t c0 = 0; c0 < jn; c0 += kScan) {
+      const int64_t c1 = std::min(jn, c0 + kScan);
+      if (c1 - c0 == kScan) {
+        I hit = {};
+#pragma GCC unroll 8
+        for (int64_t j = c0; j < c1; j += kWidth) hit |= (I)(joint_vec(rows, ng, ld, q, j) < worst);
+        bool any = false;
+        for (int l = 0; l < kWidth; ++l) any |= hit[l] != 0;
+        if (!any) continue;
+      }
+      for (int64_t j = c0; j < c1; ++j) {
+        const T d = joint_at(rows, ng, ld, q, j);
+        if (d < worst && j != self) {
+          insert_sorted(bq, k, d);
+          worst = bq[k - 1];
+        }
       }
     }
   }
 }
 
+template <class T>
+MIPP_INLINE void count_rows_impl(const T* const* rows, int64_t ng, int64_t ld, int qn, int64_t jn, int64_t self0,
+                                 const T* r, bool strict, int64_t* cnt) {
+  using I = typename Vec<T>::I;
+  constexpr int kWidth = 32 / sizeof(T);
+  for (int q = 0; q < qn; ++q) {
+    const T rq = r[q];
+    I acc = {};  // minus the count per lane (a true comparison is -1)
+    int64_t j = 0;
+    if (strict) {
+      for (; j + kWidth <= jn; j += kWidth) acc += (I)(joint_vec(rows, ng, ld, q, j) < rq);
+    } else {
+      for (; j + kWidth <= jn; j += kWidth) acc += (I)(joint_vec(rows, ng, ld, q, j) <= rq);
+    }
+    int64_t c = 0;
+    for (int l = 0; l < kWidth; ++l) c -= acc[l];
+    for (; j < jn; ++j) c += inside(joint_at(rows, ng, ld, q, j), rq, strict);
+    const int64_t self = self0 + q;
+    if (self >= 0 && self < jn) c -= inside(joint_at(rows, ng, ld, q, self), rq, strict);
+    cnt[q] += c;
+  }
+}
+
+template <class T>
+MIPP_INLINE void radius_rows_impl(const T* const* rows, int64_t ng, int64_t ld, int qn, int64_t jn, const T* r, T* m) {
+  using V = typename Vec<T>::V;
+  using U = typename Vec<T>::U;
+  constexpr int kWidth = 32 / sizeof(T);
+  for (int q = 0; q < qn; ++q) {
+    const T rq = r[q];
+    for (int64_t g = 0; g < ng; ++g) {
+      const T* t = rows[g] + q * ld;
+      V acc = {};  // lane-wise maxima: max is exact, any grouping gives the same value
+      int64_t j = 0;
+      for (; j + kWidth <= jn; j += kWidth) {
+        const V v = *reinterpret_cast<const U*>(t + j);
+        const V w = joint_vec(rows, ng, ld, q, j) <= rq ? v : V{};
+        acc = acc < w ? w : acc;
+      }
+      T& out = m[q * ng + g];
+      for (int l = 0; l < kWidth; ++l) out = out < acc[l] ? acc[l] : out;
+      for (; j < jn; ++j) {
+        const T w = joint_at(rows, ng, ld, q, j) <= rq ? t[j] : T(0);
+        out = out < w ? w : out;
+      }
+    }
+  }
+}
+
+template <class T>
+MIPP_INLINE void row_distance_impl(const T* cols, int64_t n, int64_t dim, int64_t p, int64_t j0, int64_t jn, T* dst) {
+  for (int64_t j = 0; j < jn; ++j) dst[j] = T(0);
+  for (int64_t c = 0; c < dim; ++c) {
+    const T* x = cols + c * n + j0;
+    const T xq = cols[c * n + p];
+    for (int64_t j = 0; j < jn; ++j) {
+      const T d = std::fabs(x[j] - xq);
+      dst[j] = dst[j] < d ? d : dst[j];
+    }
+  }
+}
+
+// Order-preserving unsigned images of the keys (-0 mapped to +0 first: they compare equal).
+MIPP_INLINE uint64_t radix_key(double v) {
+  v = v + 0.0;
+  uint64_t u;
+  std::memcpy(&u, &v, sizeof u);
+  return (u >> 63) ? ~u : u | (uint64_t(1) << 63);
+}
+MIPP_INLINE uint64_t radix_key(float v) {
+  v = v + 0.0f;
+  uint32_t u;
+  std::memcpy(&u, &v, sizeof u);
+  return (u >> 31) ? ~u : u | (uint32_t(1) << 31);
+}
+
+template <class T>
+std::vector<int64_t> sorted_order_impl(const T* key, int64_t n) {
+  std::vector<int64_t> order(n);
+  if (n < 256) {  // small: a comparison sort of (value, index) pairs
+    std::vector<std::pair<T, int64_t>> pairs(n);
+    for (int64_t i = 0; i < n; ++i) pairs[i] = {key[i] + T(0), i};
+    std::sort(pairs.begin(), pairs.end());
+    for (int64_t i = 0; i < n; ++i) order[i] = pairs[i].second;
+    return order;
+  }
+  constexpr int kBits = 11, kBuckets = 1 << kBits;
+  constexpr int kPasses = (8 * sizeof(T) + kBits - 1) / kBits;
+  std::vector<uint64_t> keys(n), keys2(n);
+  std::vector<int64_t> order2(n);
+  std::vector<int64_t> hist(static_cast<size_t>(kPasses) * kBuckets, 0);
+  for (int64_t i = 0; i < n; ++i) {
+    const uint64_t u = radix_key(key[i]);
+    keys[i] = u;
+    order[i] = i;
+    for (int p = 0; p < kPasses; ++p) ++hist[p * kBuckets + ((u >> (p * kBits)) & (kBuckets - 1))];
+  }
+  for (int p = 0; p < kPasses; ++p) {
+    int64_t* h = hist.data() + p * kBuckets;
+    if (h[(keys[0] >> (p * kBits)) & (kBuckets - 1)] == n) continue;  // one digit for all: nothing to do
+    int64_t sum = 0;
+    for (int d = 0; d < kBuckets; ++d) {
+      const int64_t c = h[d];
+      h[d] = sum;
+      sum += c;
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t dst = h[(keys[i] >> (p * kBits)) & (kBuckets - 1)]++;
+      keys2[dst] = keys[i];
+      order2[dst] = order[i];
+    }
+    keys.swap(keys2);
+    order.swap(order2);
+  }
+  return order;
+}
+
 }  // namespace
 
-MIPP_CLONES void tile_max(const double* g, int64_t n, int64_t dim, int64_t i0, int qn, int64_t j0, int64_t jn,
-                          const double* src, double* dst) {
-  tile_max_impl(g, n, dim, i0, qn, j0, jn, src, dst);
+MIPP_CLONES void group_rows(const double* packed, int64_t dim, const double* qv, int64_t j0, int64_t j1, double* out,
+                            int64_t ld) {
+  group_rows_impl(packed, dim, qv, j0, j1, out, ld);
+}
+MIPP_CLONES void group_rows(const float* packed, int64_t dim, const float* qv, int64_t j0, int64_t j1, float* out,
+                            int64_t ld) {
+  group_rows_impl(packed, dim, qv, j0, j1, out, ld);
 }
 
-MIPP_CLONES void tile_max(const float* g, int64_t n, int64_t dim, int64_t i0, int qn, int64_t j0, int64_t jn,
-                          const float* src, float* dst) {
-  tile_max_impl(g, n, dim, i0, qn, j0, jn, src, dst);
+MIPP_CLONES void knn_rows(const double* const* rows, int64_t ng, int64_t ld, int qn, int64_t jn, int64_t self0,
+                          int k, double* best) {
+  knn_rows_impl(rows, ng, ld, qn, jn, self0, k, best);
 }
+MIPP_CLONES void knn_rows(const float* const* rows, int64_t ng, int64_t ld, int qn, int64_t jn, int64_t self0, int k,
+                          float* best) {
+  knn_rows_impl(rows, ng, ld, qn, jn, self0, k, best);
+}
+
+MIPP_CLONES void count_rows(const double* const* rows, int64_t ng, int64_t ld, int qn, int64_t jn, int64_t self0,
+                            const double* r, bool strict, int64_t* cnt) {
+  count_rows_impl(rows, ng, ld, qn, jn, self0, r, strict, cnt);
+}
+MIPP_CLONES void count_rows(const float* const* rows, int64_t ng, int64_t ld, int qn, int64_t jn, int64_t self0,
+                            const float* r, bool strict, int64_t* cnt) {
+  count_rows_impl(rows, ng, ld, qn, jn, self0, r, strict, cnt);
+}
+
+MIPP_CLONES void radius_rows(const double* const* rows, int64_t ng, int64_t ld, int qn, int64_t jn, const double* r,
+                             double* m) {
+  radius_rows_impl(rows, ng, ld, qn, jn, r, m);
+}
+MIPP_CLONES void radius_rows(const float* const* rows, int64_t ng, int64_t ld, int qn, int64_t jn, const float* r,
+                             float* m) {
+  radius_rows_impl(rows, ng, ld, qn, jn, r, m);
+}
+
+MIPP_CLONES void row_distance(const double* cols, int64_t n, int64_t dim, int64_t p, int64_t j0, int64_t jn,
+                              double* dst) {
+  row_distance_impl(cols, n, dim, p, j0, jn, dst);
+}
+MIPP_CLONES void row_distance(const float* cols, int64_t n, int64_t dim, int64_t p, int64_t j0, int64_t jn,
+                              float* dst) {
+  row_distance_impl(cols, n, dim, p, j0, jn, dst);
+}
+
+std::vector<int64_t> sorted_order(const double* key, int64_t n) { return sorted_order_impl(key, n); }
+std::vector<int64_t> sorted_order(const float* key, int64_t n) { return sorted_order_impl(key, n); }
 
 Path parse_path(const std::string& name) {
   if (name == "auto") return Path::Auto;

@@ -1,20 +1,21 @@
-// The exact pairwise engine shared by knn_distance, count_within and marginal_radius on the CPU.
+// The exact pairwise engine shared by the CPU ops (knn_distance, count_within, marginal_radius, ksg_counts).
 //
 // Semantics (python/mipp/reference.py is the specification): the distance of samples i, j in a group is
 // max_c |x[i,c] - x[j,c]|, the subtraction rounded once in the input dtype, abs and max exact; the joint
 // distance of several groups is the max of the group distances. Nothing here reorders or expands that
-// arithmetic, so every path (brute force tiles, sorted sweep) produces the reference's values bit for
+// arithmetic, so every path (brute force, sorted sweep, strips) produces the reference's values bit for
 // bit, and the choice of path only changes the speed.
 //
 // Layout: a group is (B_g, d, N) contiguous (column-major per problem: one column's N samples are
-// contiguous, so the brute-force inner loops run over candidates j with unit stride and vectorise).
-// B_g is 1 (shared by all B problems) or B.
+// contiguous). B_g is 1 (shared by all B problems) or B.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -67,19 +68,22 @@ Problems<T> make_problems(const std::vector<GroupArg>& args, int64_t batch, int6
   return p;
 }
 
-// Per-query radii (B_r, N) with B_r in {1, B}.
+// Per-query radii (B_r, rows) with B_r in {1, B}.
 template <class T>
 struct Radius {
   const T* data;
   int64_t batch;
-  int64_t rows;   // one radius per query row
+  int64_t rows;  // one radius per query row
   const T* row(int64_t b) const { return data + (batch == 1 ? 0 : b) * rows; }
 };
 
-// Joint dimensions up to this take the sorted sweep, higher ones the brute force. Measured (one thread,
-// k = 3, knn_distance / count_within, seconds, brute vs sweep): N = 10000, D = 2: 0.100 / 0.010 and
-// 0.076 / 0.004; D = 8 independent columns: 0.18 / 0.15 and 0.16 / 0.07; D = 8 as (x, x + noise):
-// 0.36 / 0.11 and 0.09 / 0.04; D = 16 independent: 0.40 / 0.88 and 0.56 / 0.44. N = 2000 alike.
+template <class T>
+MIPP_INLINE bool inside(T d, T r, bool strict) {
+  return strict ? d < r : d <= r;
+}
+
+// Joint dimensions up to this take the sorted sweep / strips, higher ones the brute force (the old ops;
+// ksg_counts chooses by its own cost model, see there).
 constexpr int64_t kSweepMaxDim = 8;
 
 // Which exact algorithm runs. Auto picks by joint dimension (see choose_path in each op).
@@ -92,93 +96,144 @@ const char* path_name(Path p);
 Path choose_path(Path requested, int64_t joint_dim, int64_t sweep_max_dim, bool has_strips);
 
 // ---------------------------------------------------------------------------------------------------
-// Brute force: tiles of kQB query rows x kJB candidates.
+// Brute force, register-blocked.
 //
-// A tile is small enough for L1 (8 x 256 doubles = 16 KiB), and one column of candidates is reused
-// by the kQB query rows. Work items are query blocks; when some group is shared by a batch (B_g = 1 <
-// B), one item runs the whole batch for its rows, so the shared group's tile is computed once and each
-// problem only adds its own groups to it (the "shared marginal" case: one 64-column y, 256 1-D x).
-constexpr int kQB = 8;
-constexpr int64_t kJB = 256;
+// Each group of each problem is packed once per call into blocks of kLane samples, [block][column][lane]
+// (zero padding to a multiple of kLane), so the candidates stream sequentially whatever d is. A work item
+// is kRows query rows (of one problem, or of every problem of the batch when some group is shared); for
+// each group it computes the group distance of those rows to the candidates with the columns innermost:
+// per block, 4 query rows x 8 candidates of accumulators stay in registers across all d columns (sub,
+// and-not, max per pair-column, nothing stored per column), and only the group distance is written, into a
+// row of N per query row and group. A consumer reads the rows in passes over chunks of kSpan candidates
+// (small enough for L1, for every problem of the item in turn): the k-NN selection in the first, then, for
+// ksg_counts, the KSG-2 radii and the counts under the radius the first pass found. Rows computed once stay
+// for the later passes (a problem's own groups when the item has one problem, a group shared by the batch
+// always), so each pair-column is computed once per call; in a shared item a problem's own groups are
+// computed again in a later pass that needs them (the consumer says which: needs(pass, g)), while the shared
+// group's chunk stays in L1 across all the problems.
+constexpr int kLane = 8;          // candidates per packed block
+constexpr int kRows = 8;          // query rows per work item (two register blocks of 4)
+constexpr int64_t kSpan = 128;    // candidates per consumer chunk (a multiple of kLane): 8 KiB per group
 
-// dst[q][j] = max(src[q][j] (0 without src), max_c |g[c][j0 + j] - g[c][i0 + q]|), q < qn, j < jn;
-// rows of stride kJB. src may equal dst.
-void tile_max(const double* g, int64_t n, int64_t dim, int64_t i0, int qn, int64_t j0, int64_t jn,
-              const double* src, double* dst);
-void tile_max(const float* g, int64_t n, int64_t dim, int64_t i0, int qn, int64_t j0, int64_t jn,
-              const float* src, float* dst);
+inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// Runs the tiles of every problem through a consumer:
-//   consumer.tile(slot, b, i0, qn, j0, jn, tiles)   rows i0..i0+qn against candidates j0..j0+jn; tiles[0]
-//                                                   is the joint tile (per_group: tiles[g] is group g's)
-//   consumer.end(slot, b, i0, qn)                   after the last tile of those rows
+// out[q * ld + j] = max_c |x[j, c] - qv[c * kRows + q]| for q < kRows, j in [j0, j1) (multiples of kLane);
+// packed: one problem's group in blocks (see above), qv: the query rows' values, column by column.
+void group_rows(const double* packed, int64_t dim, const double* qv, int64_t j0, int64_t j1, double* out, int64_t ld);
+void group_rows(const float* packed, int64_t dim, const float* qv, int64_t j0, int64_t j1, float* out, int64_t ld);
+
+// One problem's group (dim x n, column-major) in blocks of kLane samples, [block][column][lane].
+template <class T>
+std::vector<T> pack(const T* src, int64_t n, int64_t dim) {
+  const int64_t n8 = round_up(n, kLane);
+  std::vector<T> out(static_cast<size_t>(n8 * dim), T(0));
+  for (int64_t c = 0; c < dim; ++c)
+    for (int64_t i = 0; i < n; ++i) out[((i / kLane) * dim + c) * kLane + i % kLane] = src[c * n + i];
+  return out;
+}
+
+// Runs the brute force through a consumer with passes() passes over the candidates:
+//   consumer.chunk(pass, slot, b, i0, qn, j0, jn, rows, ld)  rows i0..i0+qn against candidates j0..j0+jn:
+//                                                           rows[g] + q * ld + j is group g's distance of query q
+//                                                           to candidate j0 + j (valid where needs(pass, g))
+//   consumer.end(pass, slot, b, i0, qn)                     after the pass's last chunk, per problem
 // slot numbers the problems of one work item (0..batch-1 in a shared item, 0 otherwise). Each work item
 // gets a fresh copy of `proto`, whose reserve(slots) sizes its per-query state.
 template <class T, class Consumer>
-void brute_force(const Problems<T>& ps, bool per_group, int threads, const Consumer& proto) {
-  const int64_t n = ps.n, row_blocks = (ps.rows() + kQB - 1) / kQB;
+void brute_force(const Problems<T>& ps, int threads, const Consumer& proto) {
+  const int64_t n = ps.n, n8 = round_up(n, kLane), row_blocks = (ps.rows() + kRows - 1) / kRows;
   const int64_t ng = static_cast<int64_t>(ps.groups.size());
   // A shared item runs all B problems for one row block; otherwise an item is one (problem, row block).
   const bool shared = ps.batch > 1 && ps.any_shared();
   const int64_t items = shared ? row_blocks : ps.batch * row_blocks;
   const int64_t slots = shared ? ps.batch : 1;
-  // about a millisecond of distance work per thread at least (pair-columns, ~3e9 per second)
-  const double work = static_cast<double>(ps.batch) * ps.rows() * n * (ps.joint_dim() + 1);
+  // about a millisecond of work per thread at least (pair-columns plus the per-pair consumer work)
+  const double work = static_cast<double>(ps.batch) * ps.rows() * n * (ps.joint_dim() + 4);
   threads = threads_for(threads, work, 4e6);
+  // packed[g][b_g]: every group of every problem, packed once
+  std::vector<std::vector<std::vector<T>>> packed(ng);
+  std::vector<std::pair<int64_t, int64_t>> jobs;
+  for (int64_t g = 0; g < ng; ++g) {
+    packed[g].resize(ps.groups[g].batch);
+    for (int64_t b = 0; b < ps.groups[g].batch; ++b) jobs.emplace_back(g, b);
+  }
+  const double pack_work = static_cast<double>(n) * ps.joint_dim() * ps.batch;
+  parallel_for(static_cast<int64_t>(jobs.size()), threads_for(threads, pack_work, 1 << 18), [&](int64_t t) {
+    const auto [g, b] = jobs[t];
+    packed[g][b] = pack(ps.groups[g].problem(b, n), n, ps.groups[g].dim);
+  });
   parallel_for(items, threads, [&](int64_t item) {
-    const int64_t i0 = ps.row0 + (item % row_blocks) * kQB;
-    const int qn = static_cast<int>(std::min<int64_t>(kQB, ps.row1 - i0));
+    const int64_t i0 = ps.row0 + (item % row_blocks) * kRows;
+    const int qn = static_cast<int>(std::min<int64_t>(kRows, ps.row1 - i0));
     const int64_t b_first = shared ? 0 : item / row_blocks;
     Consumer c = proto;
     c.reserve(slots);
-    // Tile storage: one per group (per_group) or joint + the shared part (joint).
-    const int64_t n_tiles = per_group ? ng : 2;
-    std::vector<T> store(static_cast<size_t>(n_tiles * kQB * kJB));
-    std::vector<const T*> tiles(static_cast<size_t>(per_group ? ng : 1));
-    auto tile_at = [&](int64_t t) { return store.data() + t * kQB * kJB; };
-    for (int64_t j0 = 0; j0 < n; j0 += kJB) {
-      const int64_t jn = std::min(kJB, n - j0);
-      // Groups shared by the whole item: once per tile, for every problem of the item.
-      T* pre = tile_at(per_group ? 0 : 1);
-      bool have_pre = false;
-      if (shared) {
-        for (int64_t g = 0; g < ng; ++g) {
-          const auto& grp = ps.groups[g];
-          if (grp.batch != 1) continue;
-          if (per_group) {
-            tile_max(grp.data, n, grp.dim, i0, qn, j0, jn, nullptr, tile_at(g));
-          } else {
-            tile_max(grp.data, n, grp.dim, i0, qn, j0, jn, have_pre ? pre : nullptr, pre);
-            have_pre = true;
-          }
-        }
+    // uninitialised: every row is written before it is read (glibc serves the repeated size from its heap
+    // after the first free, so items do not fault fresh pages in)
+    const std::unique_ptr<T[]> buf(new T[static_cast<size_t>(ng * kRows * n8)]);
+    std::vector<T> qv;  // the query rows' values of every (slot, group): slots x ng x (dim x kRows)
+    std::vector<int64_t> qv_at(slots * ng);
+    for (int64_t s = 0; s < slots; ++s)
+      for (int64_t g = 0; g < ng; ++g) {
+        const auto& grp = ps.groups[g];
+        qv_at[s * ng + g] = static_cast<int64_t>(qv.size());
+        if (s > 0 && grp.batch == 1) continue;  // the same for every slot: slot 0's
+        const T* src = grp.problem(b_first + s, n);
+        for (int64_t col = 0; col < grp.dim; ++col)
+          for (int q = 0; q < kRows; ++q) qv.push_back(src[col * n + i0 + (q < qn ? q : 0)]);
       }
-      for (int64_t s = 0; s < slots; ++s) {
-        const int64_t b = b_first + s;
-        if (per_group) {
+    std::vector<const T*> chunk(ng);
+    for (int pass = 0; pass < c.passes(); ++pass) {
+      for (int64_t j0 = 0; j0 < n8; j0 += kSpan) {
+        const int64_t j1 = std::min(n8, j0 + kSpan);
+        for (int64_t s = 0; s < slots; ++s) {
+          const int64_t b = b_first + s;
           for (int64_t g = 0; g < ng; ++g) {
             const auto& grp = ps.groups[g];
-            if (!(shared && grp.batch == 1))
-              tile_max(grp.problem(b, n), n, grp.dim, i0, qn, j0, jn, nullptr, tile_at(g));
-            tiles[g] = tile_at(g);
+            T* out = buf.get() + g * kRows * n8;
+            chunk[g] = out + j0;
+            // computed in pass 0 and kept, except a problem's own groups in a shared item (one chunk at a time)
+            const bool kept = grp.batch == 1 || slots == 1;
+            const bool compute = kept ? pass == 0 && (s == 0 || grp.batch != 1) : c.needs(pass, g);
+            if (!compute) continue;
+            const int64_t b_g = grp.batch == 1 ? 0 : b;
+            const int64_t at = qv_at[(grp.batch == 1 ? 0 : s) * ng + g];
+            group_rows(packed[g][b_g].data(), grp.dim, qv.data() + at, j0, j1, out, n8);
           }
-        } else {
-          T* joint = tile_at(0);
-          const T* src = have_pre ? pre : nullptr;
-          bool any = false;
-          for (const auto& grp : ps.groups) {
-            if (shared && grp.batch == 1) continue;
-            tile_max(grp.problem(b, n), n, grp.dim, i0, qn, j0, jn, any ? joint : src, joint);
-            any = true;
-          }
-          tiles[0] = any ? joint : pre;
+          c.chunk(pass, s, b, i0, qn, j0, std::min(n, j1) - j0, chunk.data(), n8);
         }
-        c.tile(s, b, i0, qn, j0, jn, tiles.data());
       }
+      for (int64_t s = 0; s < slots; ++s) c.end(pass, s, b_first + s, i0, qn);
     }
-    for (int64_t s = 0; s < slots; ++s) c.end(s, b_first + s, i0, qn);
   });
 }
+
+// The consumers' loops over rows of group distances, `rows[g] + q * ld + j` for query q < qn and candidate
+// j < jn; the joint distance is the max over the ng groups. self0 + q is query q's own candidate (excluded
+// by index where it lies in [0, jn)).
+//
+// knn_rows: feeds each query's joint distances into its ascending k best (best + q * k). A candidate enters
+// only when strictly below the current k-th, so ties never change the k-th value: it is the k-th element of
+// the multiset, as torch.kthvalue gives. Most candidates are rejected by a vectorised test over chunks of 32
+// before any scalar work.
+void knn_rows(const double* const* rows, int64_t ng, int64_t ld, int qn, int64_t jn, int64_t self0, int k,
+              double* best);
+void knn_rows(const float* const* rows, int64_t ng, int64_t ld, int qn, int64_t jn, int64_t self0, int k,
+              float* best);
+// count_rows: cnt[q] += #{j != self : inside(joint, r[q], strict)}.
+void count_rows(const double* const* rows, int64_t ng, int64_t ld, int qn, int64_t jn, int64_t self0,
+                const double* r, bool strict, int64_t* cnt);
+void count_rows(const float* const* rows, int64_t ng, int64_t ld, int qn, int64_t jn, int64_t self0,
+                const float* r, bool strict, int64_t* cnt);
+// radius_rows: m[q * ng + g] = max(m[q * ng + g], max over the j with joint <= r[q] of group g's distance). The
+// sample itself needs no exclusion: its group distances are 0, and the maxima start at 0.
+void radius_rows(const double* const* rows, int64_t ng, int64_t ld, int qn, int64_t jn, const double* r, double* m);
+void radius_rows(const float* const* rows, int64_t ng, int64_t ld, int qn, int64_t jn, const float* r, float* m);
+
+// dst[j] = max_c |cols[c * n + j0 + j] - cols[c * n + p]| for j < jn: one query against a run of candidates
+// of a column-major sorted copy (the sweeps).
+void row_distance(const double* cols, int64_t n, int64_t dim, int64_t p, int64_t j0, int64_t jn, double* dst);
+void row_distance(const float* cols, int64_t n, int64_t dim, int64_t p, int64_t j0, int64_t jn, float* dst);
 
 // ---------------------------------------------------------------------------------------------------
 // Sorted sweep: one problem's joint columns, samples reordered by one column (the "key").
@@ -189,9 +244,6 @@ void brute_force(const Problems<T>& ps, bool per_group, int threads, const Consu
 // gap is the same rounded |x_j - x_i| the full distance uses, and it is monotone in x_j along the
 // sorted order (rounding is monotone), so the window is found by binary search on the exact predicate
 // and never by comparing x_j with x_i +- r, which rounds differently.
-//
-// The sorted copy is column-major like a group, so distances to a run of candidates are computed by
-// tile_max (one query row) and consumed by the same tile functions as the brute force.
 template <class T>
 struct Sorted {
   int64_t n = 0, dim = 0;
@@ -229,30 +281,27 @@ std::vector<int64_t> key_columns(const std::vector<const T*>& src, int64_t n, in
   return cols;
 }
 
-// The sample indices in ascending order of key (ties by index). Sorting (value, index) pairs compares
-// contiguous values, about twice as fast as sorting indices through the key.
-template <class T>
-std::vector<int64_t> sorted_order(const T* key, int64_t n) {
-  std::vector<std::pair<T, int64_t>> pairs(n);
-  for (int64_t i = 0; i < n; ++i) pairs[i] = {key[i], i};
-  std::sort(pairs.begin(), pairs.end());
-  std::vector<int64_t> order(n);
-  for (int64_t i = 0; i < n; ++i) order[i] = pairs[i].second;
-  return order;
-}
+// The sample indices in ascending order of key, ties (-0 and +0 included) in index order. An LSD radix sort on
+// the keys' bits (11 bits a pass, passes where every key has the same digit skipped) from 256 samples: at
+// N = 20,000 about 5x faster than std::sort of (value, index) pairs.
+std::vector<int64_t> sorted_order(const double* key, int64_t n);
+std::vector<int64_t> sorted_order(const float* key, int64_t n);
 
-// Builds problem b's sorted copy, keyed by the best key column (key_columns).
+// Builds problem b's sorted copy of the groups `which` (all when empty), keyed by their best key column
+// (key_columns); `order`, when given, is the sorted order of that key column (a sort already made).
 template <class T>
-Sorted<T> sort_problem(const Problems<T>& ps, int64_t b) {
+Sorted<T> sort_problem(const Problems<T>& ps, int64_t b, const std::vector<int64_t>& which = {}) {
   Sorted<T> s;
   const int64_t n = ps.n;
   s.n = n;
-  s.dim = ps.joint_dim();
   std::vector<const T*> src;
-  for (const auto& g : ps.groups) {
-    for (int64_t c = 0; c < g.dim; ++c) src.push_back(g.problem(b, n) + c * n);
+  for (int64_t g = 0; g < static_cast<int64_t>(ps.groups.size()); ++g) {
+    if (!which.empty() && std::find(which.begin(), which.end(), g) == which.end()) continue;
+    const auto& grp = ps.groups[g];
+    for (int64_t c = 0; c < grp.dim; ++c) src.push_back(grp.problem(b, n) + c * n);
     s.group_end.push_back(static_cast<int64_t>(src.size()));
   }
+  s.dim = static_cast<int64_t>(src.size());
   const int64_t key_col = key_columns(src, n, 1)[0];
   s.index = sorted_order(src[key_col], n);
   s.cols.resize(n * s.dim);
@@ -281,22 +330,21 @@ MIPP_INLINE int64_t gallop(const T* key, T x, int64_t from, int64_t len, int dir
   return lo;
 }
 
-// The window [lo, hi) around p: p itself and the positions on either side whose key gap satisfies
-// inside(|key[j] - key[p]|), found on the exact (monotone) gap predicate.
+// The window [lo, hi) around position p of an ascending key: p itself and the positions on either side
+// whose key gap satisfies inside(|key[j] - key[p]|), found on the exact (monotone) gap predicate.
 template <class T, class Inside>
-void key_window(const Sorted<T>& s, int64_t p, Inside inside, int64_t& lo, int64_t& hi) {
-  const T x = s.key[p];
-  hi = p + 1 + gallop(s.key, x, p + 1, s.n - p - 1, 1, inside);
-  lo = p - gallop(s.key, x, p - 1, p, -1, inside);
+MIPP_INLINE void key_window(const T* key, int64_t n, int64_t p, Inside inside, int64_t& lo, int64_t& hi) {
+  const T x = key[p];
+  hi = p + 1 + gallop(key, x, p + 1, n - p - 1, 1, inside);
+  lo = p - gallop(key, x, p - 1, p, -1, inside);
 }
 
 // Runs the caller's per-query loop over the sorted positions of every problem, `rows_fn(b, sorted, p0, p1)`,
 // threads split over problems when there are enough of them, else over blocks of query positions within a
-// problem. The loops skip positions whose sample is not a query
-// row (ps.is_query).
+// problem. The loops skip positions whose sample is not a query row (ps.is_query).
 template <class T, class RowsFn>
 void sweep(const Problems<T>& ps, int threads, RowsFn&& rows_fn) {
-  constexpr int64_t kRows = 256;
+  constexpr int64_t kBlock = 256;
   threads = threads_for(threads, static_cast<double>(ps.batch) * ps.rows(), 4096);  // queries per thread
   const bool over_problems = ps.batch >= threads;
   // Groups all shared by the batch (count_within([y], radii of B problems): the y of a permutation test or of
@@ -307,8 +355,8 @@ void sweep(const Problems<T>& ps, int threads, RowsFn&& rows_fn) {
   parallel_for(ps.batch, over_problems ? threads : 1, [&](int64_t b) {
     const Sorted<T> own = all_shared ? Sorted<T>() : sort_problem(ps, b);
     const Sorted<T>& s = all_shared ? common : own;
-    parallel_for((ps.n + kRows - 1) / kRows, over_problems ? 1 : threads, [&](int64_t blk) {
-      rows_fn(b, s, blk * kRows, std::min(ps.n, (blk + 1) * kRows));
+    parallel_for((ps.n + kBlock - 1) / kBlock, over_problems ? 1 : threads, [&](int64_t blk) {
+      rows_fn(b, s, blk * kBlock, std::min(ps.n, (blk + 1) * kBlock));
     });
   });
 }

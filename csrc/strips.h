@@ -1,4 +1,5 @@
-// Strips: the low-dimensional k-NN structure of knn_distance on the CPU (2 to kSweepMaxDim joint columns).
+// Strips: the low-dimensional neighbour structure on the CPU (2 to kSweepMaxDim joint columns): knn_distance's
+// and ksg_counts' k-NN, and ksg_counts' KSG-2 neighbourhoods.
 //
 // The samples are cut into strips of S consecutive samples in the order of one key column x (equal-count
 // strips), and each strip is ordered by a second key column y. A query scans its own strip outwards in y from
@@ -11,7 +12,7 @@
 // changes the speed.
 //
 // With S ~ sqrt(2 (k + 1) N) a query looks at a few dozen samples whatever N is (the sweep's window in two
-// dimensions holds ~sqrt(N)); building costs two sorts of N.
+// dimensions holds ~sqrt(N)); building costs the two sorts of the key columns.
 #pragma once
 
 #include <algorithm>
@@ -35,21 +36,17 @@ struct Strips {
   int64_t end(int64_t t) const { return std::min(n, (t + 1) * size); }
 };
 
-// Problem b's strips; needs joint_dim >= 2.
+// Strips over the joint columns src (N samples each, at least 2) keyed by columns kx and ky, whose sorted
+// orders (sorted_order) are by_x and by_y.
 template <class T>
-Strips<T> build_strips(const Problems<T>& ps, int64_t b, int64_t k) {
-  const int64_t n = ps.n;
-  std::vector<const T*> src;
-  for (const auto& g : ps.groups)
-    for (int64_t c = 0; c < g.dim; ++c) src.push_back(g.problem(b, n) + c * n);
-  const std::vector<int64_t> keys = key_columns(src, n, 2);
-  const T* kx = src[keys[0]];
-  const T* ky = src[keys[1]];
+Strips<T> build_strips(const std::vector<const T*>& src, int64_t n, int64_t k, int64_t kx_col, int64_t ky_col,
+                       const std::vector<int64_t>& by_x, const std::vector<int64_t>& by_y) {
+  const T* kx = src[kx_col];
+  const T* ky = src[ky_col];
   Strips<T> s;
   s.n = n;
   s.dim = static_cast<int64_t>(src.size());
   s.size = std::max<int64_t>(k + 1, static_cast<int64_t>(std::ceil(std::sqrt(2.0 * (k + 1) * n))));
-  const std::vector<int64_t> by_x = sorted_order(kx, n), by_y = sorted_order(ky, n);
   std::vector<int64_t> strip_of(n);
   const int64_t m = n ? (n + s.size - 1) / s.size : 0;
   s.xmin.resize(m);
@@ -74,6 +71,57 @@ Strips<T> build_strips(const Problems<T>& ps, int64_t b, int64_t k) {
     s.ys[p] = ky[i];
   }
   return s;
+}
+
+// Visits the positions j of strips s that may lie within the current bound of the query at position p:
+// its own strip, then the neighbouring strips nearest first on either side while their x-gap passes
+// open(gap); within a strip from the query's y outwards while open(fl|y_j - y_q|) (visit(j) may tighten the
+// bound: open reads it). Every position whose joint distance passes the bound is visited.
+template <class T, class Open, class Visit>
+MIPP_INLINE void strips_scan(const Strips<T>& s, int64_t p, Open open, Visit visit) {
+  const T xq = s.xs[p], yq = s.ys[p];
+  auto scan = [&](int64_t a, int64_t e, int64_t from) {
+    for (int64_t j = from; j < e && open(std::fabs(s.ys[j] - yq)); ++j) visit(j);
+    for (int64_t j = from - 1; j >= a && open(std::fabs(s.ys[j] - yq)); --j) visit(j);
+  };
+  const int64_t own = p / s.size;
+  scan(s.begin(own), s.end(own), p);
+  bool right = true, left = true;
+  for (int64_t step = 1; right || left; ++step) {
+    const int64_t r = own + step, l = own - step;
+    right = right && r < s.strips() && open(s.xmin[r] - xq);
+    left = left && l >= 0 && open(xq - s.xmax[l]);
+    for (const int64_t t : {right ? r : int64_t(-1), left ? l : int64_t(-1)}) {
+      if (t < 0) continue;
+      const int64_t a = s.begin(t), e = s.end(t);
+      scan(a, e, std::lower_bound(s.ys.begin() + a, s.ys.begin() + e, yq) - s.ys.begin());
+    }
+  }
+}
+
+// The k smallest joint distances (ascending in best[0..k), which the caller fills with +inf) from the sample
+// at position p to the others.
+template <class T>
+MIPP_INLINE void strips_knn(const Strips<T>& s, int64_t p, int k, T* best) {
+  const T* q = s.rows.data() + p * s.dim;
+  strips_scan(
+      s, p, [&](T gap) { return gap < best[k - 1]; },
+      [&](int64_t j) {
+        const T* r = s.rows.data() + j * s.dim;
+        T d = 0;
+        for (int64_t c = 0; c < s.dim; ++c) {
+          const T dc = std::fabs(r[c] - q[c]);
+          d = d < dc ? dc : d;
+        }
+        if (d < best[k - 1] && j != p) {
+          int t = k - 1;
+          while (t > 0 && best[t - 1] > d) {
+            best[t] = best[t - 1];
+            --t;
+          }
+          best[t] = d;
+        }
+      });
 }
 
 }  // namespace mipp

@@ -141,3 +141,21 @@ def marginal_radius(groups: list[torch.Tensor], radius: torch.Tensor, q0: int, q
     )
     _record("marginal_radius", path)
     return out
+
+
+def ksg_counts(
+    groups: list[torch.Tensor], k: int, marginals: list[int], algorithm: int, q0: int, q1: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The extension's mipp::ksg_counts."""
+    args, _keep = _columns(groups)
+    batch, n = max(int(g.shape[0]) for g in groups), int(groups[0].shape[1])
+    eps = torch.empty(batch, q1 - q0, dtype=groups[0].dtype)
+    counts = torch.empty(batch, len(marginals), q1 - q0, dtype=torch.int64)
+    f64 = groups[0].dtype == torch.float64
+    threads = torch.get_num_threads()
+    path = _C.ksg_counts_cpu(
+        args, batch, n, f64, k, list(marginals), algorithm, eps.data_ptr(), counts.data_ptr(), _forced_path, threads,
+        q0, q1,
+    )  # fmt: skip
+    _record("ksg_counts", path)
+    return eps, counts

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 
 from mipp import discrete, reference
-from mipp.ops import trusted
+from mipp.ops import overflow_message, trusted
 
 _ops = torch.ops.mipp
 
@@ -209,10 +209,7 @@ def _as_groups(
             else:
                 overflow = name in wide
             if overflow:
-                raise ValueError(
-                    f"{name}: the differences between its samples overflow {g.dtype} (a column "
-                    "spans more than the largest finite value); rescale it or pass normalize=True"
-                )
+                raise ValueError(overflow_message(name, g.dtype))
     return groups, batched, n_ref, k
 
 
@@ -244,12 +241,15 @@ def _check_reduction(reduction: str, counts: bool = False) -> None:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, allowed))}, got {reduction!r}")
 
 
-def _psi_terms(counts: list[tuple[torch.Tensor, int, float]], reduction: str):
-    """Sum (reduction="mean") or per-sample values of sum_c sign_c * psi(counts_c + offset_c)."""
+def _psi_terms(counts: torch.Tensor, terms: list[tuple[int, float]], reduction: str):
+    """Sum (reduction="mean") or per-sample values of sum_c sign_c * psi(counts[:, c] + offset_c), counts (B, C, M)
+    with one (offset, sign) per row c: one digamma_sum over the rows that share an offset, combined in row order."""
     reduce = reduction == "mean"
+    offsets = {offset for offset, _ in terms}
+    psi = {o: trusted("digamma_sum", counts, o, reduce) for o in sorted(offsets)}  # (B, C) or (B, C, M)
     total = None
-    for c, offset, sign in counts:
-        term = trusted("digamma_sum", c, offset, reduce)
+    for c, (offset, sign) in enumerate(terms):
+        term = psi[offset][:, c]
         total = sign * term if total is None else total + sign * term
     return total
 
@@ -357,24 +357,17 @@ def _mi(
         raise ValueError(f"algorithm must be 1 or 2, got {algorithm!r}")
     (gx, gy), batched, n, k = _as_groups(args, k, normalize, jitter=jitter, generator=generator)
     q0, q1 = _query_rows(rows, n, reduction)
-    eps = trusted("knn_distance", [gx, gy], k, q0, q1)
-    if algorithm == 1:
-        nx = trusted("count_within", [gx], eps, True, q0, q1)
-        ny = trusted("count_within", [gy], eps, True, q0, q1)
-    else:
-        radii = trusted("marginal_radius", [gx, gy], eps, q0, q1)
-        nx = trusted("count_within", [gx], radii[..., 0].contiguous(), False, q0, q1)
-        ny = trusted("count_within", [gy], radii[..., 1].contiguous(), False, q0, q1)
+    _, counts = trusted("ksg_counts", [gx, gy], k, [0b01, 0b10], algorithm, q0, q1, names=",".join(args))
     if reduction == "counts":
-        counts = torch.stack([nx, ny], dim=-1)
+        counts = counts.transpose(1, 2)  # (B, M, 2): n_x, n_y per sample
         return counts if batched else counts[0]
-    return _mi_terms(nx, ny, k, n, algorithm, batched, reduction)
+    return _mi_terms(counts, k, n, algorithm, batched, reduction)
 
 
-def _mi_terms(nx, ny, k: int, n: int, algorithm: int, batched: bool, reduction: str) -> torch.Tensor:
-    """KSG-1 or KSG-2 from the (B, M) neighbour counts of N samples."""
+def _mi_terms(counts: torch.Tensor, k: int, n: int, algorithm: int, batched: bool, reduction: str) -> torch.Tensor:
+    """KSG-1 or KSG-2 from the (B, 2, M) neighbour counts (n_x, n_y) of N samples."""
     offset = 1 if algorithm == 1 else 0
-    terms = _psi_terms([(nx, offset, 1.0), (ny, offset, 1.0)], reduction)
+    terms = _psi_terms(counts, [(offset, 1.0), (offset, 1.0)], reduction)
     const = _digamma(k) + _digamma(n) if algorithm == 1 else _digamma(k) - 1.0 / k + _digamma(n)
     return _finish(terms, const, n, batched, reduction)
 
@@ -386,8 +379,7 @@ def mi_from_counts(counts: torch.Tensor, k: int, *, algorithm: int = 1, reductio
     _check_reduction(reduction)
     batched = counts.dim() == 3
     c = counts if batched else counts[None]
-    nx, ny = c[..., 0].contiguous(), c[..., 1].contiguous()
-    return _mi_terms(nx, ny, _integer("k", k, 1), int(c.shape[1]), algorithm, batched, reduction)
+    return _mi_terms(c.transpose(1, 2), _integer("k", k, 1), int(c.shape[1]), algorithm, batched, reduction)
 
 
 def cmi(
@@ -412,13 +404,15 @@ def cmi(
     if discrete_y or discrete_z:
         return _cmi_discrete(x, y, z, k, normalize, reduction, discrete_y, discrete_z, jitter, generator)
     _check_reduction(reduction)
-    (gx, gy, gz), batched, n, k = _as_groups({"x": x, "y": y, "z": z}, k, normalize, jitter=jitter, generator=generator)
-    eps = trusted("knn_distance", [gx, gy, gz], k, 0, n)
-    nxz = trusted("count_within", [gx, gz], eps, True, 0, n)
-    nyz = trusted("count_within", [gy, gz], eps, True, 0, n)
-    nz = trusted("count_within", [gz], eps, True, 0, n)
-    terms = _psi_terms([(nxz, 1, 1.0), (nyz, 1, 1.0), (nz, 1, -1.0)], reduction)
-    return _finish(terms, _digamma(k), n, batched, reduction)
+    args = {"x": x, "y": y, "z": z}
+    (gx, gy, gz), batched, n, k = _as_groups(args, k, normalize, jitter=jitter, generator=generator)
+    _, counts = trusted("ksg_counts", [gx, gy, gz], k, _CMI_MARGINALS, 1, 0, n, names=",".join(args))
+    return _finish(_psi_terms(counts, _CMI_TERMS, reduction), _digamma(k), n, batched, reduction)
+
+
+# Frenzel-Pompe: the marginals (x, z), (y, z), z of the groups (x, y, z), and their (offset, sign) in the sum
+_CMI_MARGINALS = [0b101, 0b110, 0b100]
+_CMI_TERMS = [(1, 1.0), (1, 1.0), (1, -1.0)]
 
 
 def _cmi_discrete(x, y, z, k, normalize, reduction, discrete_y, discrete_z, jitter=0.0, generator=None):
@@ -439,13 +433,9 @@ def _cmi_discrete(x, y, z, k, normalize, reduction, discrete_y, discrete_z, jitt
     (gx, gy), strata = discrete.drop_small_strata([gx, gy], _labels("z", z, n).to(gx.device), k)
     if gx.shape[1] <= k:
         raise ValueError(f"no stratum of z has more than k={k} samples: no conditional estimate")
-    gz = discrete.label_group(strata, [gx, gy])  # derived data: the checked ops guard it
-    eps = _ops.knn_distance([gx, gy, gz], k)
-    nxz = _ops.count_within([gx, gz], eps, True)
-    nyz = _ops.count_within([gy, gz], eps, True)
-    nz = _ops.count_within([gz], eps, True)
-    terms = _psi_terms([(nxz, 1, 1.0), (nyz, 1, 1.0), (nz, 1, -1.0)], "mean")
-    return _finish(terms, _digamma(k), int(gx.shape[1]), batched, "mean")
+    gz = discrete.label_group(strata, [gx, gy])  # derived data: the checked op guards it
+    _, counts = _ops.ksg_counts([gx, gy, gz], k, _CMI_MARGINALS, 1)
+    return _finish(_psi_terms(counts, _CMI_TERMS, "mean"), _digamma(k), int(gx.shape[1]), batched, "mean")
 
 
 def mi_per_feature(

@@ -50,10 +50,16 @@ def _cpu_kernel(op: str, dtype: torch.dtype) -> Callable:
     return getattr(_ext if dtype in (torch.float32, torch.float64) else reference, op)
 
 
+def _ksg_counts_cuda(groups, k, marginals, algorithm, q0, q1):
+    """ksg_counts on CUDA: the specification's composition on the Triton kernels."""
+    kernels = tuple(_cuda_kernel(op) for op in ("knn_distance", "marginal_radius", "count_within"))
+    return reference.ksg_counts(groups, k, marginals, algorithm, q0, q1, kernels=kernels)
+
+
 def _pairwise_kernel(op: str, groups: list[torch.Tensor]) -> Callable:
     device = groups[0].device.type
     if device == "cuda":
-        return _cuda_kernel(op)
+        return _ksg_counts_cuda if op == "ksg_counts" else _cuda_kernel(op)
     return _cpu_kernel(op, groups[0].dtype) if device == "cpu" else getattr(reference, op)
 
 
@@ -69,12 +75,20 @@ def _check(
     radius: torch.Tensor | None = None,
     q0: int = 0,
     q1: int = -1,
+    names: str = "",
 ) -> tuple[int, int]:
     """The ops' contract, on every backend and inside compiled code (the kernels run at run time there):
     3-D floating groups of one dtype and device with equal N and batch sizes in {1, B}; finite values
     whose differences do not overflow the dtype (a +inf distance would tie with the self pair, which is
     excluded by index as +inf); 1 <= k < N; the query rows within [0, N]; a finite radius of the groups'
-    dtype and device and shape (B_r, rows). Returns the explicit query rows."""
+    dtype and device and shape (B_r, rows). Returns the explicit query rows.
+
+    ``names`` (comma-separated, one per group: the estimators pass their arguments' names) words the data
+    errors as the estimators' own checks do, so a compiled estimate (whose data checks run here, at run time)
+    names the user's argument exactly as the eager one."""
+    labels = names.split(",") if names else []
+    if labels and len(labels) != len(groups):
+        raise ValueError(f"mipp::{op}: names={names!r} must name each of the {len(groups)} groups")
     if not groups:
         raise ValueError(f"mipp::{op}: groups must hold at least one column group")
     n, batch = int(groups[0].shape[1]) if groups[0].dim() == 3 else 0, 1
@@ -99,12 +113,18 @@ def _check(
             low, high = torch.aminmax(g, dim=1)
             if not bool(torch.isfinite(high - low).all()):
                 if not bool(torch.isfinite(g).all()):
+                    if labels:
+                        raise ValueError(f"{labels[i]} contains NaN or inf; drop or impute those samples first")
                     raise ValueError(f"mipp::{op}: groups[{i}] contains NaN or inf")
+                if labels:
+                    raise ValueError(overflow_message(labels[i], g.dtype))
                 raise ValueError(
                     f"mipp::{op}: the differences between samples of groups[{i}] overflow "
                     f"{g.dtype} (a column spans more than its largest finite value); rescale it"
                 )
     if k is not None and n > 0 and not 1 <= k < n:
+        if labels:
+            raise ValueError(f"k={k} needs more than k samples, got N={n}; lower k or add samples")
         raise ValueError(f"mipp::{op}: k={k} must be in [1, N - 1] for N={n} samples")
     r0, r1 = _rows(n, q0, q1)
     if not 0 <= r0 <= r1 <= n:
@@ -123,6 +143,30 @@ def _check(
         if radius.numel() and not bool(torch.isfinite(radius).all()):
             raise ValueError(f"mipp::{op}: radius contains NaN or inf")
     return r0, r1
+
+
+def overflow_message(name: str, dtype: torch.dtype) -> str:
+    """The error for an argument whose differences overflow its dtype (the estimators' and the ops' alike)."""
+    return (
+        f"{name}: the differences between its samples overflow {dtype} (a column spans more than the largest "
+        "finite value); rescale it or pass normalize=True"
+    )
+
+
+# Groups of one ksg_counts call, at most: the C++ kernel takes the marginals as 64-bit masks.
+MAX_GROUPS = 62
+
+
+def _check_marginals(groups: list[torch.Tensor], marginals: list[int], algorithm: int) -> None:
+    if len(groups) > MAX_GROUPS:
+        raise ValueError(f"mipp::ksg_counts: at most {MAX_GROUPS} groups, got {len(groups)}")
+    if not marginals or any(not 0 < m < 1 << len(groups) for m in marginals):
+        raise ValueError(
+            f"mipp::ksg_counts: marginals must be non-empty bitmasks of the {len(groups)} groups (each in "
+            f"[1, {(1 << len(groups)) - 1}]), got {list(marginals)}"
+        )
+    if algorithm not in (1, 2):
+        raise ValueError(f"mipp::ksg_counts: algorithm must be 1 or 2, got {algorithm}")
 
 
 def _batch_rows(groups, radius=None, q0=0, q1=-1):
@@ -194,6 +238,31 @@ def _marginal_radius_fake(groups, radius, q0=0, q1=-1):
     return radius.new_empty((*_batch_rows(groups, radius, q0, q1), len(groups)))
 
 
+@torch.library.custom_op("mipp::ksg_counts", mutates_args=(), device_types="cuda")
+def ksg_counts(
+    groups: list[torch.Tensor], k: int, marginals: list[int], algorithm: int, q0: int = 0, q1: int = -1, names: str = ""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One KSG estimate in one call: (B, M) k-th joint distances of the query rows and (B, C, M) int64 counts, one
+    row per marginal (a bitmask of the groups); algorithm 1 counts < eps, 2 counts <= the marginal radii (see
+    mipp.reference.ksg_counts). ``names``: the groups' argument names for the errors (the estimators')."""
+    q0, q1 = _check("ksg_counts", groups, k=k, q0=q0, q1=q1, names=names)
+    _check_marginals(groups, marginals, algorithm)
+    return _ksg_counts_cuda(groups, k, marginals, algorithm, q0, q1)
+
+
+@ksg_counts.register_kernel("cpu")
+def _ksg_counts_cpu(groups, k, marginals, algorithm, q0=0, q1=-1, names=""):
+    q0, q1 = _check("ksg_counts", groups, k=k, q0=q0, q1=q1, names=names)
+    _check_marginals(groups, marginals, algorithm)
+    return _cpu_kernel("ksg_counts", groups[0].dtype)(groups, k, marginals, algorithm, q0, q1)
+
+
+@ksg_counts.register_fake
+def _ksg_counts_fake(groups, k, marginals, algorithm, q0=0, q1=-1, names=""):
+    batch, rows = _batch_rows(groups, None, q0, q1)
+    return groups[0].new_empty(batch, rows), groups[0].new_empty((batch, len(marginals), rows), dtype=torch.int64)
+
+
 def _digamma_sum_ext(counts: torch.Tensor, offset: int, reduce: bool, fn) -> torch.Tensor:
     """Run an extension digamma kernel ``fn(counts_ptr, rows, n, offset, reduce, out_ptr)`` on integer counts
     viewed as (rows, n): n = the last dim (1 for a 0-d tensor), rows = the product of the others (1 for 0-d or
@@ -240,13 +309,14 @@ def _digamma_sum_fake(counts, offset, reduce):
     return counts.new_empty(counts.shape[:-1] if reduce else counts.shape, dtype=torch.float64)
 
 
-def trusted(op: str, *args):
-    """``torch.ops.mipp.<op>(*args)`` for callers that have checked the arguments themselves (the estimators,
-    under the user's names) and pass explicit query rows: in eager mode the kernel runs directly, without a
-    second check and without the dispatcher; under torch.compile it is the registered op, whose check runs
-    inside the graph at run time (the estimators' own checks are data-dependent and skipped while tracing)."""
+def trusted(op: str, *args, **check):
+    """``torch.ops.mipp.<op>(*args, **check)`` for callers that have checked the arguments themselves (the
+    estimators, under the user's names) and pass explicit query rows: in eager mode the kernel runs directly,
+    without a second check and without the dispatcher; under torch.compile it is the registered op, whose check
+    runs inside the graph at run time (the estimators' own checks are data-dependent and skipped while tracing),
+    with ``check`` (ksg_counts' ``names``) wording its errors as the eager checks do."""
     if torch.compiler.is_compiling():
-        return getattr(torch.ops.mipp, op)(*args)
+        return getattr(torch.ops.mipp, op)(*args, **check)
     if op != "digamma_sum":
         return _pairwise_kernel(op, args[0])(*args)
     kernel = {"cpu": _digamma_sum_cpu, "cuda": _digamma_sum_cuda}.get(args[0].device.type)

@@ -123,6 +123,38 @@ def marginal_radius(
     return out
 
 
+def ksg_counts(
+    groups: list[torch.Tensor],
+    k: int,
+    marginals: list[int],
+    algorithm: int,
+    q0: int = 0,
+    q1: int | None = None,
+    kernels=None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One KSG estimate's neighbour counts for the query samples i in [q0, q1): eps (B, M), the k-th nearest
+    neighbour distance in the joint space of ``groups`` (knn_distance), and int64 counts (B, C, M), one row per
+    marginal: ``marginals[c]`` is a bitmask of the groups that make marginal c (its distance is the max over
+    them). Algorithm 1: n_c(i) = #{j != i : d_c(i, j) < eps_i}. Algorithm 2: with r_c(i) = the largest d_c(i, j)
+    over the j != i within the joint eps_i (marginal_radius, every tie included), n_c(i) = #{j != i : d_c(i, j)
+    <= r_c(i)}. KSG-1 / KSG-2 MI are marginals [0b01, 0b10] over (x, y); Frenzel-Pompe CMI is [0b101, 0b110,
+    0b100] over (x, y, z) with algorithm 1.
+
+    This composition is the specification; ``kernels`` = (knn_distance, marginal_radius, count_within) with
+    explicit query rows runs it on other kernels (the Triton ones)."""
+    knn, radius_of, count = kernels or (knn_distance, marginal_radius, count_within)
+    n = int(groups[0].shape[1])
+    r0, r1 = q0, n if q1 is None else q1
+    eps = knn(groups, k, r0, r1)
+    radii = radius_of(groups, eps, r0, r1) if algorithm == 2 else None
+    counts = []
+    for mask in marginals:
+        members = [i for i in range(len(groups)) if mask >> i & 1]
+        radius = eps if radii is None else radii[..., members].amax(dim=-1)
+        counts.append(count([groups[i] for i in members], radius, algorithm == 1, r0, r1))
+    return eps, torch.stack(counts, dim=1)
+
+
 def digamma_sum(counts: torch.Tensor, offset: int, reduce: bool) -> torch.Tensor:
     """psi(counts + offset) in float64, summed over the last dimension when ``reduce``. Integer counts
     with counts + offset <= 0 (the poles of psi) are an error, as in the C++ kernel."""

@@ -147,6 +147,41 @@ def test_marginal_radius_ties_all_count():
     assert r[0, 0].tolist() == [1.0, 1.0]  # x from sample 1 (and 2), y from sample 2
 
 
+@pytest.mark.parametrize("dtype,duplicates", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("algorithm", [1, 2])
+def test_ksg_counts_opcheck(dtype, duplicates, algorithm):
+    for name, groups in _group_sets(dtype, 12, duplicates).items():
+        masks = list(range(1, 1 << len(groups)))  # every marginal of the groups
+        for k in (1, 3):
+            opcheck(ops.ksg_counts.default, (groups, k, masks, algorithm))
+            eps, counts = ops.ksg_counts(groups, k, masks, algorithm)
+            batch = reference.batch_size(groups)
+            assert eps.shape == (batch, 12) and eps.dtype == dtype, name
+            assert counts.shape == (batch, len(masks), 12) and counts.dtype == torch.int64, name
+            assert torch.equal(eps, ops.knn_distance(groups, k))
+            # the joint space as the last marginal: < eps holds fewer than k, the KSG-2 radius at least k
+            joint = counts[:, -1]
+            assert (joint < k).all() if algorithm == 1 else (joint >= k).all()
+        opcheck(ops.ksg_counts.default, (groups, 2, masks[:1], algorithm, 3, 10, ",".join("abc"[: len(groups)])))
+        assert ops.ksg_counts(groups, 2, masks[:1], algorithm, 3, 10)[1].shape[-1] == 7
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_ksg_counts_small_n(dtype):
+    x, y = _noncontig(2, 2, 2, dtype), _noncontig(1, 2, 1, dtype, seed=1)
+    for algorithm in (1, 2):
+        opcheck(ops.ksg_counts.default, ([x, y], 1, [1, 2], algorithm))
+        eps, counts = ops.ksg_counts([x, y], 1, [1, 2], algorithm)
+        # N = 2: eps is the one distance; a marginal counts the other sample when strictly closer than eps
+        # (algorithm 1), always within its own radius (algorithm 2)
+        dx, dy = (x[:, 0] - x[:, 1]).abs().amax(dim=-1), (y[:, 0] - y[:, 1]).abs().amax(dim=-1).expand(2)
+        assert torch.equal(eps, torch.maximum(dx, dy)[:, None].expand(2, 2))
+        want = torch.stack([dx < eps[:, 0], dy < eps[:, 0]], dim=1) if algorithm == 1 else torch.ones(2, 2)
+        assert torch.equal(counts, want.long()[..., None].expand(2, 2, 2))
+        opcheck(ops.ksg_counts.default, ([x[:, :0], y[:, :0]], 1, [1, 2], algorithm))  # N = 0
+        assert ops.ksg_counts([x[:, :0], y[:, :0]], 1, [1, 2], algorithm)[1].shape == (2, 2, 0)
+
+
 @pytest.mark.parametrize("offset", [0, 1])
 @pytest.mark.parametrize("reduce", [True, False])
 def test_digamma_sum_opcheck(offset, reduce):
@@ -211,6 +246,28 @@ def test_compile_ops_fullgraph():
         assert got.dtype == want.dtype and torch.equal(got, want)
 
 
+def _fused(x, y, z, algorithm: int):
+    """ksg_counts on MI's and CMI's marginals, batched groups and a shared one, with query rows and names."""
+    mi = ops.ksg_counts([x, y[None]], 3, [0b01, 0b10], algorithm)
+    cmi = ops.ksg_counts([x, y[None], z], 2, [0b101, 0b110, 0b100], algorithm, 5, 90, "x,y,z")
+    return (*mi, *cmi)
+
+
+@pytest.mark.parametrize("algorithm", [1, 2])
+def test_compile_ksg_counts_fullgraph(algorithm):
+    torch._dynamo.reset()
+    x, y, z = _inputs()
+    compiled = torch.compile(_fused, fullgraph=True)
+    for n in (150, 120):  # a second shape: recompilation
+        args = (x[:, :n], y[:n], z[:, :n], algorithm)
+        for got, want in zip(compiled(*args), _fused(*args)):
+            assert got.dtype == want.dtype and got.shape == want.shape and torch.equal(got, want)
+    bad = z.clone()
+    bad[1, 7, 0] = float("nan")
+    with pytest.raises(Exception, match="z contains NaN or inf; drop or impute those samples first"):
+        compiled(x, y, bad, algorithm)  # the check runs inside the graph, worded with names=
+
+
 @pytest.mark.parametrize("algorithm", [1, 2])
 def test_compile_mi_fullgraph(algorithm):
     """k = 20 takes ksg._digamma's asymptotic branch (n >= 20 for both psi(k) and psi(N))."""
@@ -273,24 +330,36 @@ def test_ops_opcheck_cuda():
     assert torch.equal(ops.digamma_sum(counts, 1, True).cpu(), ops.digamma_sum(counts.cpu(), 1, True))
 
 
+def _error(fn, *args) -> str:
+    """The message of the ValueError that fn(*args) raises (compiled code may wrap it: its text is kept)."""
+    with pytest.raises(Exception) as info:
+        fn(*args)
+    return str(info.value)
+
+
 def test_compiled_estimators_keep_the_checks():
     """Under torch.compile(fullgraph=True) the estimator's own checks are skipped (data-dependent), but the
-    ops' checks run inside the compiled graph at run time: NaN, inf and N <= k raise ValueError."""
+    ops' checks run inside the compiled graph at run time: NaN, inf and N <= k raise ValueError, worded as the
+    eager estimator words them (mipp::ksg_counts' names= carries the arguments' names)."""
     x = torch.randn(50, dtype=torch.float64)
     y = torch.randn(50, dtype=torch.float64)
     mi = torch.compile(mipp.mi, fullgraph=True)
     assert torch.isfinite(mi(x, y))
     bad = x.clone()
     bad[3] = float("nan")
-    with pytest.raises(Exception, match="NaN or inf"):
-        mi(bad, y)
+    eager = _error(mipp.mi, bad, y)
+    assert eager == "x contains NaN or inf; drop or impute those samples first"
+    assert eager in _error(mi, bad, y)
+    assert "y contains NaN" in _error(mi, x, bad)
     cmi = torch.compile(mipp.cmi, fullgraph=True)
     z = torch.randn(50, dtype=torch.float64)
     z[0] = float("inf")
-    with pytest.raises(Exception, match="NaN or inf"):
-        cmi(x, y, z)
-    with pytest.raises(Exception, match=r"k=5 must be in \[1, N - 1\]"):
-        mi(x[:5], y[:5], 5)
+    eager = _error(mipp.cmi, x, y, z)
+    assert eager.startswith("z contains NaN or inf")
+    assert eager in _error(cmi, x, y, z)
+    eager = _error(mipp.mi, x[:5], y[:5], 5)
+    assert eager == "k=5 needs more than k samples, got N=5; lower k or add samples"
+    assert eager in _error(mi, x[:5], y[:5], 5)
 
 
 def test_ops_validate_their_own_contract():

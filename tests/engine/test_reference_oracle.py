@@ -178,6 +178,56 @@ def test_marginal_radius_arbitrary_radii_and_empty_neighbourhoods():
     assert (got == 0).all()
 
 
+def _ksg_counts_oracle(arrays, k: int, masks, algorithm: int, knn=oracle.knn_distance_kdtree):
+    """eps (N,) and counts (C, N) of ksg_counts from the oracle: a marginal is the columns of its groups, its
+    KSG-2 radius the oracle's marginal radius of those columns (the rest of the joint space as a second group)."""
+    eps = knn(arrays, k)
+    counts = []
+    for mask in masks:
+        inside = np.hstack([a for i, a in enumerate(arrays) if mask >> i & 1])
+        outside = [a for i, a in enumerate(arrays) if not mask >> i & 1]
+        if algorithm == 1:
+            counts.append(oracle.count_within([inside], eps, strict=True))
+        else:
+            parts = [inside, np.hstack(outside)] if outside else [inside]
+            radius = oracle.marginal_radius(parts, eps)[:, 0]
+            counts.append(oracle.count_within([inside], radius, strict=False))
+    return eps, np.stack(counts)
+
+
+@pytest.mark.parametrize("name", DATASETS)
+@pytest.mark.parametrize("algorithm", [1, 2])
+@pytest.mark.parametrize("impl", ["reference", "op"])
+def test_ksg_counts_oracle(name, algorithm, impl, tiles):
+    """The fused op's specification (reference.ksg_counts) and the op: MI's marginals (x), (y), CMI's (x, z),
+    (y, z), (z), and the joint space and a pair as marginals, exactly the oracle's."""
+    x, y, z = data(name)
+    fn = reference.ksg_counts if impl == "reference" else ops.ksg_counts
+    gx, gy, gz = tensors(x, y, z)
+    cases = (([gx, gy], [x, y], [0b01, 0b10]), ([gx, gy, gz], [x, y, z], [0b101, 0b110, 0b100, 0b111, 0b011]))
+    for groups, arrays, masks in cases:
+        for k in (1, 3):
+            eps, counts = fn(groups, k, masks, algorithm)
+            assert counts.shape == (1, len(masks), N) and counts.dtype == torch.int64
+            want_eps, want_counts = _ksg_counts_oracle(arrays, k, masks, algorithm)
+            np.testing.assert_array_equal(eps[0].numpy(), want_eps)
+            np.testing.assert_array_equal(counts[0].numpy(), want_counts)
+
+
+@pytest.mark.parametrize("algorithm", [1, 2])
+def test_ksg_counts_float32_equal_oracle(algorithm):
+    """In float32, against the oracle in float32 (its brute-force k-NN), ties and duplicated rows included."""
+    for name in ("rounded", "duplicated", "offset"):
+        x, y, z = (a.astype(np.float32) for a in data(name))
+        masks = [0b101, 0b110, 0b100]
+        for impl in (reference.ksg_counts, ops.ksg_counts):
+            eps, counts = impl(tensors(x, y, z, dtype=torch.float32), 3, masks, algorithm)
+            want_eps, want_counts = _ksg_counts_oracle([x, y, z], 3, masks, algorithm, oracle.knn_distance_brute)
+            assert eps.dtype == torch.float32
+            np.testing.assert_array_equal(eps[0].numpy(), want_eps)
+            np.testing.assert_array_equal(counts[0].numpy(), want_counts)
+
+
 @pytest.mark.parametrize("name", ["continuous", "rounded", "duplicated", "offset", "large_scale"])
 def test_ops_float32_equal_oracle(name):
     """In float32 the distances are rounded float32 differences: the oracle works in float32 too."""

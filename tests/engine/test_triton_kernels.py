@@ -329,3 +329,29 @@ def test_query_rows_match_the_full_call(dtype, rows):
         assert torch.equal(count.count_within([x, y], eps[:, q0:q1], strict, q0, q1), full[:, q0:q1])
     full = _radius([x, y], eps)
     assert torch.equal(radius.marginal_radius([x, y], eps[:, q0:q1], q0, q1), full[:, q0:q1])
+
+
+# ---------------------------------------------------------------------------------------------------
+# ksg_counts on CUDA: the specification's composition (reference.ksg_counts) run on the launchers
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("algorithm", [1, 2])
+def test_ksg_counts_composition_matches_reference(dtype, algorithm):
+    """mipp.ops' CUDA ksg_counts (the launchers composed by reference.ksg_counts(kernels=...)): MI's and CMI's
+    marginals over batched and shared groups with ties and duplicated rows, all rows and a range of them."""
+    from mipp.ops import _cuda_kernel, _ksg_counts_cuda
+
+    # the launchers, not the reference fallback
+    assert (_cuda_kernel("knn_distance"), _cuda_kernel("count_within")) == (knn.knn_distance, count.count_within)
+    assert _cuda_kernel("marginal_radius") is radius.marginal_radius
+    x = _data(2, 40, 2, dtype, "ties", seed=11)
+    y = _data(1, 40, 1, dtype, "duplicates", seed=12)
+    z = _data(2, 40, 1, dtype, "ties", seed=13)
+    for groups, masks in (([x, y], [0b01, 0b10]), ([x, y, z], [0b101, 0b110, 0b100])):
+        want_eps, want_counts = reference.ksg_counts([g.cpu() for g in groups], 3, masks, algorithm)
+        for q0, q1 in ((0, 40), (9, 31)):
+            eps, counts = _ksg_counts_cuda(groups, 3, masks, algorithm, q0, q1)
+            assert eps.device == x.device and counts.dtype == torch.int64
+            assert torch.equal(eps.cpu(), want_eps[:, q0:q1])
+            assert torch.equal(counts.cpu(), want_counts[..., q0:q1])
