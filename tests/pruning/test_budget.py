@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from mipp.pruning import MIPP, count_macs_params
-from mipp.pruning.budget import Budget, allocate, cost_curves
+from mipp.pruning.budget import Budget, MacModel, allocate, cost_curves
 from mipp.pruning.criteria import Layer, ThiNetCriterion
 from mipp.pruning.criteria.lstsq import Block
 from mipp.pruning.scores import (
@@ -210,3 +210,27 @@ def test_thinet_selection_and_global_collapse_report():
     # 24 of 40 go: all 16 of "2" (the lowest scores) and 8 of "0"; "2" collapses and keeps its best node
     assert collapsed == ["2"] and chosen.counts == {"0": 16, "2": 1}
     assert chosen.keep["2"].tolist() == [15]
+
+
+def test_mac_model_counts_what_the_pruned_transformer_costs():
+    """MACs as a function of each group's kept fraction, against Torch-Pruning's count of the physically
+    pruned model: heads and FFN neurons both shrink the projections that produce and read them (a residual
+    stream lists its readers among its members; their outputs still count as their own groups')."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from zoo import ZOO
+
+    factory, shape = ZOO["bert"]
+    torch.manual_seed(0)
+    model = factory().eval()
+    x = torch.randn(64, *shape)
+    sel = MIPP(n_samples=64, progress=False, estimator="screen").select(model, x)
+    decided = {n: g for n, g in sel.structure.groups.items() if n in sel.keep}
+    assert {g.kind for g in decided.values()} == {"heads", "channels"}
+    half = sel.with_keep({n: torch.arange(g.n_nodes // 2) for n, g in decided.items()})
+    mm = MacModel(model, x[:1], sel.structure)
+    want = count_macs_params(half.apply(model, fold=False), x[:1])[0]
+    assert mm.total == pytest.approx(count_macs_params(model, x[:1])[0], rel=1e-9)
+    assert mm.macs({n: 0.5 for n in decided}) == pytest.approx(want, rel=0.02)

@@ -10,6 +10,7 @@ from torch import nn
 from zoo import ZOO
 
 from mipp.pruning import MIPP, UnsupportedModelError, analyse, count_macs_params
+from mipp.pruning.scores import keep_top, l1_scores
 
 N = 160
 
@@ -132,3 +133,7 @@ def test_attention_heads_are_groups_and_their_removal_equals_the_masked_model():
     assert small.layers[0].all_head_size == 8 and small.layers[0].attention_head_size == 4
     assert small.layers[0].query.out_features == 8 and small.layers[1].attn_out.in_features == 4
     assert model.layers[0].num_attention_heads == 4  # the original is untouched
+    # baselines score whole heads: a head's L1 is the sum over its rows of the query projection
+    rows = model.layers[0].query.weight.detach().abs().sum(1)
+    torch.testing.assert_close(l1_scores(sel, model)["layers.0.query"], rows.view(4, 4).sum(1))
+    assert keep_top(half, l1_scores(half, model)).counts == half.counts

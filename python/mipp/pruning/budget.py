@@ -180,11 +180,17 @@ class MacModel:
         self.terms: list[tuple[float, str | None, str | None]] = []  # (macs, out group, in group)
         out_of: dict[str, str] = {}
         in_of: dict[str, str] = {}
+        # a layer's output channels belong to the group that produces them; a group's other members (norms,
+        # depthwise convolutions) carry its channels unless they produce another group's (a residual stream
+        # lists the layers that read it among its members: their outputs are their own groups')
         for g in structure.groups.values():
-            for m in [*g.producers, *g.members]:
-                out_of.setdefault(m, g.name)
+            for m in g.producers:
+                out_of[m] = g.name
             for c in g.consumers:
                 in_of[c.name] = g.name
+        for g in structure.groups.values():
+            for m in g.members:
+                out_of.setdefault(m, g.name)
         for name, macs in leaf.items():
             o, i = out_of.get(name), in_of.get(name)
             if i is not None and o == i:  # a consumer is listed among its group's members too

@@ -212,11 +212,10 @@ class MIPP:
         or an iterable of batches such as a DataLoader: tensors, (inputs, labels) tuples or dicts of
         keyword inputs; the first ``n_samples`` samples are used, an iterable is consumed once).
 
-        With a budget (``sparsity`` or ``macs``) the tolerance is searched (mipp.pruning.budget): one
-        capture, every pass the same decisions as an emergent run at that tolerance, the smallest tolerance
-        whose selection meets the budget; ``settings["tolerance"]`` then holds the value found and
-        ``settings["budget_passes"]`` the passes run. A node budget is then met exactly by giving back the
-        removed nodes with the largest decision statistics (rule "budget" in the records).
+        With a budget (``sparsity`` or ``macs``; mipp.pruning.budget) a nats criterion (KSG, the screen)
+        ranks every decided group's nodes once and cuts once: ``settings["tolerance"]`` then holds the
+        largest cost removed (in output nats with ``channel="output"``). The loss criterion searches its
+        tolerance instead (``settings["budget_passes"]``: the passes run). A node budget is met exactly.
 
         ``group``: an initialised torch.distributed process group. Call ``select`` on every rank with the same
         model, inputs and settings; each KSG test's query rows are split across the ranks and every rank

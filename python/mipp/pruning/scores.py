@@ -38,9 +38,15 @@ def random_scores(selection: Selection, generator: torch.Generator) -> dict[str,
 
 
 def l1_scores(selection: Selection, model: nn.Module) -> dict[str, torch.Tensor]:
-    """L1 norm of each node's incoming weights in its root layer (a conv channel's filter norm)."""
+    """L1 norm of each node's incoming weights in its root layer (a conv channel's filter norm; an attention
+    head's rows of the root projection)."""
     modules = dict(model.named_modules())
-    return {name: modules[name].weight.detach().abs().flatten(1).sum(dim=1).cpu() for name in selection.keep}
+    out = {}
+    for name in selection.keep:
+        rows = modules[name].weight.detach().abs().flatten(1).sum(dim=1).cpu()
+        nodes = selection.structure.groups[name].producers.get(name)
+        out[name] = rows if nodes is None else torch.stack([rows[c].sum() for c in nodes])
+    return out
 
 
 def taylor_scores(
