@@ -105,8 +105,16 @@ def _warn_ties(name: str, g: torch.Tensor) -> None:
 
 
 def _jitter(g: torch.Tensor, jitter: float, generator: torch.Generator | None) -> torch.Tensor:
-    """g + jitter * max(1, mean |column|) * N(0, 1), scikit-learn's rule without its scaling; a new tensor."""
-    scale = torch.clamp(g.abs().mean(dim=1, keepdim=True), min=1.0)
+    """g + jitter * max(1, mean |column|) * N(0, 1), scikit-learn's rule without its scaling; a new tensor.
+    The mean is computed without overflow, so data near the dtype's largest value can be jittered."""
+    magnitude = g.abs()
+    mean = magnitude.mean(dim=1, keepdim=True)
+    # near the dtype's max the sum overflows to inf: there, the mean of |g| / max|g| times max|g| (no branch
+    # on data, so torch.compile keeps one graph; finite means keep their bits)
+    top = magnitude.amax(dim=1, keepdim=True)
+    top = torch.where(top > 0, top, torch.ones_like(top))
+    mean = torch.where(torch.isfinite(mean), mean, top * (magnitude / top).mean(dim=1, keepdim=True))
+    scale = torch.clamp(mean, min=1.0)
     gen_device = generator.device if generator is not None else torch.device("cpu")
     noise = torch.randn(g.shape, generator=generator, device=gen_device, dtype=g.dtype).to(g.device)
     return g + jitter * scale * noise

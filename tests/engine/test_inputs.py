@@ -3,8 +3,10 @@ argument; inputs are never modified; layouts and dtypes; result shapes, dtypes a
 
 from __future__ import annotations
 
+import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -380,6 +382,23 @@ def test_tied_data_warn_and_jitter_breaks_the_ties():
     assert a == b and torch.equal(x, before) and a < tied  # ties bias KSG upward
     assert abs(float(mipp.mi(x[:, 0], y[:, 0], discrete_x=True, discrete_y=True)) - a) < 0.1  # ~ plug-in
     _raises(ValueError, "jitter", mipp.mi, x, y, jitter=-1.0)
+
+
+def test_jitter_near_the_largest_value_does_not_overflow():
+    """Issue 22, item 5: the jitter scale mean|column| was a sum that overflowed to inf for values near the
+    dtype's max (1e306 * 1,000 samples), so every jittered call was refused as overflow, with or without
+    normalize. The scale is now computed without overflow and both calls work."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.9e306, 1e306, 1000)
+    y = x + rng.uniform(0.0, 1e304, 1000)
+    for normalize in (False, True):
+        g = torch.Generator().manual_seed(0)
+        value = float(mipp.mi(x, y, jitter=1e-10, normalize=normalize, generator=g))
+        assert math.isfinite(value) and value > 1.0, normalize
+    assert abs(float(mipp.mi(x, y, jitter=1e-10, normalize=True)) - float(mipp.mi(x, y, normalize=True))) < 1e-3
+    x32 = torch.from_numpy(rng.uniform(2.9e37, 3e37, 1000)).float()  # float32: sums overflow near 3.4e38
+    y32 = x32 + torch.from_numpy(rng.uniform(0.0, 1e35, 1000)).float()
+    assert math.isfinite(float(mipp.mi(x32, y32, jitter=1e-6, normalize=True)))
 
 
 def test_overflowing_differences_are_rejected_on_every_path():
