@@ -317,22 +317,29 @@ def _labels(name: str, value, n: int, batched_ok: bool = False):
     return discrete.label_codes(name, t, n)[0]
 
 
-def _mi_discrete(x, y, k, algorithm, normalize, reduction, discrete_x, discrete_y, jitter=0.0, generator=None):
+def _mi_discrete(
+    x, y, k, algorithm, normalize, reduction, discrete_x, discrete_y, jitter=0.0, generator=None, names=("x", "y")
+):
+    """``names``: the user's names of x and y, so an error names the argument it is about even after the
+    two are swapped (labels x against continuous y) or called X / Y (mi_per_feature)."""
     _discrete_checks(algorithm, reduction)
     if discrete_x and not discrete_y:  # I(x; y) is symmetric: continuous y against labels x
-        return _mi_discrete(y, x, k, algorithm, normalize, reduction, False, True, jitter, generator)
-    y = as_tensor("y", y)
+        return _mi_discrete(
+            y, x, k, algorithm, normalize, reduction, False, True, jitter, generator, (names[1], names[0])
+        )
+    name_x, name_y = names
+    y = as_tensor(name_y, y)
     if discrete_x:  # both discrete: plug-in
-        x = as_tensor("x", x)
+        x = as_tensor(name_x, x)
         n = x.shape[-2] if x.dim() == 3 else x.shape[0]
-        cx = _labels("x", x, n, batched_ok=True)
+        cx = _labels(name_x, x, n, batched_ok=True)
         batched = cx.dim() == 2
-        out = discrete.plug_in(cx if batched else cx[None], _labels("y", y, n))
+        out = discrete.plug_in(cx if batched else cx[None], _labels(name_y, y, n))
         return out if batched else out[0]
     (gx,), batched, n, k = _as_groups(
-        {"x": x}, _integer("k", k, 1), normalize, min_n=2, jitter=jitter, generator=generator
+        {name_x: x}, _integer("k", k, 1), normalize, min_n=2, jitter=jitter, generator=generator
     )
-    out = discrete.ross(gx, _labels("y", y, n).to(gx.device), k)
+    out = discrete.ross(gx, _labels(name_y, y, n).to(gx.device), k)
     return out if batched else out[0]
 
 
@@ -465,19 +472,8 @@ def mi_per_feature(
     if X.shape[1] == 0:
         raise ValueError(f"X has no columns (shape {tuple(X.shape)}); pass at least one feature")
     if discrete_y:
-        try:
-            return mi(
-                X.T.unsqueeze(-1),
-                Y,
-                k,
-                algorithm=algorithm,
-                normalize=normalize,
-                discrete_y=True,
-                jitter=jitter,
-                generator=generator,
-            )
-        except (ValueError, TypeError) as exc:
-            raise type(exc)(str(exc).replace("x ", "X ", 1) if str(exc).startswith("x ") else str(exc)) from None
+        X3 = X.T.unsqueeze(-1)
+        return _mi_discrete(X3, Y, k, algorithm, normalize, "mean", False, True, jitter, generator, ("X", "Y"))
     return _mi({"X": X.T.unsqueeze(-1), "Y": Y}, k, algorithm, normalize, "mean", jitter, generator)
 
 

@@ -140,6 +140,33 @@ def test_discrete_errors_are_named():
         mipp.mi(x[:3], np.arange(3), discrete_y=True)
 
 
+def test_discrete_errors_name_the_users_argument():
+    """Issue 22, items 8a / 8b: labels in x are swapped into y internally, and mi_per_feature went through
+    mi, so a NaN label in x was reported as "y (discrete)" and mi_per_feature's labels as "y", not "Y"."""
+    rng = np.random.default_rng(13)
+    labels = rng.integers(0, 3, 60).astype(float)
+    labels[5] = np.nan
+    cont = rng.standard_normal(60)
+    with pytest.raises(ValueError, match=r"^x \(discrete\) contains NaN"):
+        mipp.mi(labels, cont, discrete_x=True)
+    with pytest.raises(ValueError, match=r"^x \(discrete\) must have shape"):
+        mipp.mi(labels[:-1], cont, discrete_x=True)
+    bad = cont.copy()
+    bad[3] = np.inf
+    with pytest.raises(ValueError, match=r"^y contains NaN or inf"):  # the continuous one, swapped into x
+        mipp.mi(np.zeros(60), bad, discrete_x=True)
+    with pytest.raises(ValueError, match=r"^y \(discrete\) contains NaN"):
+        mipp.mi(cont, labels, discrete_y=True)
+    X = rng.standard_normal((60, 3))
+    with pytest.raises(ValueError, match=r"^Y \(discrete\) contains NaN"):
+        mipp.mi_per_feature(X, labels, discrete_y=True)
+    with pytest.raises(ValueError, match=r"^Y \(discrete\) must have shape"):
+        mipp.mi_per_feature(X, np.zeros(59), discrete_y=True)
+    X[4, 1] = np.nan
+    with pytest.raises(ValueError, match=r"^X contains NaN"):
+        mipp.mi_per_feature(X, np.zeros(60), discrete_y=True)
+
+
 def test_label_group_ops_are_exact_on_every_cpu_path(monkeypatch):
     """The label group composes with the ops: extension and reference give the same distances and counts."""
     rng = np.random.default_rng(11)
