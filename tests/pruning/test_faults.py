@@ -46,6 +46,8 @@ def test_nothing_to_decide_says_why():
         MIPP(progress=False).select(model, torch.randn(500, 4))
     text = str(info.value)
     assert "0 samples" not in text and "no group of Sequential" in text and "analyse" in text
+    # each group's reason, found before any capture (issue 22, item 2)
+    assert "0: 1 normalises across the channels" in text and "3: " in text and "output layer" in text
 
 
 def test_nan_and_inf_are_named_before_any_solver():

@@ -73,6 +73,8 @@ def capture_model(
     example = slice_batch(batches[0], min(2, batch_size(batches[0])))
     structure = analyse(model, example, joint=joint)
     decided = [n for n in structure.prunable if include is None or include(structure.groups[n])]
+    if not decided:  # before any capture: each group's reason (or the units= / groups= that left it out)
+        raise structure.nothing_decided(type(model).__name__, decided)
     consumers = sorted({c.name for n in decided for c in structure.groups[n].consumers})
     stats = capture(model, batches, consumers, seed=seed)
     n = next(iter(stats.values())).rows.shape[0] if stats else 0
