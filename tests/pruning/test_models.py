@@ -4,6 +4,7 @@ equal masked originals, the mean fold and the least-squares re-fit, inputs of ev
 Networks are tiny and N is a few hundred, so the file runs in well under a minute."""
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -269,6 +270,36 @@ def test_residual_stream_is_left_alone_by_default():
     assert set(joint.prunable) == {"stem.0", "layer1.conv1", "layer2.conv1", "layer2.conv2"}
     consumers = {c.name for c in joint.groups["stem.0"].consumers}
     assert consumers == {"layer1.conv1", "layer2.conv1", "layer2.down.0"}
+
+
+def test_a_hidden_layer_read_by_a_matmul_is_not_called_the_output_layer():
+    """Issue 22, item 8c: a group without a Linear / Conv consumer was always "(the output layer)", also for
+    a hidden Linear read by ``h @ self.w``, which Torch-Pruning's tracer does not follow as a consumer."""
+
+    class MatmulHead(nn.Module):
+        def __init__(self, tail: bool):
+            super().__init__()
+            self.a, self.b, self.tail = nn.Linear(4, 8), nn.Linear(8, 6), tail
+            self.w = nn.Parameter(torch.randn(6, 3))
+
+        def forward(self, x):
+            h = torch.relu(self.b(torch.relu(self.a(x))))
+            return (h @ self.w) + 1 if self.tail else h @ self.w
+
+    class Softmaxed(nn.Module):  # an output layer whose output passes through element-wise ops
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 6)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x))).softmax(-1) * 2
+
+    for tail in (False, True):
+        with warnings.catch_warnings():  # Torch-Pruning warns of the unwrapped parameter w
+            warnings.simplefilter("ignore")
+            reason = analyse(MatmulHead(tail), torch.randn(2, 4)).groups["b"].reason
+        assert "output layer" not in reason and "matmul with a parameter" in reason, tail
+    assert "output layer" in analyse(Softmaxed(), torch.randn(2, 4)).groups["b"].reason
 
 
 def test_mipp_on_resnet_runs_and_applies():

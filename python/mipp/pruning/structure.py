@@ -414,13 +414,19 @@ def analyse(model: nn.Module, example, joint: bool = False) -> Structure:
 
 def _group(tp_group, dg, names: dict) -> Group:
     """A Torch-Pruning group as a :class:`Group`: its producers, consumers and members, and why it cannot
-    be decided (a cross-channel normalisation or an unsupported reader; no consumer: the output layer)."""
+    be decided (a cross-channel normalisation or an unsupported reader; no consumer: the output layer, or a
+    reader Torch-Pruning does not trace, such as a matmul with a parameter)."""
     root = tp_group[0].dep.target.module
     group = Group(name=names[root], n_nodes=len(tp_group[0].idxs))
     problems: list[str] = []
     norms: list[str] = []  # cross-channel normalisations in the group
+    is_output = reaches_output = read_by_parameter = False  # where channels no Linear / Conv reads go
     for item in tp_group:
         module, handler = item.dep.target.module, item.dep.handler
+        if isinstance(module, nn.Parameter):  # a parameter outside any module, e.g. h @ self.w
+            read_by_parameter = True
+        elif type(module).__name__ == "_OutputOp":  # the model's output (or the last op before it)
+            reaches_output = True
         if not isinstance(module, nn.Module) or module not in names:
             continue  # Torch-Pruning's own element-wise / reshape / concat nodes
         name = names[module]
@@ -437,6 +443,8 @@ def _group(tp_group, dg, names: dict) -> Group:
         elif isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) and not depthwise:
             if not is_in:
                 group.producers[name] = _per_node(item, group.n_nodes)
+                node = dg.module2node.get(module)
+                is_output = is_output or (node is not None and not node.outputs)  # its output is the model's
             elif isinstance(module, nn.Linear) or module.groups == 1:
                 kind = "linear" if isinstance(module, nn.Linear) else "conv"
                 group.consumers.append(Consumer(name, kind, _per_node(item, group.n_nodes)))
@@ -448,8 +456,13 @@ def _group(tp_group, dg, names: dict) -> Group:
         names_ = sorted(norms)
         listed = ", ".join(names_[:3]) + (f" and {len(names_) - 3} more" if len(names_) > 3 else "")
         problems.insert(0, f"{listed} normalise{'s' if len(names_) == 1 else ''} across the channels")
-    if not group.consumers:
+    if not group.consumers and (is_output or (reaches_output and not read_by_parameter)):
         group.prunable, group.reason = False, "no Linear / Conv reads its channels (the output layer)"
+    elif not group.consumers:  # Torch-Pruning's tracer does not see the reader (its output op is the matmul)
+        group.prunable, group.reason = (
+            False,
+            "no Linear / Conv that Torch-Pruning traces reads its channels (e.g. a matmul with a parameter)",
+        )
     elif problems:
         group.prunable, group.reason = False, "; ".join(problems)
     return group
