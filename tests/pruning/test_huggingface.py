@@ -78,6 +78,29 @@ def test_padding_never_enters_the_statistics():
             torch.testing.assert_close(padded[name].rows, st.rows, rtol=1e-5, atol=1e-6)
 
 
+def test_refit_leaves_the_padding_out():
+    """Issue 23, item 2: the re-fit read every token of a padded batch, padding included, though capture
+    leaves it out. Re-fitted on padded batches, the weights equal those re-fitted on the sentences alone,
+    whatever sits at the padding positions."""
+    torch.manual_seed(0)
+    model = TokenNet().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # N vs F
+        sel = MIPP(n_samples=200, progress=False).select(model, sentences(200, seed=1)[0])
+    batch, alone = sentences(40, seed=2)
+    garbage = Encoding(batch)
+    garbage["input_ids"] = torch.where(batch["attention_mask"] > 0, batch["input_ids"], 7)
+    halves = [Encoding({k: v[:20] for k, v in batch.items()}), Encoding({k: v[20:] for k, v in batch.items()})]
+    single = sel.apply(model, refit=alone, n_refit=40).state_dict()
+    for refit in (batch, garbage, halves):
+        got = sel.apply(model, refit=refit, n_refit=40).state_dict()
+        assert got.keys() == single.keys()
+        for key in got:  # float32 forward passes of other shapes: rounding only
+            torch.testing.assert_close(got[key], single[key], rtol=1e-4, atol=1e-5, msg=key)
+    # and the re-fit did change the weights
+    assert not torch.allclose(single["fc2.weight"], sel.apply(model, fold=False).state_dict()["fc2.weight"])
+
+
 def test_token_mask_and_valid_rows():
     batch, _ = sentences(5)
     mask = token_mask(batch)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from mipp.pruning.capture import channel_columns, feature_rows, kernel_size, to_device
+from mipp.pruning.capture import channel_columns, feature_rows, kernel_size, to_device, token_mask, valid_rows
 from mipp.pruning.structure import Structure, build_graph, eval_mode, run_model
 
 
@@ -179,7 +179,8 @@ def refit(
     target is what restores that LayerNorm's input, z_orig + (stream_orig - stream_pruned), so the re-fit
     also corrects the error the pruned layers before it left in the stream (as Kwon et al. 2022 and K-prune
     re-fit toward the dense sublayer output plus the residual drift). Every pass ends at the module it is
-    run for (the rest of the model is not computed)."""
+    run for (the rest of the model is not computed). Padding tokens (``attention_mask`` of a Mapping batch)
+    are left out of the normal equations, as capture leaves them out of the statistics."""
     mods, orig_mods = dict(model.named_modules()), dict(original.named_modules())
     device = next(model.parameters()).device
     with eval_mode(model), eval_mode(original):
@@ -208,7 +209,10 @@ def refit(
                 _forward(model, batch, hooks, pnorm if pnorm is not None else m)
                 # a stream read by a norm: restore the norm's input, z + h = (s - sp) + zp
                 target = got["z"] if norm is None else got["s"] - got["sp"] + got["zp"]
-                x, _ = feature_rows(m, got["x"])
+                # padding tokens (a Mapping batch's attention_mask) stay out, as they do from capture
+                mask = token_mask(batch)
+                target = valid_rows(m, target, mask)
+                x, _ = feature_rows(m, valid_rows(m, got["x"], mask))
                 z = target.movedim(1, -1) if isinstance(om, nn.modules.conv._ConvNd) else target
                 z = z.reshape(-1, z.shape[-1])
                 if kept_out is not None:
