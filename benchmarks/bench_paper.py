@@ -85,7 +85,16 @@ def methods(sel, base, x_tr, y_tr, seed, sparsity, n_samples, only=None):
 
 
 def run(
-    model_name, seed, sparsities, settings, finetune_epochs, n_samples, estimators=("ksg",), baselines=None, log=print
+    model_name,
+    seed,
+    sparsities,
+    settings,
+    finetune_epochs,
+    n_samples,
+    estimators=("ksg",),
+    baselines=None,
+    log=print,
+    channels=("consumer",),
 ):
     x_tr, y_tr, x_te, y_te, _ = load_digits_data(seed)
     torch.manual_seed(seed)
@@ -99,12 +108,15 @@ def run(
         base = trained if setting == "trained" else init
         for sp in sparsities:
             cands = {}
-            for est in estimators:  # the baselines take the first estimator's per-layer counts
-                t0 = time.perf_counter()
-                sel_e = MIPP(sparsity=sp, n_samples=n_samples, seed=seed, progress=False, estimator=est).select(
-                    base, x_tr
-                )
-                cands["mipp" if est == "ksg" else f"mipp-{est}"] = (sel_e, time.perf_counter() - t0, [])
+            for est in estimators:  # the baselines take the first MIPP's per-layer counts
+                for channel in channels if est == "ksg" else ("consumer",):
+                    t0 = time.perf_counter()
+                    sel_e = MIPP(
+                        sparsity=sp, n_samples=n_samples, seed=seed, progress=False, estimator=est, channel=channel
+                    ).select(base, x_tr)
+                    name = "mipp" if est == "ksg" else f"mipp-{est}"
+                    name += "" if channel == "consumer" else f"-{channel}"
+                    cands[name] = (sel_e, time.perf_counter() - t0, [])
             sel = next(iter(cands.values()))[0]
             cands.update(methods(sel, base, x_tr, y_tr, seed, sp, n_samples, baselines))
             for method, (s, seconds, collapsed) in cands.items():
@@ -163,6 +175,8 @@ def plot(summary, model_name, setting, path):
             style = (
                 dict(lw=2.5, color="k", zorder=5)
                 if method == "mipp"
+                else dict(lw=2.5, color="#2b6cb0", zorder=5)
+                if method == "mipp-output"
                 else dict(lw=2.5, color="#c05621", zorder=4)
                 if method == "mipp-loss"
                 else dict(lw=1, ls="--" if "global" in method else "-")
@@ -211,6 +225,13 @@ def main() -> int:
         "--baselines", nargs="*", default=None, help="baselines to run (default: all; none with an empty list)"
     )
     parser.add_argument("--tag", default="", help="suffix of the output files")
+    parser.add_argument(
+        "--channels",
+        nargs="+",
+        default=["consumer", "output"],
+        choices=["consumer", "output"],
+        help='where MIPP\'s tolerance channel sits ("output": the one currency, as "mipp-output")',
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     env = environment()
@@ -230,6 +251,7 @@ def main() -> int:
                     args.estimators,
                     args.baselines,
                     log=lambda s: print(s, flush=True),
+                    channels=args.channels,
                 )
             ]
             write_csv(rows, f"paper_rows{args.tag}.csv")
