@@ -44,11 +44,13 @@ class MIPP:
     more; a smaller ``alpha`` prunes less. ``tolerance`` is in the criterion's unit (``criterion.unit``);
     None: the criterion's default (0.2 nats for KSG, 0 for the loss criterion: the paper's rule).
 
-    channel: where the tolerance channel sits. "consumer" (default): at each group's consumers, the noise
-    scaled to their own pre-activation variance (a per-layer unit). "output", or an
+    channel: where the tolerance channel sits. "consumer": at each group's consumers, the noise scaled to
+    their own pre-activation variance (a per-layer unit). "output", or an
     :class:`~mipp.pruning.sensitivity.OutputChannel`: at the model's output, the noise scaled to the output's
     variance, so a node's information is in nats of the output whatever its layer (the one currency;
-    mipp.pruning.sensitivity). units: the kinds of groups decided, "channels" (neurons, conv channels) and
+    mipp.pruning.sensitivity). None (default): "output" when a budget ranks the nodes of all groups with a
+    nats criterion, "consumer" otherwise (a tolerance run, the paper's per-layer rule).
+    units: the kinds of groups decided, "channels" (neurons, conv channels) and
     "heads" (attention heads, where the model's attention module holds a head count); groups: the names of
     the groups to decide, or a predicate on mipp.pruning.structure.Group (default: every prunable group).
 
@@ -72,7 +74,7 @@ class MIPP:
         joint: bool = False,
         seed: int = 0,
         progress: bool = True,
-        channel: str | OutputChannel = "consumer",
+        channel: str | OutputChannel | None = None,
         units: tuple[str, ...] = ("channels", "heads"),
         groups=None,
         **settings,
@@ -82,9 +84,8 @@ class MIPP:
             channel = OutputChannel()
         elif isinstance(channel, dict):  # settings read back from JSON (a custom output map is not kept)
             channel = OutputChannel(channel.get("probes", 4), channel.get("samples", 256))
-        if channel != "consumer" and not isinstance(channel, OutputChannel):
+        if channel not in (None, "consumer") and not isinstance(channel, OutputChannel):
             raise ValueError(f'channel must be "consumer", "output" or an OutputChannel, got {channel!r}')
-        self.channel = channel
         units = (units,) if isinstance(units, str) else tuple(units)
         if not units or any(u not in ("channels", "heads") for u in units):
             raise ValueError(f'units must name "channels" and / or "heads", got {units!r}')
@@ -104,6 +105,9 @@ class MIPP:
             low_open=False,
         )
         self.budget = Budget(sparsity, macs)
+        if channel is None:  # a budget ranks nodes across groups: only the output's nats compare there
+            channel = OutputChannel() if self.budget.given and self.criterion.nats else "consumer"
+        self.channel = channel
         if self.budget.given and self.criterion.fixed_counts:
             raise ValueError(f"the {self.criterion.name} criterion keeps given counts; a budget does not apply")
         check_integer("n_samples", n_samples, 2)

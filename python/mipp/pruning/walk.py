@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -76,10 +77,14 @@ def capture_model(
     if not decided:  # before any capture: each group's reason (or the units= / groups= that left it out)
         raise structure.nothing_decided(type(model).__name__, decided)
     consumers = sorted({c.name for n in decided for c in structure.groups[n].consumers})
-    stats = capture(model, batches, consumers, seed=seed)
+    with warnings.catch_warnings(record=True) as caught:  # too few samples: the error alone, not the warning too
+        warnings.simplefilter("always")
+        stats = capture(model, batches, consumers, seed=seed)
     n = next(iter(stats.values())).rows.shape[0] if stats else 0
     if n < min_samples:
         raise ValueError(f"got {n} samples from inputs; at least {min_samples} are needed (n_samples={n_samples})")
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     metric = None
     if channel is not None and consumers:
         metric = output_metric(
