@@ -341,18 +341,9 @@ void ksg_strips(const Problems<T>& ps, int k, const std::vector<std::vector<int6
             s, p, [e](T gap) { return gap <= e; },
             [&](int64_t j) {
               const T* r = s.rows.data() + j * s.dim;
-              T joint = 0;
-              for (int64_t c = 0; c < s.dim; ++c) {
-                const T d = std::fabs(r[c] - q[c]);
-                joint = joint < d ? d : joint;
-              }
-              if (!(joint <= e) || j == p) return;
-              for (int64_t g = 0, c = 0; g < ng; ++g) {
-                T dg = 0;
-                for (; c < group_end[g]; ++c) {
-                  const T d = std::fabs(r[c] - q[c]);
-                  dg = dg < d ? d : dg;
-                }
+              if (!(row_distance(q, r, 0, s.dim) <= e) || j == p) return;
+              for (int64_t g = 0; g < ng; ++g) {
+                const T dg = row_distance(q, r, g ? group_end[g - 1] : 0, group_end[g]);
                 rad[g] = rad[g] < dg ? dg : rad[g];
               }
             });

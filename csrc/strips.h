@@ -99,6 +99,17 @@ MIPP_INLINE void strips_scan(const Strips<T>& s, int64_t p, Open open, Visit vis
   }
 }
 
+// The max-norm distance between two packed rows over the columns [c0, c1).
+template <class T>
+MIPP_INLINE T row_distance(const T* q, const T* r, int64_t c0, int64_t c1) {
+  T d = 0;
+  for (int64_t c = c0; c < c1; ++c) {
+    const T dc = std::fabs(r[c] - q[c]);
+    d = d < dc ? dc : d;
+  }
+  return d;
+}
+
 // The k smallest joint distances (ascending in best[0..k), which the caller fills with +inf) from the sample
 // at position p to the others.
 template <class T>
@@ -107,12 +118,7 @@ MIPP_INLINE void strips_knn(const Strips<T>& s, int64_t p, int k, T* best) {
   strips_scan(
       s, p, [&](T gap) { return gap < best[k - 1]; },
       [&](int64_t j) {
-        const T* r = s.rows.data() + j * s.dim;
-        T d = 0;
-        for (int64_t c = 0; c < s.dim; ++c) {
-          const T dc = std::fabs(r[c] - q[c]);
-          d = d < dc ? dc : d;
-        }
+        const T d = row_distance(q, s.rows.data() + j * s.dim, 0, s.dim);
         if (d < best[k - 1] && j != p) {
           int t = k - 1;
           while (t > 0 && best[t - 1] > d) {
