@@ -1,5 +1,6 @@
 """mipp.distributed with 2 and 3 CPU processes (gloo): every call returns, on every rank, exactly the
-single-process result; a rank that raises makes every rank raise."""
+single-process result; a rank that raises makes every rank raise; one that dies or hangs is bounded by the
+process group's timeout."""
 
 import os
 import socket
@@ -166,3 +167,47 @@ def test_helpers_need_a_process_group():
     x, y, *_ = _data()
     with pytest.raises(RuntimeError, match="init_process_group"):
         mdist.mi(x, y)
+
+
+def _dying_worker(rank, world, port, queue, how):
+    """Rank 1 dies outright or hangs (no exception, no status exchange); rank 0 reports how its call ended
+    and when."""
+    import datetime
+    import time
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=5))
+    torch.set_num_threads(1)
+    if rank == 1:
+        if how == "hangs":
+            time.sleep(600)  # stuck (a deadlock, a lost node): its socket stays open
+        os._exit(3)  # killed mid-run: no exception, no Python clean-up
+    x, y, *_ = _data()
+    start = time.monotonic()
+    try:
+        mdist.mi(x, y, 3)
+        outcome = "returned"
+    except Exception as exc:  # gloo raises its own error types (DistBackendError, RuntimeError)
+        outcome = f"{type(exc).__name__}: {exc}"
+    queue.put((time.monotonic() - start, outcome))
+    queue.close()
+    queue.join_thread()  # flush the report before leaving without clean-up
+    os._exit(0)  # the group cannot be torn down cleanly with a dead peer
+
+
+@pytest.mark.parametrize("how", ["dies", "hangs"])
+def test_a_rank_that_dies_or_hangs_is_bounded_by_the_process_group_timeout(how):
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = _port()
+    procs = [ctx.Process(target=_dying_worker, args=(r, 2, port, queue, how)) for r in range(2)]
+    for p in procs:
+        p.start()
+    elapsed, outcome = queue.get(timeout=120)
+    procs[0].join(timeout=30)
+    if how == "hangs":
+        procs[1].kill()
+    procs[1].join(timeout=30)
+    assert outcome != "returned", "rank 0 returned a result although rank 1 died"
+    print(f"rank 0 raised after {elapsed:.2f} s: {outcome[:200]}")
+    assert elapsed < 5 + 20, (elapsed, outcome)  # the group's timeout, plus slack for a loaded machine
