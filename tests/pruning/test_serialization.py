@@ -1,6 +1,7 @@
 """Selections on disk: compact JSON that loads without tracing the model again, older versions still read,
 and every broken or foreign file refused with one error naming the field."""
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -269,3 +270,51 @@ def test_state_dict_loads_into_the_rebuilt_architecture():
             torch.testing.assert_close(built.eval()(x), small(x), rtol=0, atol=0)
     with pytest.raises(ValueError, match="example="):
         rebuild(ResNet18, counts)
+
+
+def _bias_free_twin(model: nn.Module) -> nn.Module:
+    """``model`` with a zero bias on every bias-free convolution: the same function, a different
+    parameterisation (where the old fold / re-fit put the intercept)."""
+    twin = copy.deepcopy(model)
+    for m in twin.modules():
+        if isinstance(m, nn.Conv2d) and m.bias is None:
+            m.bias = nn.Parameter(torch.zeros(m.out_channels, dtype=m.weight.dtype))
+    return twin
+
+
+@pytest.mark.filterwarnings("ignore:.*calibration samples, fewer")
+@pytest.mark.parametrize("treatment", ["fold", "refit"])
+def test_bias_free_convolutions_stay_bias_free(treatment):
+    """conv (bias=False) -> BatchNorm: the fold's and the re-fit's intercept go into the norm's running mean,
+    so no convolution gains a bias, the pruned state_dict loads strictly into the rebuilt architecture, and
+    the pruned model computes what the old placement (a bias on the convolution) computes, applied and masked."""
+    import sys
+
+    sys.path.insert(0, __import__("os").path.dirname(__file__))
+    from zoo import ResNet18
+
+    from mipp.pruning import analyse, rebuild
+
+    torch.manual_seed(0)
+    model = ResNet18().double()
+    x = torch.randn(160, 3, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        model.train()(x)  # running statistics that are not the defaults
+    model.eval()
+    sel = MIPP(sparsity=0.5, progress=False).select(model, x)
+    twin = _bias_free_twin(model)
+    twin_sel = Selection(analyse(twin, x[:2]), sel.keep, x[:2], means=sel.means)
+    kwargs = {"refit": x} if treatment == "refit" else {"fold": True}
+    small, reference = sel.apply(model, **kwargs), twin_sel.apply(twin, **kwargs)
+    bias_free = {n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.bias is None}
+    assert bias_free and all(dict(small.named_modules())[n].bias is None for n in bias_free)
+    built = rebuild(lambda: ResNet18().double(), sel).eval()
+    built.load_state_dict(small.state_dict())  # strict: no bias the architecture lacks
+    masked = sel.mask(copy.deepcopy(model), **kwargs)
+    assert all(dict(masked.named_modules())[n].bias is None for n in bias_free)
+    with torch.no_grad():
+        out = small(x)
+        torch.testing.assert_close(built(x), out, rtol=0, atol=0)
+        torch.testing.assert_close(reference(x), out, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(masked(x), out, rtol=1e-9, atol=1e-9)
+    assert (out - model(x)).abs().mean() < (sel.apply(model, fold=False)(x) - model(x)).abs().mean()

@@ -10,6 +10,12 @@ Every selection (MIPP's or a baseline's) gets the same treatment:
   the pruned model (so upstream errors are compensated, as in He, Zhang & Sun 2017), solved from the normal
   equations with a small ridge (``ridge`` times the mean feature variance) for rank deficiency.
 
+Both write an intercept. A consumer built without a bias whose output only a BatchNorm reads (conv -> BN, as in
+every ResNet) keeps no bias: its intercept b goes into the norm's running mean (rm - b), which is the same
+function in eval mode, and in train mode the batch mean cancels it as it would cancel a bias; so the pruned
+state_dict loads into the architecture rebuilt at the new widths (``selection.rebuild``). Other bias-free
+consumers get a bias.
+
 Both work on a physically pruned copy and on a ``torch.nn.utils.prune``-masked model alike.
 """
 
@@ -23,6 +29,8 @@ from torch.nn.utils import prune as torch_prune
 
 from mipp.pruning.capture import channel_columns, feature_rows, kernel_size, to_device, token_mask, valid_rows
 from mipp.pruning.structure import Structure, build_graph, eval_mode, run_model
+
+_BatchNorm = nn.modules.batchnorm._BatchNorm
 
 
 def _n_in(module: nn.Module) -> int:
@@ -71,10 +79,47 @@ def _ensure_bias(module: nn.Module) -> torch.Tensor:
     return _param(module, "bias")
 
 
+def intercept_sinks(model: nn.Module, example, names) -> dict[str, str]:
+    """{consumer: BatchNorm} for the consumers in ``names`` built without a bias whose output is read by one
+    BatchNorm and nothing else (Torch-Pruning's dependency graph of ``model`` on ``example``, built only when
+    such a consumer exists): their intercepts go into that norm's running mean (see the module's notes)."""
+    modules = dict(model.named_modules())
+    bias_free = [n for n in names if _param(modules[n], "bias") is None]
+    if not bias_free:
+        return {}
+    graph, module_names = build_graph(model, example), {m: n for n, m in modules.items()}
+    sinks = {}
+    for name in bias_free:
+        readers = graph.module2node[modules[name]].outputs
+        if len(readers) == 1 and isinstance(readers[0].module, _BatchNorm):
+            sinks[name] = module_names[readers[0].module]
+    return sinks
+
+
 @torch.no_grad()
-def fold_means(model: nn.Module, plan, means: dict[str, torch.Tensor]) -> None:
-    """In place on the full-size (or masked) model: each consumer's bias absorbs the removed inputs' mean
-    contribution (``means``: consumer name -> mean feature row, as captured)."""
+def _add_intercept(model: nn.Module, name: str, delta: torch.Tensor, sinks: dict[str, str], rows=None) -> None:
+    """Add ``delta`` to consumer ``name``'s intercept (its ``rows``, all when None): into its bias, or as
+    -delta into the running mean of the BatchNorm that alone reads it (``sinks``); a norm that keeps no
+    running statistics subtracts every batch's mean, so a per-channel shift before it changes nothing."""
+    m = dict(model.named_modules())[name]
+    if name in sinks:
+        norm = dict(model.named_modules())[sinks[name]]
+        if norm.running_mean is not None:
+            target, delta = norm.running_mean, -delta
+        else:
+            return
+    else:
+        target = _ensure_bias(m)
+    if rows is None:
+        target.add_(delta.to(target.dtype))
+    else:
+        target[rows.to(target.device)] += delta.to(target.dtype)
+
+
+@torch.no_grad()
+def fold_means(model: nn.Module, plan, means: dict[str, torch.Tensor], sinks: dict[str, str]) -> None:
+    """In place on the full-size (or masked) model: each consumer's intercept absorbs the removed inputs' mean
+    contribution (``means``: consumer name -> mean feature row, as captured; ``sinks``: intercept_sinks)."""
     modules = dict(model.named_modules())
     for name, (cut, _, _) in plan.items():
         if name not in means:
@@ -82,9 +127,7 @@ def fold_means(model: nn.Module, plan, means: dict[str, torch.Tensor]) -> None:
         m = modules[name]
         cols = _columns(m, cut)
         w = _param(m, "weight").detach().reshape(_n_out(m), -1)
-        delta = w[:, cols].double() @ means[name].to(w.device)[cols]
-        bias = _ensure_bias(m)
-        bias.add_(delta.to(bias.dtype))
+        _add_intercept(model, name, w[:, cols].double() @ means[name].to(w.device)[cols], sinks)
 
 
 class _Stop(Exception):
@@ -169,6 +212,7 @@ def refit(
     plan,
     order: list[str],
     masked: bool,
+    sinks: dict[str, str],
     ridge: float = 1e-6,
     stream: bool = True,
 ) -> None:
@@ -224,16 +268,18 @@ def refit(
                 gram = g if gram is None else gram + g
                 cross = c if cross is None else cross + c
             assert gram is not None and cross is not None  # materialise() gives at least one batch
-            _solve_into(m, gram, cross, ridge, masked, cols, kept_out)
+            _solve_into(model, name, gram, cross, ridge, masked, cols, kept_out, sinks)
 
 
 def _name_of(model: nn.Module, module: nn.Module | None) -> str:
     return next(n for n, m in model.named_modules() if m is module)
 
 
-def _solve_into(m: nn.Module, gram, cross, ridge: float, masked: bool, cols, kept_out) -> None:
+def _solve_into(model: nn.Module, name: str, gram, cross, ridge: float, masked: bool, cols, kept_out, sinks) -> None:
     """Solve the normal equations (``ridge`` times the mean feature variance on the diagonal, for rank
-    deficiency) and write the weights and bias into ``m`` (its kept rows and columns when ``masked``)."""
+    deficiency) and write the weights and intercept of consumer ``name`` (its kept rows and columns when
+    ``masked``; the intercept into its BatchNorm's running mean when ``sinks`` names one, else its bias)."""
+    m = dict(model.named_modules())[name]
     diag = gram.diagonal()[:-1]
     scale = float(diag.mean()) if len(diag) else 0.0
     lam = ridge * (scale if scale > 0 else 1.0)  # dead (all-zero) kept inputs: weight 0, not singular
@@ -241,7 +287,7 @@ def _solve_into(m: nn.Module, gram, cross, ridge: float, masked: bool, cols, kep
     reg.diagonal()[:-1] = lam
     sol = torch.linalg.solve(gram + reg, cross)  # (F + 1, q)
     weight, bias = sol[:-1].T, sol[-1]
-    w_param, b_param = _param(m, "weight"), _ensure_bias(m)
+    w_param, rows = _param(m, "weight"), None
     if masked:
         assert cols is not None
         rows = kept_out if kept_out is not None else torch.arange(w_param.shape[0])
@@ -250,10 +296,12 @@ def _solve_into(m: nn.Module, gram, cross, ridge: float, masked: bool, cols, kep
         sub[:, cols.to(flat.device)] = weight.to(flat.dtype)
         flat[rows.to(flat.device)] = sub
         w_param.copy_(flat.reshape(w_param.shape))
-        b_param[rows.to(b_param.device)] = bias.to(b_param.dtype)
     else:
         w_param.copy_(weight.to(w_param.dtype).reshape(w_param.shape))
-        b_param.copy_(bias.to(b_param.dtype))
+    if name not in sinks:  # the solved intercept replaces the bias (a sink's running mean is the dense one)
+        b_param = _ensure_bias(m)
+        b_param[... if rows is None else rows.to(b_param.device)] = 0
+    _add_intercept(model, name, bias, sinks, rows)
 
 
 def mask_groups(model: nn.Module, example, structure: Structure, removed_nodes: dict[str, list[int]]) -> None:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from mipp.pruning.capture import materialise
-from mipp.pruning.refit import consumer_plan, fold_means, mask_groups
+from mipp.pruning.refit import consumer_plan, fold_means, intercept_sinks, mask_groups
 from mipp.pruning.refit import refit as refit_consumers
 from mipp.pruning.structure import Structure, clone_model, prune_groups, removed_nodes, unchanged_on_error
 
@@ -143,7 +143,8 @@ class Selection:
         """A new, physically smaller model (Torch-Pruning removes the groups' channels); ``model`` is
         untouched. ``refit``: inputs (tensor or iterable of batches) on which each consumer is re-fitted by
         least squares to the original pre-activations (in place of the mean fold); otherwise ``fold`` adds
-        the removed nodes' mean contributions to the consumers' biases."""
+        the removed nodes' mean contributions to the consumers' intercepts (their biases; for a bias-free
+        layer read only by a BatchNorm, that norm's running mean, so the architecture keeps its parameters)."""
         with unchanged_on_error(model, tensors=False):  # the re-fit runs model with hooks
             return self._treat(clone_model(model, unmask=True), model, False, fold, refit, n_refit)
 
@@ -160,12 +161,13 @@ class Selection:
     ) -> nn.Module:
         """Fold (before removal) or re-fit (after) the consumers of ``target`` and remove or mask the nodes."""
         plan, batches = self._prepare(original, fold, refit_inputs, n_refit)
+        sinks = intercept_sinks(original, self.example, plan) if batches is not None or fold else {}
         if batches is None and fold:
             assert self.means is not None  # _prepare refused a fold without them
-            fold_means(target, plan, self.means)
+            fold_means(target, plan, self.means, sinks)
         (mask_groups if masked else prune_groups)(target, self.example, self.structure, self.removed)
         if batches is not None:
-            refit_consumers(target, original, batches, plan, self.structure.order, masked=masked)
+            refit_consumers(target, original, batches, plan, self.structure.order, masked=masked, sinks=sinks)
         return target
 
     def save(self, path: str, records: bool = False) -> str:
