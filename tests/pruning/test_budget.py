@@ -1,4 +1,4 @@
-"""Budgets (MIPP(sparsity=...), MIPP(macs=...)) and the paper's baselines made structured."""
+"""Budgets (MIPP(sparsity=...), MIPP(macs_removed=...)) and the paper's baselines made structured."""
 
 import itertools
 
@@ -113,17 +113,36 @@ def test_the_output_channel_is_invariant_to_rescaling_a_layer():
 
 def test_macs_budget_is_met():
     model, x = mlp(1)
-    sel = MIPP(macs=0.4, n_samples=N, progress=False).select(model, x)
+    sel = MIPP(macs_removed=0.6, n_samples=N, progress=False).select(model, x)
     m0 = count_macs_params(model, x[:1])[0]
     m1 = count_macs_params(sel.apply(model, fold=False), x[:1])[0]
     assert m1 / m0 <= 0.4
+    assert sel.settings["macs_removed"] == 0.6 and "macs" not in sel.settings
+
+
+def test_macs_kept_is_the_deprecated_spelling():
+    """Budgets are fractions removed, as Torch-Pruning's pruning_ratio; macs= (the fraction kept) still works,
+    with a FutureWarning naming the new spelling, and settings written with it read back as macs_removed."""
+    model, x = mlp(1)
+    with pytest.warns(FutureWarning, match="macs_removed=0.6"):
+        old = MIPP(macs=0.4, n_samples=N, progress=False)
+    assert old.macs_removed == pytest.approx(0.6)
+    new = MIPP(macs_removed=0.6, n_samples=N, progress=False)
+    a, b = old.select(model, x), new.select(model, x)
+    assert {n: v.tolist() for n, v in a.keep.items()} == {n: v.tolist() for n, v in b.keep.items()}
+    legacy = {k: v for k, v in new.settings().items() if k != "macs_removed"} | {"macs": 0.4}
+    assert MIPP.from_settings(legacy).macs_removed == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="macs_removed= only"):
+        MIPP(macs=0.4, macs_removed=0.6)
 
 
 def test_budget_arguments_are_checked():
     with pytest.raises(ValueError, match="one budget"):
-        MIPP(sparsity=0.5, macs=0.5)
+        MIPP(sparsity=0.5, macs_removed=0.5)
     with pytest.raises(ValueError, match="sparsity"):
         MIPP(sparsity=1.0)
+    with pytest.raises(ValueError, match="macs_removed"):
+        MIPP(macs_removed=1.0)
     with pytest.raises(ValueError, match="macs"):
         MIPP(macs=0.0)
     model, x = mlp()
@@ -134,7 +153,7 @@ def test_budget_arguments_are_checked():
     with pytest.raises(ValueError, match="units"):
         MIPP(units=("neurons",))
     with pytest.raises(ValueError, match=r"min_keep|budget"):
-        MIPP(macs=0.01, min_keep=20, n_samples=N, progress=False).select(model, x)
+        MIPP(macs_removed=0.99, min_keep=20, n_samples=N, progress=False).select(model, x)
     with pytest.raises(ValueError, match="select_layer"):
         MIPP(sparsity=0.5).select_layer(torch.randn(50, 4), torch.randn(50, 2))
 

@@ -139,15 +139,20 @@ def base(*extra):
 def test_prune_cli_budgets(own, capsys):
     import json
 
-    for flag, value in (("--sparsity", "0.5"), ("--macs", "0.6")):
+    for flag, value, key, want in (
+        ("--sparsity", "0.5", "sparsity", 0.5),
+        ("--macs-removed", "0.4", "macs_removed", 0.4),
+        ("--macs", "0.6", "macs_removed", 0.4),  # deprecated: the fraction kept
+    ):
         out = own / flag[2:]
         assert main(base(flag, value, "--out", str(out))) == 0
         data = json.loads((out / "selection.json").read_text())
-        assert data["settings"][flag[2:]] == float(value)
+        assert data["settings"][key] == pytest.approx(want)
         small = torch.load(out / "pruned.pt", weights_only=False)
         if flag == "--sparsity":
             assert small[0].out_features + small[2].out_features == 18  # half of the 36 hidden nodes
-    assert main(base("--sparsity", "0.5", "--macs", "0.5")) == 2
+    assert "deprecated" in capsys.readouterr().err
+    assert main(base("--sparsity", "0.5", "--macs-removed", "0.5")) == 2
     assert "not allowed with argument" in capsys.readouterr().err
 
 

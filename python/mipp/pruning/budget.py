@@ -31,23 +31,23 @@ from mipp.pruning.validate import check_number
 
 @dataclass(frozen=True)
 class Budget:
-    """One of ``sparsity`` (fraction of the prunable nodes removed) or ``macs`` (fraction of the dense MACs
-    kept, as Torch-Pruning counts them)."""
+    """One of ``sparsity`` (fraction of the prunable nodes removed) or ``macs_removed`` (fraction of the dense
+    MACs removed, as Torch-Pruning counts them): both fractions removed, as Torch-Pruning's ``pruning_ratio``."""
 
     sparsity: float | None = None
-    macs: float | None = None
+    macs_removed: float | None = None
 
     def __post_init__(self):
-        if self.sparsity is not None and self.macs is not None:
-            raise ValueError("give one budget: sparsity (fraction of nodes removed) or macs (fraction kept)")
+        if self.sparsity is not None and self.macs_removed is not None:
+            raise ValueError("give one budget: sparsity (fraction of nodes removed) or macs_removed (of the MACs)")
         if self.sparsity is not None:
             check_number("sparsity", self.sparsity, 0, 1, "in (0, 1) (the fraction of prunable nodes removed)")
-        if self.macs is not None:
-            check_number("macs", self.macs, 0, 1, "in (0, 1) (the fraction of the dense MACs kept)")
+        if self.macs_removed is not None:
+            check_number("macs_removed", self.macs_removed, 0, 1, "in (0, 1) (the fraction of the dense MACs removed)")
 
     @property
     def given(self) -> bool:
-        return self.sparsity is not None or self.macs is not None
+        return self.sparsity is not None or self.macs_removed is not None
 
 
 Pass = Callable[[float], tuple[dict[str, torch.Tensor], dict[str, LayerResult]]]
@@ -63,14 +63,15 @@ def search_tolerance(
     groups = cap.structure.prunable
     total = sum(cap.structure.groups[n].n_nodes for n in groups)
     floor = sum(min(min_keep, cap.structure.groups[n].n_nodes) for n in groups)
-    dense_macs = count_macs_params(cap.model, cap.example)[0] if budget.macs is not None else 0
+    dense_macs = count_macs_params(cap.model, cap.example)[0] if budget.macs_removed is not None else 0
 
     def measure(keep) -> float:  # how far the budget is met: >= 0 when it is
         if budget.sparsity is not None:
             return (1 - sum(len(v) for v in keep.values()) / total) - budget.sparsity
-        assert budget.macs is not None
+        assert budget.macs_removed is not None
         sel = Selection(cap.structure, keep, cap.example)
-        return budget.macs - count_macs_params(sel.apply(cap.model, fold=False), cap.example)[0] / dense_macs
+        kept = count_macs_params(sel.apply(cap.model, fold=False), cap.example)[0] / dense_macs
+        return (1 - kept) - budget.macs_removed
 
     if budget.sparsity is not None and budget.sparsity > 1 - floor / total:
         raise ValueError(
@@ -240,8 +241,8 @@ def allocate(
         unit = {g: 1.0 for g in names}
         saved = lambda r: float(sum(r.values()))
     else:
-        assert macs is not None and budget.macs is not None
-        need = macs.total * (1 - budget.macs)
+        assert macs is not None and budget.macs_removed is not None
+        need = macs.total * budget.macs_removed
         per_node = macs.per_node()
         unit = {g: max(per_node[g], 1e-300) for g in names}
         saved = lambda r: macs.total - macs.macs({g: 1 - r[g] / n_nodes[g] for g in names})

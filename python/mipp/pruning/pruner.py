@@ -12,6 +12,7 @@ import dataclasses
 import math
 import sys
 import time
+import warnings
 
 import torch
 from torch import nn
@@ -54,8 +55,10 @@ class MIPP:
     "heads" (attention heads, where the model's attention module holds a head count); groups: the names of
     the groups to decide, or a predicate on mipp.pruning.structure.Group (default: every prunable group).
 
-    Budgets (one of them): ``sparsity``, the fraction of the decided nodes removed; ``macs``, the fraction of
-    the dense MACs kept (mipp.pruning.budget). n_samples: input samples whose activations are used (N).
+    Budgets (one of them, each a fraction removed as Torch-Pruning's ``pruning_ratio``): ``sparsity``, of the
+    decided nodes; ``macs_removed``, of the dense MACs (mipp.pruning.budget). ``macs`` (the fraction of the
+    MACs *kept*) is the deprecated spelling of ``macs_removed = 1 - macs``.
+    n_samples: input samples whose activations are used (N).
     min_keep: nodes never removed from a group (no layer collapse). joint: decide residual streams (groups
     of several producers) against all their consumers at once. seed: the generator of sampled positions and
     channel noise. progress: tqdm bars on stderr.
@@ -68,6 +71,7 @@ class MIPP:
         estimator: str | None = None,
         tolerance: float | None = None,
         sparsity: float | None = None,
+        macs_removed: float | None = None,
         macs: float | None = None,
         n_samples: int = 1000,
         min_keep: int = 1,
@@ -104,7 +108,18 @@ class MIPP:
             f"a finite number >= 0 (for the {self.criterion.name} criterion: {self.criterion.unit})",
             low_open=False,
         )
-        self.budget = Budget(sparsity, macs)
+        if macs is not None:
+            if macs_removed is not None:
+                raise ValueError("give macs_removed= only (macs=, the fraction kept, is its deprecated spelling)")
+            check_number("macs", macs, 0, 1, "in (0, 1) (the fraction of the dense MACs kept; deprecated)")
+            warnings.warn(
+                f"MIPP(macs={macs}) (the fraction of the MACs kept) is deprecated: pass "
+                f"macs_removed={1 - macs:.6g}, the fraction removed, as Torch-Pruning's pruning_ratio counts",
+                FutureWarning,
+                stacklevel=2,
+            )
+            macs_removed = 1 - macs
+        self.budget = Budget(sparsity, macs_removed)
         if channel is None:  # a budget ranks nodes across groups: only the output's nats compare there
             channel = OutputChannel() if self.budget.given and self.criterion.nats else "consumer"
         self.channel = channel
@@ -118,6 +133,9 @@ class MIPP:
     def from_settings(cls, settings: dict, **overrides) -> MIPP:
         """The MIPP that ``settings`` (a selection's ``settings``) describe; ``overrides`` replace entries."""
         kept = {k: v for k, v in settings.items() if k != "budget_passes"}
+        if "macs" in kept:  # written before macs_removed: the fraction kept
+            macs = kept.pop("macs")
+            kept.setdefault("macs_removed", None if macs is None else 1 - macs)
         return cls(**{**kept, **overrides})
 
     @property
@@ -129,8 +147,8 @@ class MIPP:
         return self.budget.sparsity
 
     @property
-    def macs(self) -> float | None:
-        return self.budget.macs
+    def macs_removed(self) -> float | None:
+        return self.budget.macs_removed
 
     def __getattr__(self, name: str):
         # the criterion's settings read as MIPP's own (MIPP().k), as when they were MIPP's fields
@@ -145,7 +163,7 @@ class MIPP:
             "estimator": self.criterion.name,
             "tolerance": self.tolerance,
             "sparsity": self.budget.sparsity,
-            "macs": self.budget.macs,
+            "macs_removed": self.budget.macs_removed,
             "n_samples": self.n_samples,
             "min_keep": self.min_keep,
             "joint": self.joint,
@@ -268,7 +286,7 @@ class MIPP:
         _, ranked = walk(cap, sequence, progress, criterion.nats, independent=True)
         curves = cost_curves(ranked)
         groups = cap.structure.groups
-        macs = MacModel(cap.model, cap.example, cap.structure) if self.budget.macs is not None else None
+        macs = MacModel(cap.model, cap.example, cap.structure) if self.budget.macs_removed is not None else None
         removed = allocate(curves, {g: groups[g].n_nodes for g in curves}, self.budget, self.min_keep, macs)
         counts = {g: groups[g].n_nodes - r for g, r in removed.items()}
         screen = ScreenCriterion(
