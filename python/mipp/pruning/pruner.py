@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from mipp._threads import advise as advise_threads
 from mipp.pruning.budget import Budget, MacModel, allocate, cost_curves, search_tolerance
 from mipp.pruning.criteria import CRITERIA, Criterion, Layer, LayerDecision, ScreenCriterion
 from mipp.pruning.criteria.lstsq import Block, recon_error
@@ -234,7 +235,7 @@ class MIPP:
         or an iterable of batches such as a DataLoader: tensors, (inputs, labels) tuples or dicts of
         keyword inputs; the first ``n_samples`` samples are used, an iterable is consumed once).
 
-        With a budget (``sparsity`` or ``macs``; mipp.pruning.budget) a nats criterion (KSG, the screen)
+        With a budget (``sparsity`` or ``macs_removed``; mipp.pruning.budget) a nats criterion (KSG, the screen)
         ranks every decided group's nodes once and cuts once: ``settings["tolerance"]`` then holds the
         largest cost removed (in output nats with ``channel="output"``). The loss criterion searches its
         tolerance instead (``settings["budget_passes"]``: the passes run). A node budget is met exactly.
@@ -243,6 +244,7 @@ class MIPP:
         model, inputs and settings; each KSG test's query rows are split across the ranks and every rank
         returns the same Selection as one process (bit for bit: the counts are exact integers, the digamma
         sums run in the single-process order). The least-squares screen runs on every rank."""
+        advise_threads()
         criterion, progress = self._distributed(group)
         cap = capture_model(
             model,
