@@ -22,6 +22,7 @@ from mipp._threads import advise as advise_threads
 from mipp.pruning.budget import Budget, MacModel, allocate, cost_curves, search_tolerance
 from mipp.pruning.criteria import CRITERIA, Criterion, Layer, LayerDecision, ScreenCriterion
 from mipp.pruning.criteria.lstsq import Block, recon_error
+from mipp.pruning.relevance import relevant_nodes
 from mipp.pruning.selection import LayerResult, Selection
 from mipp.pruning.sensitivity import OutputChannel
 from mipp.pruning.validate import check_integer, check_matrix, check_number
@@ -193,7 +194,12 @@ class MIPP:
         """Kept node indices (sorted) of a layer with activations X (N, D) for a target Y (N, q), without a
         model: Y's columns are z-scored and the consumer's weights are estimated from (X, Y) by least
         squares (W = Cov(Y, X) Cov(X)^-1), so the decision preserves what a linear read-out of X gives Y
-        (the loss criterion's MLPs predict Y itself). ``group``: a torch.distributed process group (see
+        (the loss criterion's MLPs predict Y itself). Those weights carry their sampling error, so for the
+        nats criteria the nodes are first screened on Y itself (mipp.pruning.relevance: backward
+        elimination by the chi-square test of each node's coefficients at the criterion's ``alpha``) and
+        the criterion decides among the relevant ones: a node independent of Y is kept with probability
+        about ``alpha`` whatever the tolerance.
+        ``group``: a torch.distributed process group (see
         :meth:`select`)."""
         criterion, progress = self._distributed(group)
         if self.budget.given:
@@ -205,16 +211,28 @@ class MIPP:
             raise ValueError(f"got N={X.shape[0]} samples; the decision needs at least {criterion.min_samples}")
         t0 = time.perf_counter()
         Yz = (Y - Y.mean(0)) / Y.std(0).clamp_min(1e-300)
-        mean = X.mean(0)
-        Xc = X - mean
-        cov = Xc.T @ Xc / len(X)
+        nodes, screened = list(range(X.shape[1])), []
+        if criterion.nats:  # the read-out's weights are fitted on these samples: Y's own test first
+            nodes, screened = relevant_nodes(X, Yz, getattr(criterion, "alpha", 0.05), self.min_keep)
+        Xs = X[:, nodes]
+        mean = Xs.mean(0)
+        Xc = Xs - mean
+        cov = Xc.T @ Xc / len(Xs)
         lam = getattr(criterion, "ridge", LSTSQ_RIDGE) * float(cov.diagonal().mean())
-        weight = torch.linalg.solve(cov + lam * torch.eye(len(cov), dtype=cov.dtype), Xc.T @ Yz / len(X)).T
-        block = Block(cov, mean, X, len(X), weight, [torch.tensor([i]) for i in range(X.shape[1])], name)
-        layer = Layer(name, X.shape[1], [block], [torch.zeros(X.shape[1], dtype=torch.bool)], ["target"], Yz)
+        weight = torch.linalg.solve(cov + lam * torch.eye(len(cov), dtype=cov.dtype), Xc.T @ Yz / len(Xs)).T
+        block = Block(cov, mean, Xs, len(Xs), weight, [torch.tensor([i]) for i in range(len(nodes))], name)
+        layer = Layer(name, len(nodes), [block], [torch.zeros(len(nodes), dtype=torch.bool)], ["target"], Yz)
         gen = torch.Generator().manual_seed(self.seed)
-        with tqdm(total=X.shape[1], desc=name, file=sys.stderr, disable=not progress, leave=False) as bar:
+        with tqdm(total=len(nodes), desc=name, file=sys.stderr, disable=not progress, leave=False) as bar:
             d = criterion.decide(layer, tolerance=self.tolerance, min_keep=self.min_keep, generator=gen, bar=bar)
+        if screened:  # back to X's columns, the screen's records first
+            d = dataclasses.replace(
+                d,
+                kept=[nodes[i] for i in d.kept],
+                records=screened
+                + [dataclasses.replace(r, node=nodes[r.node], step=len(screened) + r.step) for r in d.records],
+            )
+            layer = dataclasses.replace(layer, n_nodes=X.shape[1])
         res = LayerResult.of(layer, d, criterion.nats)
         res.seconds["total"] = time.perf_counter() - t0
         return d.kept, res

@@ -1,0 +1,88 @@
+"""select_layer(X, Y) on a planted layer (issue 20): latents each seen by 3 noisy copies, exact sums of two
+copies, and nodes independent of everything; Y = tanh(a random mix of the latents) + 5% noise, 16 outputs
+(mipp.pruning.testing.planted_layer at the issue's proportions), N = 1,000 samples.
+
+    PYTHONPATH=python python benchmarks/bench_select_layer.py [--seeds 5] [--sizes 64 256 1024]
+
+Per seed, size and tolerance: nodes kept, unrelated nodes kept (of how many), and the smallest R^2 of a
+latent regressed on the kept nodes. Writes benchmarks/results/select_layer.csv (every run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+from _results import environment, write_csv
+
+from mipp.pruning import MIPP
+from mipp.pruning.testing import planted_layer
+
+
+def planted(n_nodes: int, n: int, seed: int):
+    """The issue's proportions on mipp.pruning.testing's planted layer: of every 256 nodes 24 latents x 3
+    copies (noise 0.1), 24 exact sums of two copies, 160 independent nodes; Y (16 outputs) = tanh of a
+    random mix of the latents + 5% noise."""
+    return planted_layer(n_nodes, n, seed, latent_fraction=72 / 256, mixture_fraction=24 / 256)
+
+
+def latent_r2(p, kept: list[int]) -> float:
+    """The smallest R^2 of a latent (its copies' mean) regressed on the kept nodes."""
+    X = p.X
+    A = torch.cat([X[:, kept], torch.ones(len(X), 1, dtype=X.dtype)], 1)
+    lat = torch.stack([X[:, g].mean(1) for g in p.groups], 1)
+    fit = A @ torch.linalg.lstsq(A, lat).solution
+    return float((1 - (lat - fit).pow(2).sum(0) / (lat - lat.mean(0)).pow(2).sum(0)).min())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--sizes", type=int, nargs="*", default=[64, 256, 1024])
+    parser.add_argument("--tolerances", type=float, nargs="*", default=[0.05, 0.1, 0.2, 0.5])
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--tag", default="")
+    args = parser.parse_args()
+    env, rows = environment(), []
+    for size in args.sizes:
+        for seed in range(args.seeds):
+            p = planted(size, args.samples, seed)
+            unrelated = set(p.unrelated)
+            for tol in args.tolerances:
+                t0 = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    kept, _ = MIPP(tolerance=tol, progress=False, seed=seed).select_layer(p.X, p.Y)
+                secs = time.perf_counter() - t0
+                row = {
+                    **env,
+                    "nodes": size,
+                    "seed": seed,
+                    "tolerance": tol,
+                    "latents": len(p.groups),
+                    "kept": len(kept),
+                    "unrelated": len(unrelated),
+                    "unrelated_kept": len(unrelated & set(kept)),
+                    "min_r2": round(latent_r2(p, kept), 4),
+                    **{k: round(v, 4) for k, v in p.score(kept).items()},
+                    "seconds": round(secs, 2),
+                }
+                rows.append(row)
+                shown = ("nodes", "seed", "tolerance", "kept", "unrelated_kept", "min_r2", "seconds")
+                print({k: row[k] for k in shown}, flush=True)
+    print("wrote", write_csv(rows, f"select_layer{args.tag}.csv"))
+    for size in args.sizes:
+        for tol in args.tolerances:
+            rs = [r for r in rows if r["nodes"] == size and r["tolerance"] == tol]
+            print(
+                f"{size:5d} nodes, tolerance {tol}: kept {statistics.median(r['kept'] for r in rs)}, "
+                f"unrelated kept {max(r['unrelated_kept'] / r['unrelated'] for r in rs):.1%} (max), "
+                f"min R^2 {min(r['min_r2'] for r in rs):.3f}, latents {rs[0]['latents']}"
+            )
+
+
+if __name__ == "__main__":
+    main()
