@@ -23,7 +23,7 @@ from mipp.pruning.budget import Budget, MacModel, allocate, cost_curves, search_
 from mipp.pruning.criteria import CRITERIA, Criterion, Layer, LayerDecision, ScreenCriterion
 from mipp.pruning.criteria.lstsq import Block, recon_error
 from mipp.pruning.relevance import relevant_nodes
-from mipp.pruning.selection import LayerResult, Selection
+from mipp.pruning.selection import LayerResult, NodeRecord, Selection
 from mipp.pruning.sensitivity import OutputChannel
 from mipp.pruning.validate import check_integer, check_matrix, check_number
 from mipp.pruning.walk import Captured, capture_model, walk
@@ -211,7 +211,7 @@ class MIPP:
             raise ValueError(f"got N={X.shape[0]} samples; the decision needs at least {criterion.min_samples}")
         t0 = time.perf_counter()
         Yz = (Y - Y.mean(0)) / Y.std(0).clamp_min(1e-300)
-        nodes, screened = list(range(X.shape[1])), []
+        nodes, screened = list(range(X.shape[1])), list[NodeRecord]()
         if criterion.nats:  # the read-out's weights are fitted on these samples: Y's own test first
             nodes, screened = relevant_nodes(X, Yz, getattr(criterion, "alpha", 0.05), self.min_keep)
         Xs = X[:, nodes]

@@ -67,21 +67,23 @@ def forward_selection(Xc: torch.Tensor, Yc: torch.Tensor, nodes: list[int], alph
 
 
 def _independent_columns(Xc: torch.Tensor, tol: float = 1e-9) -> list[int]:
-    """Columns of the centred Xc, in order, that are not (to ``tol`` of their own squared norm) linear
-    combinations of the earlier ones kept (Gram-Schmidt): an exact mixture or copy adds nothing to a linear
-    read-out, and leaving it in would make the tests' Gram matrix singular."""
-    R = Xc.clone()
-    norms = R.pow(2).sum(0)
+    """Columns of the centred Xc that are not (to ``tol`` of their own squared norm) linear combinations of
+    those kept before them (Gram-Schmidt, visiting the columns by increasing variance: of a set such as
+    {a, b, a + b} the sum, of larger variance, is the one dropped), sorted: an exact mixture or copy adds
+    nothing to a linear read-out, and leaving it in would make the tests' Gram matrix singular."""
+    norms = Xc.pow(2).sum(0)
+    order = sorted(range(Xc.shape[1]), key=lambda j: (float(norms[j]), j))
+    R = Xc[:, order].clone()
     keep: list[int] = []
-    for j in range(R.shape[1]):
-        rj = R[:, j]
+    for pos, j in enumerate(order):
+        rj = R[:, pos]
         nj = float(rj @ rj)
         if nj <= tol * float(norms[j]) or nj == 0.0:
             continue
         keep.append(j)
         u = rj / nj**0.5
-        R[:, j + 1 :] -= u[:, None] * (u @ R[:, j + 1 :])[None, :]
-    return keep
+        R[:, pos + 1 :] -= u[:, None] * (u @ R[:, pos + 1 :])[None, :]
+    return sorted(keep)
 
 
 def relevant_nodes(X: torch.Tensor, Y: torch.Tensor, alpha: float, min_keep: int) -> tuple[list[int], list[NodeRecord]]:
@@ -94,7 +96,8 @@ def relevant_nodes(X: torch.Tensor, Y: torch.Tensor, alpha: float, min_keep: int
     Xc = (X - X.mean(0)).double()
     Yc = (Y - Y.mean(0)).double()
     YY = Yc.T @ Yc
-    S, records = _independent_columns(Xc), []
+    S = _independent_columns(Xc)
+    records: list[NodeRecord] = []
     for node in sorted(set(range(X.shape[1])) - set(S)):  # linear combinations of the columns kept
         records.append(NodeRecord(node, len(records), "affine", True, math.nan, math.nan, math.nan))
     if len(S) >= n // 2:  # too few degrees of freedom to test every node against the rest

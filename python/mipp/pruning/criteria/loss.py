@@ -10,10 +10,13 @@ after Covert et al.'s SAGE; the f(empty) terms cancel in differences). For one l
 2. reference: ``repeats`` MLPs (different initialisations and train / held-out splits) predict the target
    from every node; L_ref = their held-out losses;
 3. sequentially, for each node i: the current models with i masked (its columns set to their mean, 0
-   after standardisation) are fine-tuned briefly from their current weights (warm start) and
+   after standardisation; the first layer's weights on them moved onto the present columns through their
+   least-squares reconstruction, so a near-copy or a mixture of present nodes costs nothing before the
+   fine-tuning) are fine-tuned briefly from their current weights (warm start) and
    d = L(masked) - L_ref per repeat. The node is kept when the data are more than ``confidence`` sure that
    its removal raises the loss: mean(d) - z_confidence * sd(d) / sqrt(repeats) > ``tolerance`` (0: the
-   paper's rule); otherwise it is removed and the fine-tuned models become the current ones.
+   paper's rule; differences below 1e-4 of the target's variance are float32 noise and never keep a
+   node); otherwise it is removed and the fine-tuned models become the current ones.
 
 So the burden of proof is on keeping, as in the paper (a weak estimate removes); the KSG backend reverses
 it (issue 7). Losses are mean squared errors of z-scored targets: a fraction of the target's variance, so
@@ -72,6 +75,12 @@ class LossConfig:
             raise ValueError(f"LossConfig.lr must be > 0, got {self.lr!r}")
         if not (isinstance(self.holdout, (int, float)) and 0 < self.holdout < 1):
             raise ValueError(f"LossConfig.holdout must be in (0, 1), got {self.holdout!r}")
+
+
+# Loss differences below this (a fraction of the z-scored target's variance) are float32 training noise, not
+# a cost: a masked model re-routed onto a near-copy equals its control up to ~1e-6, and at tolerance 0 the
+# sign of that noise decided (half the near-duplicates were kept)
+_RESOLUTION = 1e-4
 
 
 def _mlp(n_in: int, n_out: int, cfg: LossConfig) -> nn.Module:
@@ -252,6 +261,7 @@ class LossCriterion(Criterion):
             trial_mask = mask.clone()
             trial_mask[node_cols[i]] = 0.0
             pair = models.doubled()
+            _reroute(pair, data, node_cols[i], trial_mask)
             both = torch.cat([data.X * trial_mask, data.X * mask])
             loss = pair.fit(
                 both[:, n_val:], Ys2[:, n_val:], both[:, :n_val], Ys2[:, :n_val], self.loss_config.finetune_steps
@@ -259,7 +269,7 @@ class LossCriterion(Criterion):
             d = (loss[:repeats] - loss[repeats:]).double()
             mean = float(d.mean())
             lower = mean - z * float(d.std()) / math.sqrt(repeats)
-            remove = not lower > tolerance
+            remove = not lower > max(tolerance, _RESOLUTION)
             if remove:
                 alive.discard(i)
                 mask = trial_mask
@@ -267,6 +277,28 @@ class LossCriterion(Criterion):
             out.records.append(NodeRecord(i, len(out.records), "test", remove, single[i], mean, lower))
             if bar is not None:
                 bar.update()
+
+
+@torch.no_grad()
+def _reroute(pair: _Stack, data: _Splits, cols: list[int], trial_mask: torch.Tensor, ridge: float = 1e-6) -> None:
+    """In place on the masked half of ``pair``: the first layer's weights on the masked columns ``cols`` are
+    moved onto the columns still present, through the least-squares reconstruction of the masked columns
+    from them on each repeat's training rows (X_cols ~ X_alive B; inputs are standardised, so no intercept).
+    A near-copy or an exact mixture of present nodes is then removed at no cost before the fine-tuning,
+    which a few warm-started steps could not learn on their own (both members of a near-duplicate pair were
+    kept); a node the others cannot reconstruct keeps its cost."""
+    alive = torch.nonzero(trial_mask > 0).flatten()
+    if len(alive) == 0 or not cols:
+        return
+    cols_t = torch.tensor(cols, dtype=torch.long, device=alive.device)
+    weight = pair.params["0.weight"]  # (2M, hidden, F): the first M are the masked models
+    for m in range(weight.shape[0] // 2):
+        Xt = data.X[m, data.n_val :]
+        A, T = Xt[:, alive].double(), Xt[:, cols_t].double()
+        gram = A.T @ A
+        gram.diagonal().add_(ridge * float(gram.diagonal().mean()))
+        B = torch.linalg.solve(gram, A.T @ T)  # (alive, cols)
+        weight[m][:, alive] += (weight[m][:, cols_t].double() @ B.T).to(weight.dtype)
 
 
 def _inputs_and_target(layer: Layer):
