@@ -19,7 +19,7 @@ import torch
 from _results import environment, write_csv
 
 from mipp.pruning import MIPP
-from mipp.pruning.testing import planted_layer
+from mipp.pruning.testing import NONLINEAR, nonlinear_layer, planted_layer
 
 
 def planted(n_nodes: int, n: int, seed: int):
@@ -34,8 +34,44 @@ def latent_r2(p, kept: list[int]) -> float:
     X = p.X
     A = torch.cat([X[:, kept], torch.ones(len(X), 1, dtype=X.dtype)], 1)
     lat = torch.stack([X[:, g].mean(1) for g in p.groups], 1)
-    fit = A @ torch.linalg.lstsq(A, lat).solution
+    fit = A @ torch.linalg.lstsq(A, lat, driver="gelsd").solution  # SVD: kept nodes may be collinear
     return float((1 - (lat - fit).pow(2).sum(0) / (lat - lat.mean(0)).pow(2).sum(0)).min())
+
+
+def nonlinear(args) -> None:
+    """Targets that depend on their relevant node(s) only nonlinearly (mipp.pruning.testing.nonlinear_layer:
+    Y = X^2, sin(3 X), a product, an XOR; a near duplicate of each relevant node, 50 distractors)."""
+    env, rows = environment(), []
+    for kind in NONLINEAR:
+        for seed in range(args.seeds):
+            X, Y, sets, free = nonlinear_layer(kind, seed, args.samples)
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                kept, _ = MIPP(progress=False, seed=seed).select_layer(X, Y)
+            rows.append(
+                {
+                    **env,
+                    "target": kind,
+                    "seed": seed,
+                    "kept": len(kept),
+                    "relevant_kept": sum(bool(set(s_) & set(kept)) for s_ in sets) / len(sets),
+                    "duplicates_kept_max": max(len(set(s_) & set(kept)) for s_ in sets),
+                    "distractors_kept": len(set(free) & set(kept)),
+                    "distractors": len(free),
+                    "seconds": round(time.perf_counter() - t0, 2),
+                }
+            )
+            print({k: rows[-1][k] for k in ("target", "seed", "kept", "relevant_kept", "distractors_kept")})
+    print("wrote", write_csv(rows, f"select_layer_nonlinear{args.tag}.csv"))
+    for kind in NONLINEAR:
+        rs = [r for r in rows if r["target"] == kind]
+        print(
+            f"{kind:8s}: relevant kept {min(r['relevant_kept'] for r in rs):.2f} (min), duplicates kept max "
+            f"{max(r['duplicates_kept_max'] for r in rs)}, distractors kept "
+            f"{sum(r['distractors_kept'] for r in rs) / sum(r['distractors'] for r in rs):.1%}, "
+            f"seconds {statistics.median(r['seconds'] for r in rs):.2f}"
+        )
 
 
 def main() -> None:
@@ -45,7 +81,11 @@ def main() -> None:
     parser.add_argument("--tolerances", type=float, nargs="*", default=[0.05, 0.1, 0.2, 0.5])
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--tag", default="")
+    parser.add_argument("--skip-planted", action="store_true")
     args = parser.parse_args()
+    nonlinear(args)
+    if args.skip_planted:
+        return
     env, rows = environment(), []
     for size in args.sizes:
         for seed in range(args.seeds):

@@ -22,7 +22,7 @@ from mipp._threads import advise as advise_threads
 from mipp.pruning.budget import Budget, MacModel, allocate, cost_curves, search_tolerance
 from mipp.pruning.criteria import CRITERIA, Criterion, Layer, LayerDecision, ScreenCriterion
 from mipp.pruning.criteria.lstsq import Block, recon_error
-from mipp.pruning.relevance import relevant_nodes
+from mipp.pruning.relevance import nonlinear_rescue, relevant_nodes
 from mipp.pruning.selection import LayerResult, NodeRecord, Selection
 from mipp.pruning.sensitivity import OutputChannel
 from mipp.pruning.validate import check_integer, check_matrix, check_number
@@ -195,10 +195,11 @@ class MIPP:
         model: Y's columns are z-scored and the consumer's weights are estimated from (X, Y) by least
         squares (W = Cov(Y, X) Cov(X)^-1), so the decision preserves what a linear read-out of X gives Y
         (the loss criterion's MLPs predict Y itself). Those weights carry their sampling error, so for the
-        nats criteria the nodes are first screened on Y itself (mipp.pruning.relevance: backward
-        elimination by the chi-square test of each node's coefficients at the criterion's ``alpha``) and
-        the criterion decides among the relevant ones: a node independent of Y is kept with probability
-        about ``alpha`` whatever the tolerance.
+        nats criteria the nodes are first screened on Y itself (mipp.pruning.relevance: cross-fitted
+        backward elimination by the chi-square test of each node's coefficients at the criterion's
+        ``alpha``), the criterion decides among the relevant ones, and nodes related to what the kept nodes'
+        read-out leaves of Y only nonlinearly are then added (cross-fitted KSG conditional MI and a local
+        permutation test). A node independent of Y is kept at a rate below ``alpha`` whatever the tolerance.
         ``group``: a torch.distributed process group (see
         :meth:`select`)."""
         criterion, progress = self._distributed(group)
@@ -211,9 +212,10 @@ class MIPP:
             raise ValueError(f"got N={X.shape[0]} samples; the decision needs at least {criterion.min_samples}")
         t0 = time.perf_counter()
         Yz = (Y - Y.mean(0)) / Y.std(0).clamp_min(1e-300)
+        gen = torch.Generator().manual_seed(self.seed)
         nodes, screened = list(range(X.shape[1])), list[NodeRecord]()
         if criterion.nats:  # the read-out's weights are fitted on these samples: Y's own test first
-            nodes, screened = relevant_nodes(X, Yz, getattr(criterion, "alpha", 0.05), self.min_keep)
+            nodes, screened = relevant_nodes(X, Yz, getattr(criterion, "alpha", 0.05), self.min_keep, gen)
         Xs = X[:, nodes]
         mean = Xs.mean(0)
         Xc = Xs - mean
@@ -222,7 +224,6 @@ class MIPP:
         weight = torch.linalg.solve(cov + lam * torch.eye(len(cov), dtype=cov.dtype), Xc.T @ Yz / len(Xs)).T
         block = Block(cov, mean, Xs, len(Xs), weight, [torch.tensor([i]) for i in range(len(nodes))], name)
         layer = Layer(name, len(nodes), [block], [torch.zeros(len(nodes), dtype=torch.bool)], ["target"], Yz)
-        gen = torch.Generator().manual_seed(self.seed)
         with tqdm(total=len(nodes), desc=name, file=sys.stderr, disable=not progress, leave=False) as bar:
             d = criterion.decide(layer, tolerance=self.tolerance, min_keep=self.min_keep, generator=gen, bar=bar)
         if screened:  # back to X's columns, the screen's records first
@@ -233,9 +234,28 @@ class MIPP:
                 + [dataclasses.replace(r, node=nodes[r.node], step=len(screened) + r.step) for r in d.records],
             )
             layer = dataclasses.replace(layer, n_nodes=X.shape[1])
+        if criterion.nats:  # exact linear combinations of other nodes carry nothing a rescue could find
+            affine = {r.node for r in screened if r.rule == "affine"}
+            candidates = [j for j in range(X.shape[1]) if j not in affine]
+            d = self._nonlinear(X, Yz, d, candidates, getattr(criterion, "alpha", 0.05), gen)
         res = LayerResult.of(layer, d, criterion.nats)
         res.seconds["total"] = time.perf_counter() - t0
         return d.kept, res
+
+    def _nonlinear(self, X, Yz, d: LayerDecision, candidates: list[int], alpha: float, gen) -> LayerDecision:
+        """The decision plus the nodes whose relation to what the kept nodes' linear read-out leaves of Y is
+        not linear (mipp.pruning.relevance.nonlinear_rescue); their records replace the earlier ones."""
+        A = torch.cat([X[:, d.kept], torch.ones(len(X), 1, dtype=X.dtype)], 1)
+        resid = Yz - A @ torch.linalg.lstsq(A, Yz, driver="gelsd").solution  # SVD: kept nodes may be collinear
+        t0 = time.perf_counter()
+        found = nonlinear_rescue(X, resid, d.kept, candidates, alpha, gen)
+        seconds = {**d.seconds, "nonlinear": time.perf_counter() - t0}
+        if not found:
+            return dataclasses.replace(d, seconds=seconds)
+        added = {r.node for r in found}
+        records = [r for r in d.records if r.node not in added]
+        records += [dataclasses.replace(r, step=len(records) + r.step) for r in found]
+        return dataclasses.replace(d, kept=sorted([*d.kept, *added]), records=records, seconds=seconds)
 
     # -- a model -------------------------------------------------------------------------------------
     def _distributed(self, group) -> tuple[Criterion, bool]:

@@ -76,3 +76,28 @@ def planted_layer(
     where[perm] = torch.arange(D)  # new position of old column c: where[c]
     remap = lambda idx: sorted(int(where[i]) for i in idx)
     return PlantedLayer(X[:, perm], Y, [remap(gr) for gr in groups], remap(mixtures), remap(unrelated))
+
+
+NONLINEAR = ("square", "sin", "product", "xor")
+
+
+def nonlinear_layer(kind: str, seed: int, n: int = 1000, distractors: int = 50):
+    """A layer whose target depends on its relevant node(s) only nonlinearly (``kind`` in NONLINEAR: Y = X_0^2,
+    sin(3 X_0), X_0 X_1, or XOR of the signs of X_0 and X_1; none correlates with Y), plus 5% noise: the
+    relevant node(s) first, then a near duplicate of each (noise 0.01), then ``distractors`` independent
+    nodes. Returns X (n, D), Y (n, 1), the duplicate sets and the distractors' indices."""
+    g = torch.Generator().manual_seed(seed)
+    m = 2 if kind in ("product", "xor") else 1
+    rel = torch.randn(n, m, dtype=torch.float64, generator=g)
+    dup = rel + 0.01 * torch.randn(n, m, dtype=torch.float64, generator=g)
+    free = torch.randn(n, distractors, dtype=torch.float64, generator=g)
+    x = rel[:, 0]
+    y = {
+        "square": lambda: x**2,
+        "sin": lambda: torch.sin(3 * x),
+        "product": lambda: rel[:, 0] * rel[:, 1],
+        "xor": lambda: ((rel[:, 0] > 0) ^ (rel[:, 1] > 0)).double(),
+    }[kind]()
+    y = y + 0.05 * y.std() * torch.randn(n, dtype=torch.float64, generator=g)
+    X = torch.cat([rel, dup, free], 1)
+    return X, y[:, None], [[i, m + i] for i in range(m)], list(range(2 * m, 2 * m + distractors))
