@@ -242,3 +242,18 @@ def test_select_layer_is_seeded_and_checks_its_arguments():
 def test_bad_settings_are_named(kwargs, needle):
     with pytest.raises(ValueError, match=needle):
         MIPP(**kwargs)
+
+
+def test_screen_ranks_every_node_with_fewer_samples_than_features():
+    """N = 40 samples, F = 100 features: the greedy's rank-one downdates through the singular covariance
+    gave NaN scores where the present columns became independent (39 left), and the ranking stopped there;
+    recomputing the precision matrix then lets it rank down to min_keep, every score finite."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(40, 100, dtype=torch.float64, generator=g)
+    W = torch.randn(20, 100, dtype=torch.float64, generator=g)
+    d = ScreenCriterion(noise=0.01).decide(
+        Layer("layer", 100, [dense_block(X, W)]), tolerance=math.inf, min_keep=1, generator=None
+    )
+    scores = [r.score for r in d.records if r.removed]
+    assert len(d.kept) == 1 and len(scores) == 99
+    assert all(math.isfinite(s) for s in scores)

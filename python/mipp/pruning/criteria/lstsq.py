@@ -200,6 +200,19 @@ def chi2_upper_factor(dof: int, alpha: float) -> float:
 def gaussian_scores(states: list[LSState], nodes: list[int], inflate: float = 1.0) -> torch.Tensor:
     """Closed-form Delta (nats) of each node given the present columns, summed over the consumers;
     ``inflate`` multiplies the residual covariance (its upper confidence bound)."""
+    total = _scores(states, nodes, inflate)
+    if not bool(torch.isfinite(total).all()):
+        # with fewer samples than features the covariance is singular (the ridge keeps P defined, ~1/ridge):
+        # where the removals leave independent columns, the rank-one downdates of P lose every digit and
+        # some scores come out NaN (the greedy stopped there, MAC budgets became unreachable). The
+        # precision matrix recomputed from the covariance of the present columns is exact again.
+        for st in states:
+            st._rebuild()
+        total = _scores(states, nodes, inflate)
+    return total
+
+
+def _scores(states: list[LSState], nodes: list[int], inflate: float) -> torch.Tensor:
     total = torch.zeros(len(nodes), dtype=torch.float64)
     for st in states:
         pos, counts = st.cols_of(nodes)
