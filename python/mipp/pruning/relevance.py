@@ -43,7 +43,7 @@ def forward_selection(Xc: torch.Tensor, Yc: torch.Tensor, nodes: list[int], alph
     """Of ``nodes`` (columns of the centred Xc), those forward selection on the centred Yc adds while the best
     candidate's chi-square statistic is significant at ``alpha`` Bonferroni-corrected for the candidates
     left (the largest of many null statistics must not pass), and while fewer than half the samples are in:
-    a start that leaves the backward tests their degrees of freedom when the criterion kept nearly N nodes."""
+    the start of the backward tests when there are too many nodes to test each against all the others."""
     n, q = Yc.shape
     R, E = Xc[:, nodes].clone(), Yc.clone()
     scale = R.pow(2).sum(0).clamp_min(1e-300)
