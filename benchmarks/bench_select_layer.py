@@ -15,7 +15,6 @@ import statistics
 import time
 import warnings
 
-import torch
 from _results import environment, write_csv
 
 from mipp.pruning import MIPP
@@ -27,15 +26,6 @@ def planted(n_nodes: int, n: int, seed: int):
     copies (noise 0.1), 24 exact sums of two copies, 160 independent nodes; Y (16 outputs) = tanh of a
     random mix of the latents + 5% noise."""
     return planted_layer(n_nodes, n, seed, latent_fraction=72 / 256, mixture_fraction=24 / 256)
-
-
-def latent_r2(p, kept: list[int]) -> float:
-    """The smallest R^2 of a latent (its copies' mean) regressed on the kept nodes."""
-    X = p.X
-    A = torch.cat([X[:, kept], torch.ones(len(X), 1, dtype=X.dtype)], 1)
-    lat = torch.stack([X[:, g].mean(1) for g in p.groups], 1)
-    fit = A @ torch.linalg.lstsq(A, lat, driver="gelsd").solution  # SVD: kept nodes may be collinear
-    return float((1 - (lat - fit).pow(2).sum(0) / (lat - lat.mean(0)).pow(2).sum(0)).min())
 
 
 def nonlinear(args) -> None:
@@ -106,7 +96,7 @@ def main() -> None:
                     "kept": len(kept),
                     "unrelated": len(unrelated),
                     "unrelated_kept": len(unrelated & set(kept)),
-                    "min_r2": round(latent_r2(p, kept), 4),
+                    "min_r2": round(float(p.latent_r2(kept).min()), 4),
                     **{k: round(v, 4) for k, v in p.score(kept).items()},
                     "seconds": round(secs, 2),
                 }

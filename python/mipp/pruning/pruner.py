@@ -214,8 +214,9 @@ class MIPP:
         Yz = (Y - Y.mean(0)) / Y.std(0).clamp_min(1e-300)
         gen = torch.Generator().manual_seed(self.seed)
         nodes, screened = list(range(X.shape[1])), list[NodeRecord]()
+        alpha = getattr(criterion, "alpha", 0.05)  # the criterion's confidence, for the tests on Y
         if criterion.nats:  # the read-out's weights are fitted on these samples: Y's own test first
-            nodes, screened = relevant_nodes(X, Yz, getattr(criterion, "alpha", 0.05), self.min_keep, gen)
+            nodes, screened = relevant_nodes(X, Yz, alpha, self.min_keep, gen)
         Xs = X[:, nodes]
         mean = Xs.mean(0)
         Xc = Xs - mean
@@ -237,7 +238,7 @@ class MIPP:
         if criterion.nats:  # exact linear combinations of other nodes carry nothing a rescue could find
             affine = {r.node for r in screened if r.rule == "affine"}
             candidates = [j for j in range(X.shape[1]) if j not in affine]
-            d = self._nonlinear(X, Yz, d, candidates, getattr(criterion, "alpha", 0.05), gen)
+            d = self._nonlinear(X, Yz, d, candidates, alpha, gen)
         res = LayerResult.of(layer, d, criterion.nats)
         res.seconds["total"] = time.perf_counter() - t0
         return d.kept, res

@@ -97,13 +97,14 @@ def intercept_sinks(model: nn.Module, example, names) -> dict[str, str]:
 
 
 @torch.no_grad()
-def _add_intercept(model: nn.Module, name: str, delta: torch.Tensor, sinks: dict[str, str], rows=None) -> None:
-    """Add ``delta`` to consumer ``name``'s intercept (its ``rows``, all when None): into its bias, or as
-    -delta into the running mean of the BatchNorm that alone reads it (``sinks``); a norm that keeps no
-    running statistics subtracts every batch's mean, so a per-channel shift before it changes nothing."""
-    m = dict(model.named_modules())[name]
+def _add_intercept(modules: dict, name: str, delta: torch.Tensor, sinks: dict[str, str], rows=None) -> None:
+    """Add ``delta`` to consumer ``name``'s intercept (its ``rows``, all when None; ``modules``: the model's
+    named modules): into its bias, or as -delta into the running mean of the BatchNorm that alone reads it
+    (``sinks``); a norm that keeps no running statistics subtracts every batch's mean, so a per-channel
+    shift before it changes nothing."""
+    m = modules[name]
     if name in sinks:
-        norm = dict(model.named_modules())[sinks[name]]
+        norm = modules[sinks[name]]
         if norm.running_mean is not None:
             target, delta = norm.running_mean, -delta
         else:
@@ -127,7 +128,7 @@ def fold_means(model: nn.Module, plan, means: dict[str, torch.Tensor], sinks: di
         m = modules[name]
         cols = _columns(m, cut)
         w = _param(m, "weight").detach().reshape(_n_out(m), -1)
-        _add_intercept(model, name, w[:, cols].double() @ means[name].to(w.device)[cols], sinks)
+        _add_intercept(modules, name, w[:, cols].double() @ means[name].to(w.device)[cols], sinks)
 
 
 class _Stop(Exception):
@@ -268,18 +269,18 @@ def refit(
                 gram = g if gram is None else gram + g
                 cross = c if cross is None else cross + c
             assert gram is not None and cross is not None  # materialise() gives at least one batch
-            _solve_into(model, name, gram, cross, ridge, masked, cols, kept_out, sinks)
+            _solve_into(mods, name, gram, cross, ridge, masked, cols, kept_out, sinks)
 
 
 def _name_of(model: nn.Module, module: nn.Module | None) -> str:
     return next(n for n, m in model.named_modules() if m is module)
 
 
-def _solve_into(model: nn.Module, name: str, gram, cross, ridge: float, masked: bool, cols, kept_out, sinks) -> None:
+def _solve_into(modules: dict, name: str, gram, cross, ridge: float, masked: bool, cols, kept_out, sinks) -> None:
     """Solve the normal equations (``ridge`` times the mean feature variance on the diagonal, for rank
     deficiency) and write the weights and intercept of consumer ``name`` (its kept rows and columns when
     ``masked``; the intercept into its BatchNorm's running mean when ``sinks`` names one, else its bias)."""
-    m = dict(model.named_modules())[name]
+    m = modules[name]
     diag = gram.diagonal()[:-1]
     scale = float(diag.mean()) if len(diag) else 0.0
     lam = ridge * (scale if scale > 0 else 1.0)  # dead (all-zero) kept inputs: weight 0, not singular
@@ -301,7 +302,7 @@ def _solve_into(model: nn.Module, name: str, gram, cross, ridge: float, masked: 
     if name not in sinks:  # the solved intercept replaces the bias (a sink's running mean is the dense one)
         b_param = _ensure_bias(m)
         b_param[... if rows is None else rows.to(b_param.device)] = 0
-    _add_intercept(model, name, bias, sinks, rows)
+    _add_intercept(modules, name, bias, sinks, rows)
 
 
 def mask_groups(model: nn.Module, example, structure: Structure, removed_nodes: dict[str, list[int]]) -> None:

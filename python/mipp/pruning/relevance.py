@@ -198,20 +198,15 @@ def nonlinear_rescue(
     order = torch.randperm(n, generator=generator)
     half_a, half_b = order[: n // 2], order[n // 2 :]
     given, records = list(kept), list[NodeRecord]()
+    Xa, Xb = Xs[half_a], Xs[half_b]
     while live:
-        near = _nearest(Xs, live, given, n_conditioning) if given else None
-
-        def z_of(rows, nodes_near):
-            if nodes_near is None:
-                return None
-            cols = torch.tensor(given)[nodes_near]  # (B, m)
-            return Xs[rows][:, cols].permute(1, 0, 2).contiguous()  # (B, n, m)
-
-        xa = Xs[half_a][:, live].T[..., None].contiguous()  # (B, n/2, 1)
-        za = z_of(half_a, near)
+        # per candidate, the kept nodes it is conditioned on (columns of X), on A and on B alike
+        near = torch.tensor(given)[_nearest(Xs, live, given, n_conditioning)] if given else None
+        xa = Xa[:, live].T[..., None].contiguous()  # (B, n/2, 1)
+        za = None if near is None else Xa[:, near].permute(1, 0, 2).contiguous()  # (B, n/2, m)
         gains = (mipp.mi(xa, Es[half_a], k) if za is None else mipp.cmi(xa, Es[half_a], za, k)).double()
         best = int(gains.argmax())
-        chosen, value = [live[best]], float(gains[best])
+        picked, value = [best], float(gains[best])  # positions in live
         pool = list(range(len(live))) if len(live) <= 64 else gains.topk(min(n_pairs, len(live))).indices.tolist()
         if len(pool) >= 2:
             ia, ib = torch.triu_indices(len(pool), len(pool), 1)
@@ -226,12 +221,10 @@ def nonlinear_rescue(
             joint = mipp.mi(pair_x, Es[half_a], k) if pair_z is None else mipp.cmi(pair_x, Es[half_a], pair_z, k)
             i = int(joint.argmax())
             if float(joint[i]) / 2 > value:
-                chosen, value = [live[int(a[i])], live[int(b[i])]], float(joint[i])
-        xb = Xs[half_b][:, chosen]
-        zb = None
-        if given:
-            zcols = sorted({given[int(j)] for c in chosen for j in _nearest(Xs, [c], given, n_conditioning)[0]})
-            zb = Xs[half_b][:, zcols]
+                picked, value = [int(a[i]), int(b[i])], float(joint[i])
+        chosen = [live[j] for j in picked]
+        xb = Xb[:, chosen]
+        zb = None if near is None else Xb[:, sorted({int(c) for j in picked for c in near[j]})]
         test = mipp.permutation_test(
             xb,
             Es[half_b],

@@ -22,6 +22,15 @@ class PlantedLayer:
     mixtures: list[int]  # exact sums of two copies
     unrelated: list[int]  # independent noise nodes
 
+    def latent_r2(self, kept: list[int]) -> torch.Tensor:
+        """(n_latents,) R^2 of each latent (its copies' mean) regressed, with an intercept, on the kept nodes:
+        whether its information stays (through a copy, or an exact mixture with a kept partner copy). The SVD
+        solver: kept nodes may be exactly collinear (a mixture beside both its copies)."""
+        A = torch.cat([self.X[:, kept], torch.ones(len(self.X), 1, dtype=self.X.dtype)], 1)
+        lat = torch.stack([self.X[:, g].mean(1) for g in self.groups], 1)
+        resid = lat - A @ torch.linalg.lstsq(A, lat, driver="gelsd").solution
+        return 1 - resid.pow(2).sum(0) / (lat - lat.mean(0)).pow(2).sum(0)
+
     def score(self, kept: list[int]) -> dict[str, float]:
         """Fraction of latent groups with a kept copy, fraction of unrelated nodes removed, mean and max kept
         copies per group, and the fraction of mixtures removed."""
