@@ -253,3 +253,86 @@ def test_mac_model_counts_what_the_pruned_transformer_costs():
     want = count_macs_params(half.apply(model, fold=False), x[:1])[0]
     assert mm.total == pytest.approx(count_macs_params(model, x[:1])[0], rel=1e-9)
     assert mm.macs({n: 0.5 for n in decided}) == pytest.approx(want, rel=0.02)
+
+
+def _refitted_loss(model, keep, x, rows):
+    """The refinement's calibration loss of mlp() pruned to ``keep``, computed independently: each consumer
+    re-fitted alone by least squares (torch.linalg.lstsq) from the dense model's inputs on every captured
+    row ``x`` to its dense pre-activations, the output error on ``rows`` relative to the output variance."""
+    k0, k2 = keep["0"], keep["2"]
+    l0, l2, l4 = model[0], model[2], model[4]
+
+    def fit(inputs, target):
+        a = torch.cat([inputs, torch.ones(len(inputs), 1, dtype=inputs.dtype)], 1)
+        return torch.linalg.lstsq(a, target).solution
+
+    with torch.no_grad():
+        xd = x.double()
+        h1 = torch.relu(xd @ l0.weight.double().T + l0.bias.double())
+        z2 = h1 @ l2.weight.double().T + l2.bias.double()
+        h2 = torch.relu(z2)
+        s2, s4 = fit(h1[:, k0], z2[:, k2]), fit(h2[:, k2], h2 @ l4.weight.double().T + l4.bias.double())
+        r = rows.double()
+        dense = model(rows).double()
+        g1 = torch.relu(r @ l0.weight.double().T + l0.bias.double())[:, k0]
+        g2 = torch.relu(g1 @ s2[:-1] + s2[-1])
+        pruned = g2 @ s4[:-1] + s4[-1]
+    return float(((pruned - dense) ** 2).sum()) / (float(dense.var(0, unbiased=False).mean()) * dense.numel())
+
+
+@pytest.mark.parametrize("budget", [{"sparsity": 0.6}, {"sparsity": 0.9}, {"macs_removed": 0.6}, {"macs_removed": 0.9}])
+def test_the_refinement_never_loses_to_the_one_shot_or_the_uniform_counts(budget):
+    """MIPP(refine=n): the returned selection's calibration loss (recomputed here, independently: each consumer
+    re-fitted alone from the dense inputs) is the one reported, at most the one-shot cut's and the uniform
+    counts', and the budget holds."""
+    model, x = mlp()
+    sel = MIPP(**budget, n_samples=N, progress=False, refine=30).select(model, x)
+    losses = sel.settings["refine_losses"]
+    assert set(losses) == {"one-shot", "uniform", "refined"}
+    assert losses["refined"] <= min(losses["one-shot"], losses["uniform"])
+    rows = torch.cat([x[:164], x[256:349]])  # ~256 rows, from the batches of 256 and 144 in proportion (ceil)
+    assert _refitted_loss(model, sel.keep, x, rows) == pytest.approx(losses["refined"], rel=1e-5)  # float32 weights
+    one_shot = MIPP(**budget, n_samples=N, progress=False).select(model, x)
+    assert _refitted_loss(model, one_shot.keep, x, rows) == pytest.approx(losses["one-shot"], rel=1e-5)
+    if "sparsity" in budget:
+        assert sum(sel.counts.values()) == 40 - round(budget["sparsity"] * 40)
+    else:
+        m0 = count_macs_params(model, x[:1])[0]
+        assert count_macs_params(sel.apply(model, fold=False), x[:1])[0] / m0 <= 1 - budget["macs_removed"]
+    assert sel.seconds["refine"] > 0 and sel.settings["refine"] == 30
+    assert MIPP.from_settings(sel.settings).refine == 30  # the losses are a result, not a setting
+
+
+def test_refine_moves_nodes_towards_the_group_the_loss_needs():
+    """Cost curves that misjudge two groups (b's costs look 100x smaller than they are): every candidate the
+    search judges meets the node budget, it starts from the better of one-shot and uniform and it ends at
+    the loss's optimum, which the one-shot cut misses."""
+    from mipp.pruning.budget import refine
+
+    sizes = {"a": 20, "b": 20}
+    curves = {"a": [(i, 1.0) for i in range(20)], "b": [(i, 0.01) for i in range(20)]}
+    judged = []
+
+    def loss(removed):  # b's removals really cost 4x a's
+        assert sum(removed.values()) == 20
+        judged.append(dict(removed))
+        return sum(((r + 1) * r / 2) * w for r, w in ((removed["a"], 1.0), (removed["b"], 4.0)))
+
+    removed, losses = refine(curves, sizes, Budget(sparsity=0.5), 1, None, loss, 40)
+    assert judged[0] == {"a": 1, "b": 19} and judged[1] == {"a": 10, "b": 10}  # one-shot, then uniform
+    best = min(range(1, 20), key=lambda a: loss({"a": a, "b": 20 - a}))
+    assert removed == {"a": best, "b": 20 - best} == {"a": 16, "b": 4}
+    assert losses["refined"] < losses["uniform"] < losses["one-shot"]
+
+
+def test_refine_settings_are_checked():
+    with pytest.raises(ValueError, match="refine must be an int >= 0"):
+        MIPP(sparsity=0.5, refine=-1)
+    with pytest.raises(ValueError, match="refine must be an int >= 0"):
+        MIPP(sparsity=0.5, refine=True)
+    with pytest.raises(ValueError, match="at least 2"):
+        MIPP(sparsity=0.5, refine=1)
+    with pytest.raises(ValueError, match="no budget"):
+        MIPP(refine=10)
+    with pytest.raises(ValueError, match="loss criterion"):
+        MIPP(sparsity=0.5, estimator="loss", refine=10)

@@ -279,3 +279,91 @@ def allocate(
         if best is None:
             return r
         r[best[1]] -= 1
+
+
+def refine(
+    curves: dict[str, list[tuple[int, float]]],
+    n_nodes: dict[str, int],
+    budget: Budget,
+    min_keep: int,
+    macs: MacModel | None,
+    loss: Callable[[dict[str, int]], float],
+    evaluations: int,
+    progress: bool = False,
+) -> tuple[dict[str, int], dict[str, float]]:
+    """An end-to-end search over the allocation (SPDY-style: per-group sensitivity coefficients, every
+    candidate the optimal cut of re-weighted cost curves, so every candidate meets ``budget``), judged by
+    ``loss(removed)`` (the calibration loss of the model pruned with those counts) in at most
+    ``evaluations`` calls.
+
+    Candidates: the cut of the curves exp(theta_g) [(1 - mu) C_g(r) / C + mu U_g(r) / U], where U_g(r) =
+    u_g r^2 / n_g (u_g: what one node of g saves, 1 for a node budget) is the curve whose cut removes the same
+    fraction of every group (uniform counts, up to rounding), and C, U the totals that put both on one scale.
+    The search starts from the better of mu = 0 (the one-shot allocation) and mu = 1 (uniform), then moves
+    one coordinate (mu, or one group's theta) at a time, keeping a move only when the loss falls and halving
+    the steps when none does: the result's loss is never above either start's. Returns (removed per group,
+    the losses of the one-shot and uniform starts and of the result)."""
+    names = list(curves)
+    unit = {g: 1.0 for g in names}
+    if budget.macs_removed is not None:
+        assert macs is not None
+        per_node = macs.per_node()
+        unit = {g: max(per_node[g], 1e-300) for g in names}
+    cost_total = sum(c for g in names for _, c in curves[g]) or 1.0
+    quad = {g: [unit[g] * (2 * r + 1) / n_nodes[g] for r in range(len(curves[g]))] for g in names}
+    quad_total = sum(sum(q) for q in quad.values()) or 1.0
+    seen: dict[tuple, float] = {}
+    bar = tqdm(total=evaluations, desc="MIPP allocation refinement", file=sys.stderr, disable=not progress, leave=False)
+
+    def cut(theta: dict[str, float], mu: float) -> dict[str, int]:
+        mixed = {
+            g: [
+                (node, math.exp(theta[g]) * ((1 - mu) * max(c, 0.0) / cost_total + mu * q / quad_total))
+                for (node, c), q in zip(curves[g], quad[g])
+            ]
+            for g in names
+        }
+        return allocate(mixed, n_nodes, budget, min_keep, macs)
+
+    def judge(removed: dict[str, int]) -> float | None:
+        key = tuple(removed[g] for g in names)
+        if key not in seen:
+            if len(seen) >= evaluations:
+                return None
+            seen[key] = loss(removed)
+            bar.update()
+        return seen[key]
+
+    try:
+        theta = {g: 0.0 for g in names}
+        starts = {"one-shot": cut(theta, 0.0), "uniform": cut(theta, 1.0)}
+        scores = {k: judge(r) for k, r in starts.items()}
+        mu = 0.0 if (scores["uniform"] is None or scores["one-shot"] <= scores["uniform"]) else 1.0  # type: ignore[operator]
+        best = starts["one-shot" if mu == 0.0 else "uniform"]
+        best_loss = scores["one-shot" if mu == 0.0 else "uniform"]
+        step, mu_step = 1.0, 0.25
+        while best_loss is not None and step >= 1 / 16 and len(seen) < evaluations:
+            moved = False
+            moves = [("mu", s * mu_step) for s in (-1, 1)] + [(g, s * step) for g in names for s in (1, -1)]
+            for what, delta in moves:
+                t, m = dict(theta), mu
+                if what == "mu":
+                    m = min(max(mu + delta, 0.0), 1.0)
+                    if m == mu:
+                        continue
+                else:
+                    t[what] += delta
+                removed = cut(t, m)
+                got = judge(removed)
+                if got is None:
+                    break
+                if got < best_loss:
+                    theta, mu, best, best_loss, moved = t, m, removed, got, True
+            if not moved:
+                step, mu_step = step / 2, mu_step / 2
+    finally:
+        bar.close()
+    losses = {k: v for k, v in scores.items() if v is not None}
+    if best_loss is not None:
+        losses["refined"] = best_loss
+    return best, losses

@@ -19,12 +19,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mipp._threads import advise as advise_threads
-from mipp.pruning.budget import Budget, MacModel, allocate, cost_curves, search_tolerance
+from mipp.pruning.budget import Budget, MacModel, allocate, cost_curves, refine, search_tolerance
+from mipp.pruning.capture import to_device
 from mipp.pruning.criteria import CRITERIA, Criterion, Layer, LayerDecision, ScreenCriterion
 from mipp.pruning.criteria.lstsq import Block, recon_error
+from mipp.pruning.refit import consumer_plan, refit_moments
 from mipp.pruning.relevance import nonlinear_rescue, relevant_nodes
 from mipp.pruning.selection import LayerResult, NodeRecord, Selection
-from mipp.pruning.sensitivity import OutputChannel
+from mipp.pruning.sensitivity import OutputChannel, first_tensor, spread_samples
+from mipp.pruning.structure import eval_mode, run_model
 from mipp.pruning.validate import check_integer, check_matrix, check_number
 from mipp.pruning.walk import Captured, capture_model, walk
 
@@ -64,6 +67,11 @@ class MIPP:
     min_keep: nodes never removed from a group (no layer collapse). joint: decide residual streams (groups
     of several producers) against all their consumers at once. seed: the generator of sampled positions and
     channel noise. progress: tqdm bars on stderr.
+    refine: with a budget and a nats criterion, the number of calibration-loss evaluations an end-to-end
+    search over the allocation may spend after the one-shot cut (mipp.pruning.budget.refine: it starts from
+    the better of the one-shot and the uniform counts and moves nodes between groups only while the loss
+    falls); the loss is the model's output error, with the mean fold, relative to the output's variance, on
+    the first ``channel.samples`` captured samples. 0 (default): the one-shot cut alone.
     """
 
     def __init__(
@@ -83,6 +91,7 @@ class MIPP:
         channel: str | OutputChannel | None = None,
         units: tuple[str, ...] = ("channels", "heads"),
         groups=None,
+        refine: int = 0,
         **settings,
     ):
         self.criterion = _make_criterion(criterion, estimator, settings)
@@ -129,12 +138,21 @@ class MIPP:
             raise ValueError(f"the {self.criterion.name} criterion keeps given counts; a budget does not apply")
         check_integer("n_samples", n_samples, 2)
         check_integer("min_keep", min_keep, 1)
+        check_integer("refine", refine, 0)
+        if refine and not (self.budget.given and self.criterion.nats):
+            raise ValueError(
+                "refine searches a budget's allocation: give sparsity= or macs_removed= with a nats criterion "
+                f"(got {'no budget' if not self.budget.given else f'the {self.criterion.name} criterion'})"
+            )
+        if refine == 1:
+            raise ValueError("refine must be 0 or at least 2 (the one-shot and the uniform starts are both judged)")
+        self.refine = refine
         self.n_samples, self.min_keep, self.joint, self.seed, self.progress = n_samples, min_keep, joint, seed, progress
 
     @classmethod
     def from_settings(cls, settings: dict, **overrides) -> MIPP:
         """The MIPP that ``settings`` (a selection's ``settings``) describe; ``overrides`` replace entries."""
-        kept = {k: v for k, v in settings.items() if k != "budget_passes"}
+        kept = {k: v for k, v in settings.items() if k not in ("budget_passes", "refine_losses")}
         if "macs" in kept:  # written before macs_removed: the fraction kept
             macs = kept.pop("macs")
             kept.setdefault("macs_removed", None if macs is None else 1 - macs)
@@ -173,6 +191,7 @@ class MIPP:
             "channel": self.channel if isinstance(self.channel, str) else _plain(self.channel),
             "units": list(self.units),
             "groups": sorted(self.groups) if isinstance(self.groups, frozenset) else None,
+            "refine": self.refine,
             **self.criterion.settings(),
         }
 
@@ -300,7 +319,9 @@ class MIPP:
         if not self.budget.given:
             keep, results = self._pass(cap, criterion, self.tolerance, progress)
         elif criterion.nats:
-            keep, results, settings["tolerance"] = self._allocate(cap, criterion, progress)
+            keep, results, settings["tolerance"], losses, refine_seconds = self._allocate(cap, criterion, progress)
+            if losses is not None:
+                settings["refine_losses"] = losses
         else:
             keep, results, settings["tolerance"], settings["budget_passes"] = search_tolerance(
                 cap,
@@ -312,13 +333,16 @@ class MIPP:
                 progress,
             )
         seconds = {"capture": cap.seconds, "decisions": time.perf_counter() - t0}
+        if self.refine:
+            seconds["refine"] = refine_seconds  # part of the decisions
         return Selection(cap.structure, keep, cap.example, results, cap.means, seconds, settings)
 
     def _allocate(self, cap: Captured, criterion: Criterion, progress: bool):
         """A budget by one ranking and one cut (mipp.pruning.budget.allocate): every group's greedy removal
         order with its costs (each group against its unpruned consumers), the counts that minimise the summed
-        cost, then the nodes chosen at those counts from the output back (the screen's order, with the cuts
-        of the groups decided before). Returns (keep, results, the largest cost removed)."""
+        cost (searched end to end with ``refine``), then the nodes chosen at those counts from the output back
+        (the screen's order, with the cuts of the groups decided before). Returns (keep, results, the largest
+        cost removed, the refinement's calibration losses or None)."""
         gen = torch.Generator().manual_seed(self.seed)
 
         def sequence(layer, bar):
@@ -327,22 +351,71 @@ class MIPP:
         _, ranked = walk(cap, sequence, progress, criterion.nats, independent=True)
         curves = cost_curves(ranked)
         groups = cap.structure.groups
+        n_nodes = {g: groups[g].n_nodes for g in curves}
         macs = MacModel(cap.model, cap.example, cap.structure) if self.budget.macs_removed is not None else None
-        removed = allocate(curves, {g: groups[g].n_nodes for g in curves}, self.budget, self.min_keep, macs)
-        counts = {g: groups[g].n_nodes - r for g, r in removed.items()}
-        screen = ScreenCriterion(
-            counts, noise=getattr(criterion, "noise", 0.01), ridge=getattr(criterion, "ridge", LSTSQ_RIDGE)
-        )
+        removed = allocate(curves, n_nodes, self.budget, self.min_keep, macs)
+        state = gen.get_state()  # every decision at given counts draws from the same generator state
 
-        def final(layer, bar):
-            if layer.cut:
-                return screen.decide(layer, tolerance=0.0, min_keep=self.min_keep, generator=gen, bar=bar)
-            # nothing decided before changed this group's consumers: its greedy order is the one ranked
-            return _prefix(layer, ranked[layer.name], removed[layer.name])
+        def decide_at(removed: dict[str, int], show: bool, judged: bool = False):
+            screen = ScreenCriterion(
+                {g: n_nodes[g] - r for g, r in removed.items()},
+                noise=getattr(criterion, "noise", 0.01),
+                ridge=getattr(criterion, "ridge", LSTSQ_RIDGE),
+            )
+            at = torch.Generator().set_state(state)
 
-        keep, results = walk(cap, final, progress, criterion.nats)
+            def final(layer, bar):
+                if layer.cut:
+                    return screen.decide(layer, tolerance=0.0, min_keep=self.min_keep, generator=at, bar=bar)
+                # nothing decided before changed this group's consumers: its greedy order is the one ranked
+                return _prefix(layer, ranked[layer.name], removed[layer.name], error=not judged)
+
+            return walk(cap, final, show, criterion.nats)
+
+        losses, t0 = None, time.perf_counter()
+        if self.refine:
+            loss = self._calibration_loss(cap)
+            removed, losses = refine(
+                curves,
+                n_nodes,
+                self.budget,
+                self.min_keep,
+                macs,
+                lambda r: loss(decide_at(r, False, judged=True)[0]),
+                self.refine,
+                progress,
+            )
+        refine_seconds = time.perf_counter() - t0
+        keep, results = decide_at(removed, progress)
         cut = max((c for g, r in removed.items() for _, c in curves[g][:r]), default=0.0)
-        return keep, results, cut
+        return keep, results, cut, losses, refine_seconds
+
+    def _calibration_loss(self, cap: Captured):
+        """keep -> the output error of the model pruned to ``keep``, each consumer re-fitted by least squares
+        from its captured moments (mipp.pruning.refit.refit_moments), relative to the dense output's
+        variance, on ``channel.samples`` captured samples spread over all the batches (eval semantics)."""
+        channel = self.channel if isinstance(self.channel, OutputChannel) else OutputChannel()
+        select = channel.output or first_tensor
+        batches = spread_samples(cap.batches, channel.samples)
+        device = next((p.device for p in cap.model.parameters()), torch.device("cpu"))
+
+        def outputs(model: nn.Module) -> torch.Tensor:
+            with eval_mode(model), torch.no_grad():
+                parts = [select(run_model(model, to_device(b, device))) for b in batches]
+            return torch.cat([y.detach().reshape(y.shape[0], -1).double() for y in parts])
+
+        dense = outputs(cap.model)
+        scale = float(dense.var(0, unbiased=False).mean()) * dense.numel()
+        if scale <= 0:
+            raise ValueError("the model's output does not vary over the inputs: no calibration loss can be defined")
+
+        def loss(keep: dict[str, torch.Tensor]) -> float:
+            sel = Selection(cap.structure, keep, cap.example)
+            small = sel.apply(cap.model, fold=False)
+            refit_moments(small, cap.model, consumer_plan(cap.structure, sel.keep, cap.model), cap.stats)
+            return float(((outputs(small) - dense) ** 2).sum()) / scale
+
+        return loss
 
     def _pass(self, cap: Captured, criterion: Criterion, tolerance: float, progress: bool):
         """One decision pass over every group at ``tolerance`` (the channel noise drawn from the run's seed)."""
@@ -387,9 +460,12 @@ def _plain(channel: OutputChannel) -> dict:
     }
 
 
-def _prefix(layer: Layer, result: LayerResult, n_removed: int) -> LayerDecision:
-    """The decision that removes the first ``n_removed`` nodes of a ranked (fully removed) group's order."""
+def _prefix(layer: Layer, result: LayerResult, n_removed: int, error: bool = True) -> LayerDecision:
+    """The decision that removes the first ``n_removed`` nodes of a ranked (fully removed) group's order;
+    ``error``: with its reconstruction error (NaN without: a candidate judged by the refinement needs only
+    the kept nodes)."""
     order = sorted((r for r in result.records if r.removed), key=lambda r: r.step)
     gone = {r.node for r in order[:n_removed]}
     records = [dataclasses.replace(r, removed=r.node in gone) for r in sorted(result.records, key=lambda r: r.step)]
-    return LayerDecision([i for i in range(result.n_before) if i not in gone], records, recon_error(layer, list(gone)))
+    err = recon_error(layer, list(gone)) if error else math.nan
+    return LayerDecision([i for i in range(result.n_before) if i not in gone], records, err)

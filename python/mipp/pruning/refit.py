@@ -27,7 +27,15 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from mipp.pruning.capture import channel_columns, feature_rows, kernel_size, to_device, token_mask, valid_rows
+from mipp.pruning.capture import (
+    channel_columns,
+    feature_rows,
+    flat_weight,
+    kernel_size,
+    to_device,
+    token_mask,
+    valid_rows,
+)
 from mipp.pruning.structure import Structure, build_graph, eval_mode, run_model
 
 _BatchNorm = nn.modules.batchnorm._BatchNorm
@@ -129,6 +137,28 @@ def fold_means(model: nn.Module, plan, means: dict[str, torch.Tensor], sinks: di
         cols = _columns(m, cut)
         w = _param(m, "weight").detach().reshape(_n_out(m), -1)
         _add_intercept(modules, name, w[:, cols].double() @ means[name].to(w.device)[cols], sinks)
+
+
+@torch.no_grad()
+def refit_moments(model: nn.Module, original: nn.Module, plan, stats: dict, ridge: float = 1e-6) -> None:
+    """In place on the physically pruned ``model``: each planned consumer's weights on its kept inputs and its
+    bias re-fitted by least squares to ``original``'s pre-activations from the captured moments of its inputs
+    (``stats``: consumer name -> ConsumerStats over every row), with no pass over data. Unlike :func:`refit`
+    the inputs are the dense model's (each consumer alone, no correction of upstream drift): the cheap
+    estimate of what a re-fit recovers that the budget refinement judges candidates by."""
+    mods, orig_mods = dict(model.named_modules()), dict(original.named_modules())
+    for name, (_, kept_in, kept_out) in plan.items():
+        st, om = stats[name], orig_mods[name]
+        w = flat_weight(om).double().cpu()
+        b = om.bias.detach().double().cpu() if om.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+        if kept_out is not None:
+            w, b = w[kept_out], b[kept_out]
+        # second moments of [x, 1] over the rows; the target is z = W x + b
+        full = torch.cat([st.cov + torch.outer(st.mean, st.mean), st.mean[:, None]], 1)
+        full = torch.cat([full, torch.cat([st.mean, torch.ones(1, dtype=torch.float64)])[None]], 0)
+        cols = torch.cat([_columns(om, kept_in), torch.tensor([len(st.mean)])])
+        cross = full[cols] @ torch.cat([w, b[:, None]], 1).T
+        _solve_into(mods, name, full[cols][:, cols], cross, ridge, False, None, None, {})
 
 
 class _Stop(Exception):

@@ -62,6 +62,21 @@ def first_samples(batches: list, n: int) -> list:
     return out
 
 
+def spread_samples(batches: list, n: int) -> list:
+    """About ``n`` samples taken from every batch in proportion to its size (the first of each), so that
+    batches ordered by length or class are all represented; every batch when they hold ``n`` or fewer."""
+    from mipp.pruning.capture import batch_size, slice_batch
+
+    total = sum(batch_size(b) for b in batches)
+    if total <= n:
+        return list(batches)
+    out = []
+    for b in batches:
+        take = -(-batch_size(b) * n // total)  # ceil: no batch drops out
+        out.append(b if take == batch_size(b) else slice_batch(b, take))
+    return out
+
+
 @dataclass
 class OutputMetric:
     """Per consumer, G (q x q, float64): the output's sensitivity to its pre-activations, in units of the
