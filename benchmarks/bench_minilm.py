@@ -379,7 +379,16 @@ def uniform_counts(sel, model, example, macs_kept: float | None, sparsity: float
     return counts
 
 
-METHODS = ("mipp", "mipp-per-layer-unit", "screen-uniform", "flap-zscore", "kwon-fisher", "magnitude", "random")
+METHODS = (
+    "mipp",
+    "mipp-refined",
+    "mipp-per-layer-unit",
+    "screen-uniform",
+    "flap-zscore",
+    "kwon-fisher",
+    "magnitude",
+    "random",
+)
 
 
 def main() -> int:
@@ -395,6 +404,10 @@ def main() -> int:
     parser.add_argument("--out", default="minilm.csv")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--per-layer-unit", type=float, nargs="*", default=[0.5], help="sparsities to run it at")
+    parser.add_argument("--refine", type=int, default=24, help="calibration-loss evaluations of mipp-refined")
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the rows already in --out of the points and methods not run"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, tok = load_minilm()
@@ -411,7 +424,8 @@ def main() -> int:
     held_batches = encode_batches(tok, held, batch=64)
     dense = embed(model, held_batches)
     env = environment()
-    rows = []
+    rows: list[dict] = []
+    old = merge_rows(args) if args.merge else []
     settings = dict(n_samples=len(calib), seed=args.seed, progress=False, estimator="screen")
     points = [("ffn", sp, None) for sp in args.sparsities] + [("heads+ffn", None, 1 - m) for m in args.macs_removed]
     for units, sp, macs in points:
@@ -420,6 +434,12 @@ def main() -> int:
         t0 = time.perf_counter()
         sel = MIPP(**budget, channel="output", units=kind, **settings).select(model, calib_batches)
         cands = {"mipp": (sel, time.perf_counter() - t0, sel.seconds)}
+        if "mipp-refined" in args.methods:  # the allocation searched end to end on the calibration loss
+            t0 = time.perf_counter()
+            ref = MIPP(**budget, channel="output", units=kind, refine=args.refine, **settings).select(
+                model, calib_batches
+            )
+            cands["mipp-refined"] = (ref, time.perf_counter() - t0, ref.seconds)
         if sp in args.per_layer_unit:  # the channel at each consumer (each layer in its own unit): before
             t0 = time.perf_counter()
             own = MIPP(**budget, units=kind, **settings).select(model, calib_batches)
@@ -468,6 +488,8 @@ def main() -> int:
                 "select_seconds": round(secs, 1),
                 "capture_seconds": round(split.get("capture", 0.0), 1),
                 "decision_seconds": round(split.get("decisions", 0.0), 1),
+                "refine_seconds": round(split.get("refine", 0.0), 1),
+                "calib_loss": s.settings.get("refine_losses", {}).get("refined", ""),
                 "refit_seconds": round(refit_seconds, 1),
                 "n_calib": len(calib),
                 "n_eval": len(held),
@@ -475,9 +497,26 @@ def main() -> int:
             }
             rows.append({**row, **env})
             print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
-            write_csv(rows, args.out)
-    plot(rows, os.path.join(RESULTS, "minilm.png"))
+            write_csv(old + rows, args.out)
+    plot(old + rows, os.path.join(RESULTS, "minilm.png"))
     return 0
+
+
+def merge_rows(args) -> list[dict]:
+    """The rows of --out that this run does not redo (other points, or methods not in --methods)."""
+    import csv
+
+    path = os.path.join(RESULTS, args.out)
+    if not os.path.exists(path):
+        return []
+    points = {("ffn", str(sp), "") for sp in args.sparsities}
+    points |= {("heads+ffn", "", str(round(1 - m, 10))) for m in args.macs_removed}
+    with open(path, newline="") as f:
+        return [
+            r
+            for r in csv.DictReader(f)
+            if not ((r["units"], r["sparsity"], r["macs_target"]) in points and r["method"] in args.methods)
+        ]
 
 
 def plot(rows: list[dict], path: str) -> None:
@@ -490,11 +529,15 @@ def plot(rows: list[dict], path: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, ffn in ((axes[0], True), (axes[1], False)):
         mine = [r for r in rows if (r["units"] == "ffn") == ffn]
-        for method in dict.fromkeys(r["method"] for r in mine):
-            rs = [r for r in mine if r["method"] == method]
+        for method in [m for m in METHODS if any(r["method"] == m for r in mine)]:  # not the extra reruns
+            rs = sorted(
+                (r for r in mine if r["method"] == method),
+                key=lambda r: float(r["sparsity"]) if ffn else -float(r["macs_target"]),
+            )
             xs = [100 * (float(r["sparsity"]) if ffn else 1 - float(r["macs_target"])) for r in rs]
-            colour = "k" if method == "mipp" else f"C{METHODS.index(method) % 10}"
-            style = dict(lw=2.5, color=colour, zorder=5) if method == "mipp" else dict(lw=1, color=colour)
+            colour = {"mipp": "k", "mipp-refined": "C0"}.get(method, f"C{METHODS.index(method) % 10}")
+            style = dict(lw=2.5, color=colour, zorder=5) if method.startswith("mipp-r") or method == "mipp" else {}
+            style = style or dict(lw=1, color=colour)
             ax.plot(xs, [float(r["cosine"]) for r in rs], marker="o", ms=3, label=method, **style)
         ax.set_xlabel("FFN neurons removed (%)" if ffn else "encoder MACs removed (%), heads + FFN neurons")
     axes[0].set_ylabel("held-out cosine to the dense embedding")

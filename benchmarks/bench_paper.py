@@ -14,6 +14,9 @@ the layers; every baseline keeps MIPP's per-layer counts (and SynFlow / GraSP al
 own budget, which can collapse a layer: flagged in the CSV); every method gets the same least-squares re-fit
 and the same fine-tuning. Fine-tuning budget: --finetune-epochs epochs of Adam (lr 1e-3, batch 64) for a
 trained network; a network pruned at initialisation is trained for the dense epochs (Adam 2e-3).
+Allocation baselines: "screen-uniform" (the screen at the same fraction of every layer) and, with --refine N,
+"mipp-output-refined" (MIPP in the output's currency with N calibration-loss evaluations of the end-to-end
+allocation search).
 
 Writes benchmarks/results/paper_rows.csv (every run), paper_summary.csv (mean, std over seeds) and
 paper_<model>_<setting>.png (accuracy after the re-fit and after fine-tuning against sparsity, one line per
@@ -56,8 +59,11 @@ def methods(sel, base, x_tr, y_tr, seed, sparsity, n_samples, only=None):
     """name -> (selection, seconds, collapsed groups) at MIPP's counts, plus SynFlow / GraSP's own budgets
     (``only``: the names to run, all by default)."""
     xs, ys = x_tr[:512], y_tr[:512]
+    groups = sel.structure.groups  # the same fraction of every group (the allocation baseline)
+    uniform = sel.with_keep({n: torch.arange(max(1, round(groups[n].n_nodes * (1 - sparsity)))) for n in sel.keep})
     makers = {
         "screen": lambda: screen_selection(sel, base, x_tr, n_samples=n_samples),
+        "screen-uniform": lambda: screen_selection(uniform, base, x_tr, n_samples=n_samples),
         "thinet": lambda: thinet_selection(sel, base, x_tr, n_samples=n_samples),
         "random": lambda: keep_top(sel, random_scores(sel, torch.Generator().manual_seed(seed))),
         "l1": lambda: keep_top(sel, l1_scores(sel, base)),
@@ -95,6 +101,7 @@ def run(
     baselines=None,
     log=print,
     channels=("consumer",),
+    refine=0,
 ):
     x_tr, y_tr, x_te, y_te, _ = load_digits_data(seed)
     torch.manual_seed(seed)
@@ -117,6 +124,12 @@ def run(
                     name = "mipp" if est == "ksg" else f"mipp-{est}"
                     name += "" if channel == "consumer" else f"-{channel}"
                     cands[name] = (sel_e, time.perf_counter() - t0, [])
+            if refine:  # the allocation searched end to end (MIPP(refine=...)), in the output's currency
+                t0 = time.perf_counter()
+                sel_r = MIPP(
+                    sparsity=sp, n_samples=n_samples, seed=seed, progress=False, channel="output", refine=refine
+                ).select(base, x_tr)
+                cands["mipp-output-refined"] = (sel_r, time.perf_counter() - t0, [])
             sel = next(iter(cands.values()))[0]
             cands.update(methods(sel, base, x_tr, y_tr, seed, sp, n_samples, baselines))
             for method, (s, seconds, collapsed) in cands.items():
@@ -177,6 +190,8 @@ def plot(summary, model_name, setting, path):
                 if method == "mipp"
                 else dict(lw=2.5, color="#2b6cb0", zorder=5)
                 if method == "mipp-output"
+                else dict(lw=2.5, color="#2f855a", zorder=6)
+                if method == "mipp-output-refined"
                 else dict(lw=2.5, color="#c05621", zorder=4)
                 if method == "mipp-loss"
                 else dict(lw=1, ls="--" if "global" in method else "-")
@@ -226,6 +241,9 @@ def main() -> int:
     )
     parser.add_argument("--tag", default="", help="suffix of the output files")
     parser.add_argument(
+        "--refine", type=int, default=0, help='also MIPP(channel="output", refine=N) as "mipp-output-refined"'
+    )
+    parser.add_argument(
         "--channels",
         nargs="+",
         default=["consumer", "output"],
@@ -252,6 +270,7 @@ def main() -> int:
                     args.baselines,
                     log=lambda s: print(s, flush=True),
                     channels=args.channels,
+                    refine=args.refine,
                 )
             ]
             write_csv(rows, f"paper_rows{args.tag}.csv")
