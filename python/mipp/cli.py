@@ -48,14 +48,20 @@ def _number(kind: str, low: float, high: float, low_open: bool, high_open: bool,
     return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
-    return value
+def _int_at_least(low: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1, "a positive integer")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,7 +125,7 @@ def _main(argv: list[str] | None = None) -> int:
     budget.add_argument(
         "--sparsity",
         type=_number("sparsity", 0, 1, True, True, "in (0, 1)"),
-        help="your model: a budget, the fraction of the prunable nodes removed (the tolerance is searched)",
+        help="your model: a budget, the fraction of the prunable nodes removed (one ranking and one cut)",
     )
     budget.add_argument(
         "--macs-removed",
@@ -130,6 +136,13 @@ def _main(argv: list[str] | None = None) -> int:
         "--macs",
         type=_number("macs", 0, 1, True, True, "in (0, 1)"),
         help="deprecated: the fraction of the dense MACs kept; pass --macs-removed (the fraction removed)",
+    )
+    prune.add_argument(
+        "--refine",
+        type=_int_at_least(0, "an integer >= 0"),
+        default=0,
+        help="your model with a budget: calibration-loss evaluations of the end-to-end allocation search "
+        "(0: the one-shot cut alone)",
     )
     prune.add_argument("--traceback", action="store_true", help="show Python's traceback of an error")
     prune.add_argument(
@@ -313,6 +326,7 @@ def prune_own_model(args) -> int:
             joint=args.joint,
             seed=args.seed,
             progress=not args.no_progress,
+            refine=args.refine,
         ).select(model, inputs)
         small = sel.apply(model) if args.no_refit else sel.apply(model, refit=inputs[: args.n_samples])
     except (ValueError, TypeError) as exc:  # the inputs or settings do not fit the model (named in exc)

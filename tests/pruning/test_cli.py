@@ -152,6 +152,12 @@ def test_prune_cli_budgets(own, capsys):
         if flag == "--sparsity":
             assert small[0].out_features + small[2].out_features == 18  # half of the 36 hidden nodes
     assert "deprecated" in capsys.readouterr().err
+    out = own / "refined"
+    assert main(base("--sparsity", "0.5", "--refine", "8", "--out", str(out))) == 0
+    data = json.loads((out / "selection.json").read_text())
+    assert data["settings"]["refine"] == 8
+    losses = data["settings"]["refine_losses"]
+    assert losses["refined"] <= min(losses["one-shot"], losses["uniform"])
     assert main(base("--sparsity", "0.5", "--macs-removed", "0.5")) == 2
     assert "not allowed with argument" in capsys.readouterr().err
 
@@ -177,6 +183,9 @@ BAD = {
     "negative tolerance": (["--tolerance", "-1"], "-1 is not a finite number >= 0"),
     "sparsity 1": (["--sparsity", "1"], "argument --sparsity: 1 is not in \\(0, 1\\)"),
     "n-samples 0": (["--n-samples", "0"], "0 is not a positive integer"),
+    "refine not an integer": (["--refine", "2.5"], "argument --refine: '2.5' is not an integer"),
+    "refine without a budget": (["--refine", "10"], "refine searches a budget's allocation"),
+    "refine 1": (["--refine", "1", "--sparsity", "0.5"], "refine must be 0 or at least 2"),
     "factory raises": (["--model", "usermodels:broken"], "failed: RuntimeError: no weights here"),
     "no module": (["--model", "no_such_module:make"], "cannot import 'no_such_module'"),
     "no attribute": (["--model", "usermodels:nothing"], "has no attribute 'nothing'"),

@@ -70,8 +70,9 @@ class MIPP:
     refine: with a budget and a nats criterion, the number of calibration-loss evaluations an end-to-end
     search over the allocation may spend after the one-shot cut (mipp.pruning.budget.refine: it starts from
     the better of the one-shot and the uniform counts and moves nodes between groups only while the loss
-    falls); the loss is the model's output error, with the mean fold, relative to the output's variance, on
-    the first ``channel.samples`` captured samples. 0 (default): the one-shot cut alone.
+    falls); the loss is the model's output error relative to the output's variance, each consumer re-fitted
+    by least squares from its captured moments, on ``channel.samples`` captured samples spread over every
+    batch. 0 (default): the one-shot cut alone.
     """
 
     def __init__(
