@@ -303,6 +303,8 @@ def refine(
     one coordinate (mu, or one group's theta) at a time, keeping a move only when the loss falls and halving
     the steps when none does: the result's loss is never above either start's. Returns (removed per group,
     the losses of the one-shot and uniform starts and of the result)."""
+    if evaluations < 2:
+        raise ValueError(f"refine needs 2 evaluations or more (the one-shot and the uniform starts), got {evaluations}")
     names = list(curves)
     unit = {g: 1.0 for g in names}
     if budget.macs_removed is not None:
@@ -337,12 +339,15 @@ def refine(
     try:
         theta = {g: 0.0 for g in names}
         starts = {"one-shot": cut(theta, 0.0), "uniform": cut(theta, 1.0)}
-        scores = {k: judge(r) for k, r in starts.items()}
-        mu = 0.0 if (scores["uniform"] is None or scores["one-shot"] <= scores["uniform"]) else 1.0  # type: ignore[operator]
-        best = starts["one-shot" if mu == 0.0 else "uniform"]
-        best_loss = scores["one-shot" if mu == 0.0 else "uniform"]
+        losses: dict[str, float] = {}
+        for k, r in starts.items():  # two evaluations at most: both are judged
+            got = judge(r)
+            assert got is not None
+            losses[k] = got
+        start = "one-shot" if losses["one-shot"] <= losses["uniform"] else "uniform"
+        mu, best, best_loss = (0.0 if start == "one-shot" else 1.0), starts[start], losses[start]
         step, mu_step = 1.0, 0.25
-        while best_loss is not None and step >= 1 / 16 and len(seen) < evaluations:
+        while step >= 1 / 16 and len(seen) < evaluations:
             moved = False
             moves = [("mu", s * mu_step) for s in (-1, 1)] + [(g, s * step) for g in names for s in (1, -1)]
             for what, delta in moves:
@@ -354,16 +359,14 @@ def refine(
                 else:
                     t[what] += delta
                 removed = cut(t, m)
-                got = judge(removed)
-                if got is None:
+                trial = judge(removed)
+                if trial is None:  # out of evaluations
                     break
-                if got < best_loss:
-                    theta, mu, best, best_loss, moved = t, m, removed, got, True
+                if trial < best_loss:
+                    theta, mu, best, best_loss, moved = t, m, removed, trial, True
             if not moved:
                 step, mu_step = step / 2, mu_step / 2
     finally:
         bar.close()
-    losses = {k: v for k, v in scores.items() if v is not None}
-    if best_loss is not None:
-        losses["refined"] = best_loss
+    losses["refined"] = best_loss
     return best, losses
