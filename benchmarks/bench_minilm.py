@@ -16,11 +16,15 @@ length: no padding), held-out evaluation from --n-eval sentences of 40 other mod
 Points: FFN neurons at --sparsities removed, and heads + FFN neurons with --macs-removed of the encoder's MACs
 removed (the CSV's macs_target: the fraction kept).
 Methods: MIPP in one currency (``MIPP(..., estimator="screen", channel="output")``: nats of the embedding,
-one ranking and one cut); MIPP with each layer in its own unit (the tolerance channel at the consumers, the
+one ranking and one cut); the same with the allocation searched end to end (``refine=--refine``,
+mipp-refined); MIPP with each layer in its own unit (the tolerance channel at the consumers, the
 allocation before; at --per-layer-unit); the screen with the same fraction in every group (uniform);
 FLAP-style fluctuation scores standardised per group with one global threshold; Kwon-style Fisher
 information of node masks (label-free: sampled Gaussian targets on the embedding) ranked globally (per MAC
-under a MAC budget); magnitude (L1 of the input weights) and random at uniform counts. Every method gets the
+under a MAC budget); K-prune-style knowledge-preserving scores (that Fisher, scaled so an average layer's
+nodes sum to 1, plus each node's share of its sublayer output's energy, E[x_c^2] ||W[:, c]||^2 over its
+columns; lambda = 1) ranked globally the same way, without K-prune's sublayer-by-sublayer re-scoring;
+magnitude (L1 of the input weights) and random at uniform counts. Every method gets the
 same least-squares re-fit (mipp's: every token row, toward the LayerNorm input of the residual stream), no
 fine-tuning. Metrics on the held-out sentences: mean cosine between pruned and dense embeddings, and
 nearest-neighbour retrieval agreement (the dense top-1 neighbour among the held-out sentences found as top-1,
@@ -279,7 +283,7 @@ def length_batches(tok, texts: list[str], batch: int = 64) -> list[dict]:
     return out
 
 
-def unit_scores(sel, model, batches, seed: int = 0) -> tuple[dict, dict]:
+def unit_scores(sel, model, batches, seed: int = 0) -> tuple[dict, dict, dict]:
     """Two baselines' per-node scores from one pass over the calibration batches, at each group's consumer
     input x (a node owns the columns its producer rows feed): FLAP's fluctuation, sum over its columns of
     Var_tokens(x_c) ||W[:, c]||^2 (standardised per group: FLAP's per-layer z-scores, ranked globally), and
@@ -323,7 +327,7 @@ def unit_scores(sel, model, batches, seed: int = 0) -> tuple[dict, dict]:
         for h in hooks:
             h.remove()
         model.zero_grad()
-    flap = {}
+    flap, energy = {}, {}
     for n in sel.keep:
         s1, s2, rows = moments[n]
         var = s2 / rows - (s1 / rows) ** 2
@@ -331,7 +335,15 @@ def unit_scores(sel, model, batches, seed: int = 0) -> tuple[dict, dict]:
         fluct = var * (w**2).sum(0)
         per_node = torch.stack([fluct[c].sum() for c in cols[n]])
         flap[n] = (per_node - per_node.mean()) / per_node.std().clamp_min(1e-300)
-    return flap, fisher
+        second = (s2 / rows) * (w**2).sum(0)  # E[x_c^2] ||W[:, c]||^2: a column's energy in the sublayer output
+        per_node = torch.stack([second[c].sum() for c in cols[n]])
+        energy[n] = per_node / per_node.sum().clamp_min(1e-300)
+    # K-prune's knowledge-preserving score: predictive knowledge (the label-free Fisher above, scaled so that
+    # an average layer's nodes sum to 1) plus representational knowledge (each node's share of its sublayer
+    # output's energy, summing to 1 per layer), lambda = 1
+    scale = sum(float(v.sum()) for v in fisher.values()) / len(fisher)
+    kprune = {n: fisher[n] / max(scale, 1e-300) + energy[n] for n in sel.keep}
+    return flap, fisher, kprune
 
 
 def global_macs_keep(sel, model, example, scores: dict, macs_kept: float):
@@ -386,6 +398,7 @@ METHODS = (
     "screen-uniform",
     "flap-zscore",
     "kwon-fisher",
+    "kprune-style",
     "magnitude",
     "random",
 )
@@ -448,24 +461,27 @@ def main() -> int:
         counts = uniform_counts(sel, model, example, macs, sp)
         uniform = sel.with_keep({n: torch.arange(c) for n, c in counts.items()})
         wanted = set(args.methods)
-        t0 = time.perf_counter()
-        cands["screen-uniform"] = (
-            screen_selection(uniform, model, calib_batches, n_samples=len(calib)),
-            time.perf_counter() - t0,
-            {},
-        )
-        if wanted & {"flap-zscore", "kwon-fisher"}:
+        if "screen-uniform" in wanted:
             t0 = time.perf_counter()
-            flap, fisher = unit_scores(sel, model, calib_batches, args.seed)
+            cands["screen-uniform"] = (
+                screen_selection(uniform, model, calib_batches, n_samples=len(calib)),
+                time.perf_counter() - t0,
+                {},
+            )
+        if wanted & {"flap-zscore", "kwon-fisher", "kprune-style"}:
+            t0 = time.perf_counter()
+            flap, fisher, kprune = unit_scores(sel, model, calib_batches, args.seed)
             secs = time.perf_counter() - t0
             if sp is not None:
                 cands["flap-zscore"] = (global_keep(sel, flap, sp)[0], secs, {})
                 cands["kwon-fisher"] = (global_keep(sel, fisher, sp)[0], secs, {})
+                cands["kprune-style"] = (global_keep(sel, kprune, sp)[0], secs, {})
             else:
                 low = min(float(v.min()) for v in flap.values())
                 flap = {n: v - low for n, v in flap.items()}
                 cands["flap-zscore"] = (global_macs_keep(sel, model, example, flap, macs), secs, {})
                 cands["kwon-fisher"] = (global_macs_keep(sel, model, example, fisher, macs), secs, {})
+                cands["kprune-style"] = (global_macs_keep(sel, model, example, kprune, macs), secs, {})
         cands["magnitude"] = (keep_top(uniform, l1_scores(uniform, model)), 0.0, {})
         cands["random"] = (keep_top(uniform, random_scores(uniform, torch.Generator().manual_seed(args.seed))), 0.0, {})
         macs0 = MacModel(model, example, sel.structure)

@@ -214,6 +214,28 @@ def test_refit_beats_fold_in_reconstruction():
     assert refit_err < min(err.values())
 
 
+@pytest.mark.parametrize("layer", ["features.0", "features.4", "head.1"])
+def test_refit_from_moments_equals_the_refit_when_one_group_is_pruned(layer):
+    """refit_moments (what the budget refinement judges candidates by) solves each consumer's least squares
+    from the captured moments; with one group pruned the consumer's inputs are the dense ones, so it equals
+    the data-driven re-fit: a convolution's kernel columns, a Flatten's and a Linear's alike."""
+    from mipp.pruning.refit import consumer_plan, refit_moments
+    from mipp.pruning.walk import capture_model
+
+    torch.manual_seed(0)
+    model = randomise_norms(SmallCNN())
+    x = torch.randn(N, 3, 8, 8)
+    cap = capture_model(model, x, n_samples=N)
+    n = cap.structure.groups[layer].n_nodes
+    sel = Selection(cap.structure, {layer: torch.arange(0, n, 2)}, cap.example)
+    small = sel.apply(model, fold=False)
+    refit_moments(small, model, consumer_plan(cap.structure, sel.keep, model), cap.stats)
+    with torch.no_grad():
+        got, want, dense = small(x), sel.apply(model, refit=x)(x), model(x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(dense.abs().max()))
+    assert float((got - dense).abs().max()) > 1e-3  # the pruning changed the output: the test has teeth
+
+
 @pytest.mark.parametrize(
     "layer, consumer", [("features.0", "features.4"), ("features.4", "head.1"), ("head.1", "head.3")]
 )
