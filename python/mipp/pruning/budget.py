@@ -219,6 +219,16 @@ class MacModel:
         return out
 
 
+def node_units(names: list[str], budget: Budget, macs: MacModel | None) -> dict[str, float]:
+    """What removing one node of each group saves in the budget's unit: 1 for a node budget, the group's
+    first-order MACs per node for a MAC budget (floored above 0)."""
+    if budget.macs_removed is None:
+        return {g: 1.0 for g in names}
+    assert macs is not None
+    per_node = macs.per_node()
+    return {g: max(per_node[g], 1e-300) for g in names}
+
+
 def allocate(
     curves: dict[str, list[tuple[int, float]]],
     n_nodes: dict[str, int],
@@ -238,14 +248,12 @@ def allocate(
                 f"sparsity={budget.sparsity} removes more than the {sum(limit.values()) / total:.4f} of the nodes "
                 f"that min_keep={min_keep} allows"
             )
-        unit = {g: 1.0 for g in names}
         saved = lambda r: float(sum(r.values()))
     else:
         assert macs is not None and budget.macs_removed is not None
         need = macs.total * budget.macs_removed
-        per_node = macs.per_node()
-        unit = {g: max(per_node[g], 1e-300) for g in names}
         saved = lambda r: macs.total - macs.macs({g: 1 - r[g] / n_nodes[g] for g in names})
+    unit = node_units(names, budget, macs)
 
     def counts(lam: float) -> dict[str, int]:
         return {g: int((cum[g] - lam * unit[g] * torch.arange(len(cum[g]))).argmin()) for g in names}
@@ -306,11 +314,7 @@ def refine(
     if evaluations < 2:
         raise ValueError(f"refine needs 2 evaluations or more (the one-shot and the uniform starts), got {evaluations}")
     names = list(curves)
-    unit = {g: 1.0 for g in names}
-    if budget.macs_removed is not None:
-        assert macs is not None
-        per_node = macs.per_node()
-        unit = {g: max(per_node[g], 1e-300) for g in names}
+    unit = node_units(names, budget, macs)
     cost_total = sum(c for g in names for _, c in curves[g]) or 1.0
     quad = {g: [unit[g] * (2 * r + 1) / n_nodes[g] for r in range(len(curves[g]))] for g in names}
     quad_total = sum(sum(q) for q in quad.values()) or 1.0
