@@ -236,6 +236,36 @@ def test_refit_from_moments_equals_the_refit_when_one_group_is_pruned(layer):
     assert float((got - dense).abs().max()) > 1e-3  # the pruning changed the output: the test has teeth
 
 
+@pytest.mark.parametrize("kind", ["inplace-relu", "post-ln-stream"])
+def test_refit_is_the_same_whatever_the_dense_targets_kept_at_once(monkeypatch, kind):
+    """The re-fit keeps the dense model's targets of as many consumers as TARGET_CACHE_BYTES allows from one
+    pass: one consumer per pass (the pass ends at it) and all of them from one pass must give bit-identical
+    weights. With ReLU(inplace=True) after each Linear, a kept output that was not copied would be rectified
+    by the rest of the pass; the post-LayerNorm encoder's targets are the norms' inputs (the stream)."""
+    from mipp.pruning import refit as refit_module
+
+    torch.manual_seed(0)
+    if kind == "inplace-relu":
+        model = nn.Sequential(
+            nn.Linear(10, 32), nn.ReLU(inplace=True), nn.Linear(32, 24), nn.ReLU(inplace=True), nn.Linear(24, 3)
+        ).eval()
+        x = torch.randn(300, 10)
+    else:
+        from zoo import BertNet
+
+        model, x = BertNet().eval(), torch.randn(150, 8, 6)
+    sel = MIPP(**FAST).select(model, x)
+    sel = sel.with_keep({n: torch.arange(0, sel.structure.groups[n].n_nodes, 2) for n in sel.keep})
+    states = {}
+    for cap in (1, 1 << 40):
+        monkeypatch.setattr(refit_module, "TARGET_CACHE_BYTES", cap)
+        states[cap] = sel.apply(model, refit=x).state_dict()
+    assert all(torch.equal(states[1][k], states[1 << 40][k]) for k in states[1])
+    with torch.no_grad():  # the re-fit did something: the weights differ from the fold's
+        folded = sel.apply(model).state_dict()
+    assert any(not torch.equal(states[1][k], folded[k]) for k in folded)
+
+
 @pytest.mark.parametrize(
     "layer, consumer", [("features.0", "features.4"), ("features.4", "head.1"), ("head.1", "head.3")]
 )

@@ -28,10 +28,12 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from mipp.pruning.capture import (
+    batch_size,
     channel_columns,
     feature_rows,
     flat_weight,
     kernel_size,
+    slice_batch,
     to_device,
     token_mask,
     valid_rows,
@@ -165,21 +167,22 @@ class _Stop(Exception):
     """Raised by a hook to end a forward pass once what it was run for has been seen."""
 
 
-def _forward(model: nn.Module, batch, hooks: dict[nn.Module, Callable], stop: nn.Module) -> None:
-    """Run ``model`` on ``batch`` with forward ``hooks`` (module -> fn(inputs, output)), ending the pass after
-    ``stop`` has run (the rest of the model is not computed)."""
+def _forward(model: nn.Module, batch, hooks: dict[nn.Module, Callable], stops: list[nn.Module]) -> None:
+    """Run ``model`` on ``batch`` with forward ``hooks`` (module -> fn(inputs, output)), ending the pass once
+    every module of ``stops`` has run (the rest of the model is not computed)."""
+    pending = set(stops)
 
     def wrap(module, fn):
         def hook(mod, inputs, output):
             fn(inputs, output)
-            if mod is stop:
+            pending.discard(mod)
+            if not pending:
                 raise _Stop
 
         return hook
 
     handles = [m.register_forward_hook(wrap(m, fn)) for m, fn in hooks.items()]
-    if stop not in hooks:
-        handles.append(stop.register_forward_hook(wrap(stop, lambda i, o: None)))
+    handles += [m.register_forward_hook(wrap(m, lambda i, o: None)) for m in pending if m not in hooks]
     try:
         run_model(model, batch)
     except _Stop:
@@ -235,6 +238,13 @@ def _stream_norm(model: nn.Module, consumer: nn.Module, batch) -> nn.Module | No
     return None
 
 
+# The dense model's targets are captured for as many consecutive consumers as fit in this many bytes, in one
+# forward pass per batch (the dense model does not change while the re-fit runs); the pruned model is still
+# run once per consumer, since each consumer reads the ones re-fitted before it. On MiniLM (6 consumers,
+# 20,000 token rows) every target fits and the re-fit's dense passes fall from 6 to 1.
+TARGET_CACHE_BYTES = 1 << 30
+
+
 @torch.no_grad()
 def refit(
     model: nn.Module,
@@ -253,42 +263,52 @@ def refit(
     ``stream``: where the consumer's output is added to a residual stream that a LayerNorm reads next, the
     target is what restores that LayerNorm's input, z_orig + (stream_orig - stream_pruned), so the re-fit
     also corrects the error the pruned layers before it left in the stream (as Kwon et al. 2022 and K-prune
-    re-fit toward the dense sublayer output plus the residual drift). Every pass ends at the module it is
-    run for (the rest of the model is not computed). Padding tokens (``attention_mask`` of a Mapping batch)
-    are left out of the normal equations, as capture leaves them out of the statistics."""
+    re-fit toward the dense sublayer output plus the residual drift). Every pass ends at the last module it
+    is run for (the rest of the model is not computed). Padding tokens (``attention_mask`` of a Mapping
+    batch) are left out of the normal equations, as capture leaves them out of the statistics."""
     mods, orig_mods = dict(model.named_modules()), dict(original.named_modules())
     device = next(model.parameters()).device
+    planned = [n for n in order if n in plan]
+    # which norm reads a stream is a property of the graph: two samples show it
+    probe = to_device(slice_batch(batches[0], min(2, batch_size(batches[0]))), device)
     with eval_mode(model), eval_mode(original):
-        for name in [n for n in order if n in plan]:
+        norms = {
+            n: _stream_norm(original, orig_mods[n], probe) if stream and plan[n][2] is None else None for n in planned
+        }
+        # the dense model's side of each target: the consumer's output, or the input of the norm reading its stream
+        taps = {n: (orig_mods[n], 1) if norms[n] is None else (norms[n], 0) for n in planned}
+        per_sample = _tap_bytes(original, probe, taps)
+        n_samples = sum(batch_size(b) for b in batches)
+        dense: dict[str, list[torch.Tensor]] = {}
+        for i, name in enumerate(planned):
+            if name not in dense:
+                window, used = [name], per_sample[name] * n_samples
+                for nxt in planned[i + 1 :]:
+                    used += per_sample[nxt] * n_samples
+                    if used > TARGET_CACHE_BYTES:
+                        break
+                    window.append(nxt)
+                dense = _dense_targets(original, batches, device, {n: taps[n] for n in window}, orig_mods)
             _, kept_in, kept_out = plan[name]
-            m, om = mods[name], orig_mods[name]
+            m, norm = mods[name], norms[name]
             cols = _columns(m, kept_in) if masked else None
-            norm = _stream_norm(original, om, to_device(batches[0], device)) if stream and kept_out is None else None
             pnorm = mods[_name_of(original, norm)] if norm is not None else None
             gram = cross = None
-            for batch in batches:
+            for batch, orig in zip(batches, dense.pop(name)):
                 batch = to_device(batch, device)
-                got: dict[str, torch.Tensor] = {}
-
-                def keep(key: str, which: int = 1):
-                    return lambda inputs, output: got.__setitem__(key, (inputs[0], output)[which])
-
-                hooks = {om: keep("z")}
-                if norm is not None:
-                    hooks[norm] = keep("s", 0)
-                _forward(original, batch, hooks, norm if norm is not None else om)
-                hooks = {m: keep("x", 0)}
-                if pnorm is not None:
-                    hooks[m] = lambda inputs, output: got.update(x=inputs[0], zp=output)
-                    hooks[pnorm] = keep("sp", 0)
-                _forward(model, batch, hooks, pnorm if pnorm is not None else m)
-                # a stream read by a norm: restore the norm's input, z + h = (s - sp) + zp
-                target = got["z"] if norm is None else got["s"] - got["sp"] + got["zp"]
-                # padding tokens (a Mapping batch's attention_mask) stay out, as they do from capture
                 mask = token_mask(batch)
-                target = valid_rows(m, target, mask)
+                got: dict[str, torch.Tensor] = {}
+                hooks = {m: lambda inputs, output: got.update(x=inputs[0], zp=output)}
+                if pnorm is not None:
+                    hooks[pnorm] = lambda inputs, output: got.__setitem__("sp", inputs[0])
+                _forward(model, batch, hooks, [pnorm if pnorm is not None else m])
+                # a stream read by a norm: restore the norm's input, z + h = (s - sp) + zp (padding tokens, a
+                # Mapping batch's attention_mask, stay out, as they do from capture)
+                target = orig
+                if norm is not None:
+                    target = orig - valid_rows(m, got["sp"], mask) + valid_rows(m, got["zp"], mask)
                 x, _ = feature_rows(m, valid_rows(m, got["x"], mask))
-                z = target.movedim(1, -1) if isinstance(om, nn.modules.conv._ConvNd) else target
+                z = target.movedim(1, -1) if isinstance(m, nn.modules.conv._ConvNd) else target
                 z = z.reshape(-1, z.shape[-1])
                 if kept_out is not None:
                     z = z[:, kept_out.to(z.device)]
@@ -300,6 +320,44 @@ def refit(
                 cross = c if cross is None else cross + c
             assert gram is not None and cross is not None  # materialise() gives at least one batch
             _solve_into(mods, name, gram, cross, ridge, masked, cols, kept_out, sinks)
+
+
+def _run_taps(model: nn.Module, batch, taps: dict) -> dict[str, torch.Tensor]:
+    """Each tap's tensor (``taps``: name -> (module, 0 input / 1 output), the module's first call) from one
+    pass of ``model`` on ``batch`` that ends once every tapped module has run; copied, so that an in-place
+    operation later in the pass (a ReLU(inplace=True)) cannot change what was kept."""
+    wanted: dict[nn.Module, set[int]] = {}
+    for mod, which in taps.values():
+        wanted.setdefault(mod, set()).add(which)
+    seen: dict[nn.Module, dict[int, torch.Tensor]] = {}
+
+    def keep(mod):
+        def fn(inputs, output):
+            if mod not in seen:
+                seen[mod] = {w: (inputs[0], output)[w].clone() for w in wanted[mod]}
+
+        return fn
+
+    _forward(model, batch, {mod: keep(mod) for mod in wanted}, list(wanted))
+    return {name: seen[mod][which] for name, (mod, which) in taps.items()}
+
+
+def _tap_bytes(model: nn.Module, probe, taps: dict) -> dict[str, float]:
+    """Bytes per sample of each tap, measured on the probe batch (an estimate: a sequence's length varies)."""
+    n = batch_size(probe)
+    return {name: t.numel() * t.element_size() / n for name, t in _run_taps(model, probe, taps).items()}
+
+
+def _dense_targets(original: nn.Module, batches: list, device, taps: dict, orig_mods: dict) -> dict[str, list]:
+    """Per consumer of ``taps``, its tapped tensor in every batch without the padding rows (one pass of the
+    dense model per batch)."""
+    out: dict[str, list] = {name: [] for name in taps}
+    for batch in batches:
+        batch = to_device(batch, device)
+        mask = token_mask(batch)
+        for name, t in _run_taps(original, batch, taps).items():
+            out[name].append(valid_rows(orig_mods[name], t, mask))
+    return out
 
 
 def _name_of(model: nn.Module, module: nn.Module | None) -> str:
