@@ -55,3 +55,17 @@ def test_moments_of_every_position_equal_the_direct_ones():
     per_sample = rows.view(150, 100, 27)
     assert got.rows.shape == (150, 27)
     assert all(bool((per_sample[i] - got.rows[i]).abs().amax(1).min() < 1e-6) for i in range(150))
+
+
+def test_gram_matrix_equals_the_full_product():
+    """The block-triangle product mirrored: every entry as a.T @ a computes it (to rounding), at widths on
+    both sides of the blocked path's threshold and not divisible by the block count."""
+    from mipp.pruning.capture import gram_matrix
+
+    g = torch.Generator().manual_seed(3)
+    for F_ in (5, 511, 512, 515, 1030):
+        a = torch.randn(300, F_, dtype=torch.float64, generator=g) + 2.0
+        want = a.T @ a
+        got = gram_matrix(a)
+        assert got.shape == (F_, F_)
+        torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-13 * float(want.abs().max()))

@@ -32,6 +32,7 @@ from mipp.pruning.capture import (
     channel_columns,
     feature_rows,
     flat_weight,
+    gram_matrix,
     kernel_size,
     slice_batch,
     to_device,
@@ -315,7 +316,7 @@ def refit(
                 if cols is not None:
                     x = x[:, cols.to(x.device)]
                 a = torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64, device=x.device)], 1)
-                g, c = a.T @ a, a.T @ z.double()
+                g, c = gram_matrix(a), a.T @ z.double()
                 gram = g if gram is None else gram + g
                 cross = c if cross is None else cross + c
             assert gram is not None and cross is not None  # materialise() gives at least one batch
