@@ -141,9 +141,15 @@ def test_fewer_samples_than_features_warns():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 40), nn.ReLU(), nn.Linear(40, 2)).eval()
     with pytest.warns(
-        UserWarning, match=r"30 calibration samples, fewer than the features their consumers read \(2 \(40\)\)"
+        UserWarning,
+        match=r"30 calibration rows \(samples x positions\), fewer than the features their consumers read "
+        r"\(2 \(40\)\)",
     ):
         MIPP(n_samples=30, progress=False).select(model, torch.randn(30, 4))
+    # 30 sequences of 4 tokens: 120 token rows behind the moments, more than the 40 features: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        MIPP(n_samples=30, progress=False).select(model, torch.randn(30, 4, 4))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         MIPP(n_samples=100, progress=False).select(model, torch.randn(100, 4))

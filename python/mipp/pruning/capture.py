@@ -356,15 +356,18 @@ def capture(model: nn.Module, batches: list, consumers: list[str], seed: int = 0
 
 
 def _warn_few_samples(stats: dict[str, ConsumerStats]) -> None:
-    few = {name: st.cov.shape[0] for name, st in stats.items() if st.rows.shape[0] < st.cov.shape[0]}
+    """Warn where a consumer's covariance has fewer rows (samples x positions: every pixel or token of a sample
+    is a row) than features: it is singular there. A sequence or image model with few samples but many rows
+    per sample is not warned about (MiniLM's 800 sentences give 20,000 token rows for 1,536 features)."""
+    few = {name: st.cov.shape[0] for name, st in stats.items() if st.n_rows < st.cov.shape[0]}
     if few:
-        n = min(stats[name].rows.shape[0] for name in few)
+        n = min(stats[name].n_rows for name in few)
         listed = ", ".join(f"{name} ({f})" for name, f in list(few.items())[:3])
         more = f" and {len(few) - 3} more" if len(few) > 3 else ""
         warnings.warn(
-            f"{n} calibration samples, fewer than the features their consumers read ({listed}{more}): the "
-            "decisions need N > F samples (a ridge keeps them defined below that, with wider bounds and fewer "
-            "removals); pass more samples (inputs and n_samples=)",
+            f"{n} calibration rows (samples x positions), fewer than the features their consumers read ({listed}"
+            f"{more}): the decisions need more rows than features (a ridge keeps them defined below that, with "
+            "wider bounds and fewer removals); pass more samples (inputs and n_samples=)",
             UserWarning,
             stacklevel=3,
         )
