@@ -328,7 +328,11 @@ def prune_own_model(args) -> int:
             progress=not args.no_progress,
             refine=args.refine,
         ).select(model, inputs)
-        small = sel.apply(model) if args.no_refit else sel.apply(model, refit=inputs[: args.n_samples])
+        small = (
+            sel.apply(model)
+            if args.no_refit
+            else sel.apply(model, refit=inputs[: args.n_samples], progress=not args.no_progress)
+        )
     except (ValueError, TypeError) as exc:  # the inputs or settings do not fit the model (named in exc)
         raise UsageError(f"mipp prune: error: {exc}") from exc
     os.makedirs(args.out, exist_ok=True)

@@ -69,3 +69,21 @@ def test_gram_matrix_equals_the_full_product():
         got = gram_matrix(a)
         assert got.shape == (F_, F_)
         torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-13 * float(want.abs().max()))
+
+
+def test_capture_and_refit_show_progress_with_totals(capsys):
+    """Long work shows a bar with its total: the capture over the batches, the re-fit over consumers x
+    batches; nothing is printed when progress is off."""
+    from mipp.pruning import MIPP
+
+    model = nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 10), nn.ReLU(), nn.Linear(10, 2)).eval()
+    x = torch.randn(300, 6)
+    batches = list(x.split(100))  # 3 batches
+    sel = MIPP(sparsity=0.5, progress=True).select(model, batches)
+    err = capsys.readouterr().err
+    assert "MIPP capture" in err and "/3" in err
+    sel.apply(model, refit=batches, progress=True)
+    err = capsys.readouterr().err
+    assert "MIPP re-fit" in err and "/6" in err  # 2 consumers re-fitted x 3 batches
+    MIPP(sparsity=0.5, progress=False).select(model, batches).apply(model, refit=batches)
+    assert capsys.readouterr().err == ""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from mipp.pruning.structure import UnsupportedModelError, eval_mode, run_model
 
@@ -304,11 +306,13 @@ def check_finite_inputs(batch, index: int) -> None:
             )
 
 
-def capture(model: nn.Module, batches: list, consumers: list[str], seed: int = 0) -> dict[str, ConsumerStats]:
+def capture(
+    model: nn.Module, batches: list, consumers: list[str], seed: int = 0, progress: bool = False
+) -> dict[str, ConsumerStats]:
     """Run ``model`` (eval semantics, every module's mode restored) on the batches and return the feature
     statistics of each named consumer module. Padding tokens (a Mapping batch's ``attention_mask``) are
     left out. Raises a ValueError for NaN / inf in the inputs or in a consumer's input; warns when a
-    consumer reads more features than there are samples."""
+    consumer's covariance has fewer rows than features. ``progress``: a tqdm bar over the batches."""
     if not consumers:
         raise UnsupportedModelError(
             f"MIPP decides no group of {type(model).__name__}, so there is nothing to capture: "
@@ -343,7 +347,8 @@ def capture(model: nn.Module, batches: list, consumers: list[str], seed: int = 0
     try:
         device = _device(model)
         with eval_mode(model), torch.no_grad():
-            for batch in batches:
+            shown = tqdm(batches, desc="MIPP capture", unit="batch", file=sys.stderr, disable=not progress, leave=False)
+            for batch in shown:
                 mask = token_mask(batch)
                 current["mask"] = None if mask is None else mask.to(device)
                 run_model(model, to_device(batch, device))

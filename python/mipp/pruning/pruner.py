@@ -314,6 +314,7 @@ class MIPP:
             min_samples=criterion.min_samples,
             include=self._include,
             channel=self.channel if isinstance(self.channel, OutputChannel) else None,
+            progress=progress,
         )
         t0 = time.perf_counter()
         settings = self.settings()

@@ -21,11 +21,13 @@ Both work on a physically pruned copy and on a ``torch.nn.utils.prune``-masked m
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
+from tqdm.auto import tqdm
 
 from mipp.pruning.capture import (
     batch_size,
@@ -257,9 +259,11 @@ def refit(
     sinks: dict[str, str],
     ridge: float = 1e-6,
     stream: bool = True,
+    progress: bool = False,
 ) -> None:
     """In place on ``model`` (pruned copy, or masked when ``masked``): least-squares re-fit of each planned
-    consumer, in execution ``order``, from ``model``'s inputs to ``original``'s pre-activations.
+    consumer, in execution ``order``, from ``model``'s inputs to ``original``'s pre-activations
+    (``progress``: a tqdm bar over consumers x batches).
 
     ``stream``: where the consumer's output is added to a residual stream that a LayerNorm reads next, the
     target is what restores that LayerNorm's input, z_orig + (stream_orig - stream_pruned), so the re-fit
@@ -272,7 +276,15 @@ def refit(
     planned = [n for n in order if n in plan]
     # which norm reads a stream is a property of the graph: two samples show it
     probe = to_device(slice_batch(batches[0], min(2, batch_size(batches[0]))), device)
-    with eval_mode(model), eval_mode(original):
+    bar = tqdm(
+        total=len(planned) * len(batches),
+        desc="MIPP re-fit",
+        unit="batch",
+        file=sys.stderr,
+        disable=not progress,
+        leave=False,
+    )
+    with bar, eval_mode(model), eval_mode(original):
         norms = {
             n: _stream_norm(original, orig_mods[n], probe) if stream and plan[n][2] is None else None for n in planned
         }
@@ -319,6 +331,7 @@ def refit(
                 g, c = gram_matrix(a), a.T @ z.double()
                 gram = g if gram is None else gram + g
                 cross = c if cross is None else cross + c
+                bar.update()
             assert gram is not None and cross is not None  # materialise() gives at least one batch
             _solve_into(mods, name, gram, cross, ridge, masked, cols, kept_out, sinks)
 

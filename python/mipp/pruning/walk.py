@@ -65,10 +65,11 @@ def capture_model(
     min_samples: int = 2,
     include: Callable[[Group], bool] | None = None,
     channel: OutputChannel | None = None,
+    progress: bool = False,
 ) -> Captured:
     """Analyse ``model``, capture its decided groups' consumers on the first ``n_samples`` samples of
     ``inputs`` and, for a tolerance channel at the output, the output metric. ``include``: which prunable
-    groups to decide (default all)."""
+    groups to decide (default all); ``progress``: a bar over the captured batches."""
     t0 = time.perf_counter()
     batches = materialise(inputs, n_samples)
     example = slice_batch(batches[0], min(2, batch_size(batches[0])))
@@ -79,7 +80,7 @@ def capture_model(
     consumers = sorted({c.name for n in decided for c in structure.groups[n].consumers})
     with warnings.catch_warnings(record=True) as caught:  # too few samples: the error alone, not the warning too
         warnings.simplefilter("always")
-        stats = capture(model, batches, consumers, seed=seed)
+        stats = capture(model, batches, consumers, seed=seed, progress=progress)
     n = next(iter(stats.values())).rows.shape[0] if stats else 0
     if n < min_samples:
         raise ValueError(f"got {n} samples from inputs; at least {min_samples} are needed (n_samples={n_samples})")
@@ -190,7 +191,14 @@ def select_with(
 ) -> Selection:
     """Capture, then one decision pass (:func:`walk`) over the groups ``include`` accepts (default all)."""
     cap = capture_model(
-        model, inputs, n_samples=n_samples, joint=joint, seed=seed, min_samples=min_samples, include=include
+        model,
+        inputs,
+        n_samples=n_samples,
+        joint=joint,
+        seed=seed,
+        min_samples=min_samples,
+        include=include,
+        progress=progress,
     )
     t0 = time.perf_counter()
     keep, results = walk(cap, decide, progress)
