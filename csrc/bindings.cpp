@@ -100,6 +100,11 @@ PYBIND11_MODULE(_C, m) {
       py::arg("algorithm"), py::arg("eps"), py::arg("counts"), py::arg("path"), py::arg("threads"), py::arg("row0"),
       py::arg("row1"), release, "k-th joint distances and marginal counts of a KSG estimate; returns the path used");
 
+  m.def("ross_counts_cpu", &mipp::ross_counts_cpu, py::arg("x"), py::arg("batch"), py::arg("n"), py::arg("f64"),
+        py::arg("classes"), py::arg("strata"), py::arg("k_each"), py::arg("eps"), py::arg("tied"), py::arg("lt"),
+        py::arg("le"), py::arg("threads"), release,
+        "the counts of Ross's estimator for one continuous column: eps, tied, lt, le");
+
   m.def("build_info", [] {
     py::dict d;
 #ifdef MIPP_WITH_CUDA
@@ -113,7 +118,8 @@ PYBIND11_MODULE(_C, m) {
     d["threads"] = mipp::resolve_threads(0);
     d["parallelism"] = MIPP_PARALLELISM;
     d["isa"] = MIPP_CLONES_ISA;
-    d["cpu_kernels"] = py::make_tuple("digamma_sum", "knn_distance", "count_within", "marginal_radius", "ksg_counts");
+    d["cpu_kernels"] = py::make_tuple("digamma_sum", "knn_distance", "count_within", "marginal_radius", "ksg_counts",
+                                       "ross_counts");
     d["cpu_paths"] = py::make_tuple("brute", "sweep", "strips");
     return d;
   });

@@ -36,6 +36,13 @@ std::string marginal_radius_cpu(const std::vector<GroupArg>& groups, int64_t bat
                                 int64_t radius, int64_t radius_batch, int64_t out, const std::string& path,
                                 int threads, int64_t row0, int64_t row1);
 
+// Ross's estimator's counts for one continuous column x (B, N) contiguous, float32 or float64, and int64 codes
+// (N,) shared by the batch: classes (those of y, or of (y, z)), strata (those of z; all 0 without one) and
+// k_each (k_i, below its class size). Writes eps (B, N) in x's dtype and int64 tied, lt, le (B, N); see
+// ross_counts_cpu.cpp and python/mipp/reference.py.
+void ross_counts_cpu(int64_t x, int64_t batch, int64_t n, bool f64, int64_t classes, int64_t strata, int64_t k_each,
+                     int64_t eps, int64_t tied, int64_t lt, int64_t le, int threads);
+
 #ifdef MIPP_WITH_CUDA
 // The same as digamma_sum_cpu on device pointers, enqueued on `stream` (a cudaStream_t as an integer).
 // A pole (count + offset <= 0) cannot raise from the device without a synchronisation: it gives NaN.

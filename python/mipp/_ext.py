@@ -159,3 +159,20 @@ def ksg_counts(
     )  # fmt: skip
     _record("ksg_counts", path)
     return eps, counts
+
+
+def ross_counts(
+    x: torch.Tensor, classes: torch.Tensor, strata: torch.Tensor, k_each: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The extension's mipp::ross_counts (x of one column, (B, N, 1))."""
+    x = x.reshape(x.shape[0], x.shape[1]).contiguous()
+    codes = [c.contiguous() for c in (classes, strata, k_each)]
+    batch, n = int(x.shape[0]), int(x.shape[1])
+    eps = torch.empty(batch, n, dtype=x.dtype)
+    tied, lt, le = (torch.empty(batch, n, dtype=torch.int64) for _ in range(3))
+    _C.ross_counts_cpu(
+        x.data_ptr(), batch, n, x.dtype == torch.float64, *(c.data_ptr() for c in codes), eps.data_ptr(),
+        tied.data_ptr(), lt.data_ptr(), le.data_ptr(), torch.get_num_threads(),
+    )  # fmt: skip
+    _record("ross_counts", "sorted")
+    return eps, tied, lt, le

@@ -5,7 +5,10 @@ distance in the continuous groups it is combined with (twice the largest column 
 max-norm distance is 0 within a class and at least L across classes, so in the joint space the k nearest
 neighbours of a sample are those of its own class, and a count under a radius below L counts its own class
 only. The estimators below are therefore compositions of the existing ops (knn_distance, count_within,
-digamma_sum) on every backend, exact and batched with the label group shared by the whole batch.
+digamma_sum) on every backend, exact and batched with the label group shared by the whole batch (the
+label group is mipp.reference.label_group). Ross's counts are one op, ross_counts, specified as that
+composition; its C++ kernel for one continuous column works in sorted runs instead (one sort, no label
+group).
 
 Estimators (nats):
 * continuous x, discrete y: Ross (2014), "Mutual information between discrete and continuous data sets",
@@ -35,7 +38,7 @@ import warnings
 
 import torch
 
-import mipp.ops  # noqa: F401  (registers torch.ops.mipp)
+import mipp.ops  # registers torch.ops.mipp; trusted
 
 _ops = torch.ops.mipp
 
@@ -62,33 +65,6 @@ def joint_codes(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return codes.to(torch.int64)
 
 
-def label_group(codes: torch.Tensor, continuous: list[torch.Tensor]) -> torch.Tensor:
-    """The label group of ``codes`` for the continuous groups ``continuous``: its max-norm distance is 0
-    within a class and larger than every distance in the continuous groups across classes.
-
-    Normally (1, N, 1): ``codes * L`` with L = 2 x the largest spread of the continuous groups + 1. When
-    (C - 1) * L would overflow (data spanning near the largest finite value), the codes are written in
-    binary instead: (1, N, b) with b = ceil(log2 C) columns of 0 or F = the dtype's largest finite value,
-    so two classes differ by F in some column and every value is finite. Either way the estimate is
-    unchanged: only the order of distances within and across classes matters."""
-    ref = continuous[0]
-    spread = max(float((g.amax(dim=1) - g.amin(dim=1)).max()) if g.numel() else 0.0 for g in continuous)
-    scale = 2.0 * spread + 1.0
-    top = int(codes.max()) if codes.numel() else 0
-    fmax = torch.finfo(ref.dtype).max
-    if top * scale <= fmax:
-        return (codes.to(ref.device, ref.dtype) * scale).reshape(1, -1, 1)
-    if not spread < fmax:
-        raise ValueError(
-            f"the continuous data span {spread:.3g}, the largest finite {ref.dtype} value: labels cannot be "
-            "told apart from distances; rescale the data"
-        )
-    bits = max(1, top.bit_length())
-    shifts = torch.arange(bits, device=codes.device)
-    binary = (codes[:, None] >> shifts) & 1
-    return (binary.to(ref.device, ref.dtype) * fmax)[None]
-
-
 def _mean_psi(counts: torch.Tensor, offset: int) -> torch.Tensor:
     """Mean over the last dim of psi(counts + offset), float64 (the digamma_sum op)."""
     return _ops.digamma_sum(counts, offset, True) / counts.shape[-1]
@@ -96,18 +72,6 @@ def _mean_psi(counts: torch.Tensor, offset: int) -> torch.Tensor:
 
 def _class_sizes(codes: torch.Tensor) -> torch.Tensor:
     return torch.bincount(codes)[codes]
-
-
-def _kth_within(groups: list[torch.Tensor], k_each: torch.Tensor) -> torch.Tensor:
-    """(B, N) distance to the k_each[i]-th neighbour in the joint space of ``groups``: one knn_distance per
-    distinct k (at most k of them; they differ only for classes smaller than k + 1)."""
-    out: torch.Tensor | None = None
-    for kv in torch.unique(k_each).tolist():
-        d = _ops.knn_distance(groups, int(kv))
-        sel = (k_each == kv).to(d.device)
-        out = d if out is None else torch.where(sel, d, out)
-    assert out is not None  # k_each is not empty: n >= 2
-    return out
 
 
 def ross(
@@ -128,30 +92,26 @@ def ross(
         raise ValueError("fewer than 2 samples belong to classes with more than one sample: no estimate")
     n_class = _class_sizes(joint)
     k_each = torch.clamp(n_class - 1, max=k)
-    own = label_group(joint, [gx])
-    eps = _kth_within([gx, own], k_each)
     if strata is None:
-        space = [gx]
-        first = _mean_psi(torch.tensor([[n]], device=eps.device), 0)
+        strata = torch.zeros_like(joint)
+        first = _mean_psi(torch.tensor([[n]], device=gx.device), 0)
     else:
         _, strata = torch.unique(strata, return_inverse=True)
-        space = [gx, label_group(strata, [gx])]  # m_i counts within the stratum
-        first = _mean_psi(_class_sizes(strata)[None].to(eps.device), 0)
+        first = _mean_psi(_class_sizes(strata)[None].to(gx.device), 0)
+    eps, k_tied, lt, le = mipp.ops.trusted("ross_counts", gx, joint, strata, k_each)  # the callers checked gx
     k_used = k_each[None].to(eps.device).expand_as(eps)
-    m = _ops.count_within(space, eps, True) + 1  # Ross: strictly closer than d_i, i itself included
+    m = lt + 1  # Ross: strictly closer than d_i, i itself included
     # Ties. Where other samples of i's class lie at exactly d_i (or d_i = 0: duplicates), the strict count
     # can be smaller than k_i (it was 1 for a constant x: 3.8 nats for labels of 10 classes, above log 10).
     # There every tied neighbour counts: k~_i = #{j != i of i's class : |x_j - x_i| <= d_i} and
     # m_i = #{j != i : |x_j - x_i| <= d_i}, the rule of Gao et al. (2017) for points with mass, so that
     # m_i >= k~_i for every sample and the estimate stays below psi(N) - <psi(n_c)>, the plug-in entropy
     # of y plus its O(C / N) bias. Elsewhere nothing changes: the estimate is scikit-learn's.
-    if not ties:
-        return first + _mean_psi(k_used, 0) - _mean_psi(n_class[None].to(eps.device), 0) - _mean_psi(m, 0)
-    k_tied = _ops.count_within([gx, own], eps, False)
-    tied = (k_tied > k_used) | (eps == 0)
-    if bool(tied.any()):
-        m = torch.where(tied, _ops.count_within(space, eps, False), m)
-        k_used = torch.where(tied, k_tied, k_used)
+    if ties:
+        tied = (k_tied > k_used) | (eps == 0)
+        if bool(tied.any()):
+            m = torch.where(tied, le, m)
+            k_used = torch.where(tied, k_tied, k_used)
     return first + _mean_psi(k_used, 0) - _mean_psi(n_class[None].to(eps.device), 0) - _mean_psi(m, 0)
 
 

@@ -448,7 +448,7 @@ def _cmi_discrete(x, y, z, k, normalize, reduction, discrete_y, discrete_z, jitt
     (gx, gy), strata = discrete.drop_small_strata([gx, gy], _labels("z", z, n).to(gx.device), k)
     if gx.shape[1] <= k:
         raise ValueError(f"no stratum of z has more than k={k} samples: no conditional estimate")
-    gz = discrete.label_group(strata, [gx, gy])  # derived data: the checked op guards it
+    gz = reference.label_group(strata, [gx, gy])  # derived data: the checked op guards it
     _, counts = _ops.ksg_counts([gx, gy, gz], k, _CMI_MARGINALS, 1)
     return _finish(_psi_terms(counts, _CMI_TERMS, "mean"), _digamma(k), int(gx.shape[1]), batched, "mean")
 

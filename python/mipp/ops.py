@@ -263,6 +263,59 @@ def _ksg_counts_fake(groups, k, marginals, algorithm, q0=0, q1=-1, names=""):
     return groups[0].new_empty(batch, rows), groups[0].new_empty((batch, len(marginals), rows), dtype=torch.int64)
 
 
+def _check_ross(x: torch.Tensor, classes: torch.Tensor, strata: torch.Tensor, k_each: torch.Tensor) -> None:
+    _check("ross_counts", [x])
+    n = int(x.shape[1])
+    for name, c in (("classes", classes), ("strata", strata), ("k_each", k_each)):
+        if c.dtype != torch.int64 or c.shape != (n,) or c.device != x.device:
+            raise ValueError(
+                f"mipp::ross_counts: {name} must be int64 of shape ({n},) on {x.device}, got {c.dtype} of shape "
+                f"{tuple(c.shape)} on {c.device}"
+            )
+    if n and (int(classes.min()) < 0 or int(strata.min()) < 0):
+        raise ValueError("mipp::ross_counts: classes and strata must be codes >= 0")
+    if n and not bool(((k_each >= 1) & (k_each < torch.bincount(classes)[classes])).all()):
+        raise ValueError("mipp::ross_counts: every k_each[i] must be at least 1 and below the size of i's class")
+
+
+def _ross_counts_cpu_kernel(x, classes, strata, k_each):
+    """The extension's one-column kernel; other widths and dtypes compose the CPU kernels (the reference's
+    composition)."""
+    if _ext._C is not None and x.dtype in (torch.float32, torch.float64) and x.shape[2] == 1:
+        return _ext.ross_counts(x, classes, strata, k_each)
+    kernels = tuple(_cpu_kernel(op, x.dtype) for op in ("knn_distance", "count_within"))
+    return reference.ross_counts(x, classes, strata, k_each, kernels=kernels)
+
+
+def _ross_counts_cuda(x, classes, strata, k_each):
+    """ross_counts on CUDA: the specification's composition on the Triton kernels."""
+    kernels = tuple(_cuda_kernel(op) for op in ("knn_distance", "count_within"))
+    return reference.ross_counts(x, classes, strata, k_each, kernels=kernels)
+
+
+@torch.library.custom_op("mipp::ross_counts", mutates_args=(), device_types="cuda")
+def ross_counts(
+    x: torch.Tensor, classes: torch.Tensor, strata: torch.Tensor, k_each: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The neighbour counts of Ross's estimator for continuous x (B, N, d) and int64 codes (N,): eps (B, N), the
+    distance to the k_each[i]-th neighbour of i's class, and int64 (B, N) counts tied (i's class, <= eps), lt
+    and le (i's stratum, < and <= eps); see mipp.reference.ross_counts."""
+    _check_ross(x, classes, strata, k_each)
+    return _ross_counts_cuda(x, classes, strata, k_each)
+
+
+@ross_counts.register_kernel("cpu")
+def _ross_counts_cpu(x, classes, strata, k_each):
+    _check_ross(x, classes, strata, k_each)
+    return _ross_counts_cpu_kernel(x, classes, strata, k_each)
+
+
+@ross_counts.register_fake
+def _ross_counts_fake(x, classes, strata, k_each):
+    shape = (int(x.shape[0]), int(x.shape[1]))
+    return x.new_empty(shape), *(x.new_empty(shape, dtype=torch.int64) for _ in range(3))
+
+
 def _digamma_sum_ext(counts: torch.Tensor, offset: int, reduce: bool, fn) -> torch.Tensor:
     """Run an extension digamma kernel ``fn(counts_ptr, rows, n, offset, reduce, out_ptr)`` on integer counts
     viewed as (rows, n): n = the last dim (1 for a 0-d tensor), rows = the product of the others (1 for 0-d or
@@ -317,7 +370,11 @@ def trusted(op: str, *args, **check):
     with ``check`` (ksg_counts' ``names``) wording its errors as the eager checks do."""
     if torch.compiler.is_compiling():
         return getattr(torch.ops.mipp, op)(*args, **check)
-    if op != "digamma_sum":
+    if op not in ("ross_counts", "digamma_sum"):
         return _pairwise_kernel(op, args[0])(*args)
-    kernel = {"cpu": _digamma_sum_cpu, "cuda": _digamma_sum_cuda}.get(args[0].device.type)
-    return kernel(*args) if kernel else torch.ops.mipp.digamma_sum(*args)
+    device = args[0].device.type
+    if op == "ross_counts":
+        ross = {"cpu": _ross_counts_cpu_kernel, "cuda": _ross_counts_cuda}.get(device, reference.ross_counts)
+        return ross(*args)
+    digamma = {"cpu": _digamma_sum_cpu, "cuda": _digamma_sum_cuda}.get(device)
+    return digamma(*args) if digamma else torch.ops.mipp.digamma_sum(*args)

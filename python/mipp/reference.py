@@ -155,6 +155,59 @@ def ksg_counts(
     return eps, torch.stack(counts, dim=1)
 
 
+def label_group(codes: torch.Tensor, continuous: list[torch.Tensor]) -> torch.Tensor:
+    """The label group of ``codes`` for the continuous groups ``continuous``: its max-norm distance is 0
+    within a class and larger than every distance in the continuous groups across classes.
+
+    Normally (1, N, 1): ``codes * L`` with L = 2 x the largest spread of the continuous groups + 1. When
+    (C - 1) * L would overflow (data spanning near the largest finite value), the codes are written in
+    binary instead: (1, N, b) with b = ceil(log2 C) columns of 0 or F = the dtype's largest finite value,
+    so two classes differ by F in some column and every value is finite. Either way the estimate is
+    unchanged: only the order of distances within and across classes matters."""
+    ref = continuous[0]
+    spread = max(float((g.amax(dim=1) - g.amin(dim=1)).max()) if g.numel() else 0.0 for g in continuous)
+    scale = 2.0 * spread + 1.0
+    top = int(codes.max()) if codes.numel() else 0
+    fmax = torch.finfo(ref.dtype).max
+    if top * scale <= fmax:
+        return (codes.to(ref.device, ref.dtype) * scale).reshape(1, -1, 1)
+    if not spread < fmax:
+        raise ValueError(
+            f"the continuous data span {spread:.3g}, the largest finite {ref.dtype} value: labels cannot be "
+            "told apart from distances; rescale the data"
+        )
+    bits = max(1, top.bit_length())
+    shifts = torch.arange(bits, device=codes.device)
+    binary = (codes[:, None] >> shifts) & 1
+    return (binary.to(ref.device, ref.dtype) * fmax)[None]
+
+
+def ross_counts(
+    x: torch.Tensor, classes: torch.Tensor, strata: torch.Tensor, k_each: torch.Tensor, kernels=None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The neighbour counts of Ross's estimator (mipp.discrete.ross) for continuous x (B, N, d) and int64 codes
+    (N,) shared by the batch: ``classes`` (of y, or of the pairs (y, z)), ``strata`` (of z, each class inside
+    one stratum; all 0 without a z) and ``k_each`` (k_i, at least 1 and below the size of i's class). Returns
+    eps (B, N), the distance from i to its k_i-th nearest neighbour of its own class (i excluded by index), and
+    int64 (B, N) counts over the j != i: tied, of i's class within <= eps_i; lt and le, of i's stratum within
+    < eps_i and <= eps_i.
+
+    This composition is the specification: the classes and strata enter as label groups (a distance 0 within
+    and larger than every distance in x across), so a k-NN of the joint space stays within i's class and a
+    count within its stratum. ``kernels`` = (knn_distance, count_within) with explicit query rows runs it on
+    other kernels."""
+    knn, count = kernels or (knn_distance, count_within)
+    n = int(x.shape[1])
+    own = [x, label_group(classes, [x])]
+    eps: torch.Tensor | None = None
+    for kv in torch.unique(k_each).tolist():  # at most k values: they differ only in classes of k or fewer
+        d = knn(own, int(kv), 0, n)
+        eps = d if eps is None else torch.where((k_each == kv).to(d.device), d, eps)
+    assert eps is not None, "k_each holds one value per sample, N >= 2"
+    space = [x] if int(strata.max()) == 0 else [x, label_group(strata, [x])]
+    return eps, count(own, eps, False, 0, n), count(space, eps, True, 0, n), count(space, eps, False, 0, n)
+
+
 def digamma_sum(counts: torch.Tensor, offset: int, reduce: bool) -> torch.Tensor:
     """psi(counts + offset) in float64, summed over the last dimension when ``reduce``. Integer counts
     with counts + offset <= 0 (the poles of psi) are an error, as in the C++ kernel."""

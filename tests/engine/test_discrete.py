@@ -10,7 +10,7 @@ import torch
 
 import mipp
 from mipp import _ext, reference
-from mipp.discrete import label_group
+from mipp.reference import label_group
 
 skl = pytest.importorskip("sklearn.feature_selection._mutual_info")
 

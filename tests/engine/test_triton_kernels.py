@@ -299,7 +299,7 @@ def test_prune_drops_configs_over_the_register_budget():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_label_group_matches_reference(dtype):
-    from mipp.discrete import label_group
+    from mipp.reference import label_group
 
     x = _data(3, 50, 2, dtype, "ties", seed=7)
     codes = torch.randint(0, 4, (50,), generator=torch.Generator().manual_seed(8))
@@ -355,3 +355,24 @@ def test_ksg_counts_composition_matches_reference(dtype, algorithm):
             assert eps.device == x.device and counts.dtype == torch.int64
             assert torch.equal(eps.cpu(), want_eps[:, q0:q1])
             assert torch.equal(counts.cpu(), want_counts[..., q0:q1])
+
+
+# ---------------------------------------------------------------------------------------------------
+# ross_counts on CUDA: the specification's composition (reference.ross_counts) run on the launchers
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_ross_counts_composition_matches_reference(dtype):
+    """mipp.ops' CUDA ross_counts: a batch with ties and duplicated rows, classes of 2 (k_i < k) and strata."""
+    from mipp.ops import _ross_counts_cuda
+
+    x = _data(2, 40, 1, dtype, "ties", seed=21)
+    x[:, 20:26] = x[:, :6]
+    codes = torch.randint(0, 3, (40,), generator=torch.Generator().manual_seed(22))
+    codes[-2:] = 3  # a class of two
+    strata = (codes >= 2).long()
+    k_each = torch.clamp(torch.bincount(codes)[codes] - 1, max=3)
+    want = reference.ross_counts(x.cpu(), codes, strata, k_each)
+    got = _ross_counts_cuda(x, codes.to(DEVICE), strata.to(DEVICE), k_each.to(DEVICE))
+    for a, w in zip(got, want):
+        assert a.device == x.device and torch.equal(a.cpu(), w)
