@@ -119,3 +119,14 @@ def test_the_contract_is_checked(change, match):
     args = change(*_problem(1, 40, torch.float64, "continuous", 3, False, 3, seed=1))
     with pytest.raises(ValueError, match=match):
         ops.ross_counts(*args)
+
+
+def test_compile_fullgraph_equals_eager():
+    """The fake kernel's shapes and dtypes let torch.compile trace the op; the contract is checked at run time."""
+    torch._dynamo.reset()
+    x, classes, st, k_each = _problem(2, 150, torch.float64, "ties", 4, True, 3, seed=4)
+    compiled = torch.compile(lambda *a: ops.ross_counts(*a), fullgraph=True)
+    for got, want in zip(compiled(x, classes, st, k_each), ops.ross_counts(x, classes, st, k_each)):
+        assert got.dtype == want.dtype and torch.equal(got, want)
+    with pytest.raises(Exception, match="below the size of i's class"):
+        compiled(x, classes, st, k_each + 100)
