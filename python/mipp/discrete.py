@@ -38,9 +38,7 @@ import warnings
 
 import torch
 
-import mipp.ops  # registers torch.ops.mipp; trusted
-
-_ops = torch.ops.mipp
+import mipp.ops  # registers torch.ops.mipp; its trusted kernels run the counts
 
 
 def label_codes(name: str, labels: torch.Tensor, n: int) -> tuple[torch.Tensor, int]:
@@ -67,7 +65,7 @@ def joint_codes(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _mean_psi(counts: torch.Tensor, offset: int) -> torch.Tensor:
     """Mean over the last dim of psi(counts + offset), float64 (the digamma_sum op)."""
-    return _ops.digamma_sum(counts, offset, True) / counts.shape[-1]
+    return mipp.ops.trusted("digamma_sum", counts, offset, True) / counts.shape[-1]
 
 
 def _class_sizes(codes: torch.Tensor) -> torch.Tensor:

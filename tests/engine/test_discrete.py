@@ -2,6 +2,8 @@
 strata; against scikit-learn, closed forms and exact decompositions."""
 
 import math
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -343,3 +345,24 @@ def test_label_group_in_binary_when_codes_times_the_spread_overflow():
     assert float(d[off].min()) > 1e308  # every pair of classes is farther apart than any x distance
     with pytest.raises(ValueError, match="rescale"):
         label_group(codes, [torch.tensor([[[-1.7e308], [1.7e308]]], dtype=torch.float64)])
+
+
+def test_estimators_do_not_import_dynamo():
+    """The estimators call the kernels directly (mipp.ops.trusted), not through torch's dispatcher: a first
+    dispatch of a custom op imports torch._dynamo, 2 s that made a fresh process's first mutual_info_regression
+    on 200 discrete features take 2.2 s instead of 0.8 s."""
+    code = (
+        "import sys, numpy as np, torch, mipp\n"
+        "from mipp.sklearn import MISelector, mutual_info_regression\n"
+        "x = torch.randn(300, 1, dtype=torch.float64); y = torch.randint(0, 3, (300,))\n"
+        "mipp.mi(x, y, discrete_y=True)\n"
+        "mipp.mi_per_feature(torch.randn(300, 4, dtype=torch.float64), y, discrete_y=True)\n"
+        "mipp.cmi(x, x + torch.randn(300, 1, dtype=torch.float64), y, discrete_z=True)\n"
+        "mipp.cmi(x, y, torch.randint(0, 2, (300,)), discrete_y=True, discrete_z=True)\n"
+        "rng = np.random.default_rng(0)\n"
+        "mutual_info_regression(rng.integers(0, 3, (300, 3)), rng.standard_normal(300), discrete_features=True)\n"
+        "MISelector(2).fit(rng.standard_normal((300, 5)), rng.integers(0, 3, 300))\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stdout + out.stderr
