@@ -32,37 +32,40 @@ std::vector<int64_t> run_starts(const int64_t* codes, int64_t n) {
   return start;
 }
 
-// Splits the sorted order into the runs of each code: value and position of every sample.
+// Splits the sorted order into the runs of each code: the value and the sample of every position.
 template <class T>
 void split_runs(const T* x, const std::vector<int64_t>& order, const int64_t* codes, const std::vector<int64_t>& start,
-                std::vector<T>& values, std::vector<int64_t>& index, std::vector<int64_t>& position) {
+                std::vector<T>& values, std::vector<int64_t>& index) {
   std::vector<int64_t> next(start.begin(), start.end() - 1);
   for (const int64_t i : order) {
     const int64_t p = next[codes[i]]++;
     values[p] = x[i];
     index[p] = i;
-    position[i] = p;
   }
 }
+
+constexpr int64_t kBlock = 2048;  // positions per parallel block when one problem has the threads
 
 template <class T>
 void run(const T* x, int64_t batch, int64_t n, const int64_t* classes, const int64_t* strata, const int64_t* k_each,
          T* eps, int64_t* tied, int64_t* lt, int64_t* le, int threads) {
   const std::vector<int64_t> cls = run_starts(classes, n), str = run_starts(strata, n);
   threads = threads_for(threads, static_cast<double>(batch) * n, 4096);
-  parallel_for(batch, threads, [&](int64_t b) {
+  const bool over_problems = batch >= threads;  // else the positions of each problem are split
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  parallel_for(batch, over_problems ? threads : 1, [&](int64_t b) {
+    const int inner = over_problems ? 1 : threads;
     const T* xb = x + b * n;
     const std::vector<int64_t> order = sorted_order(xb, n);
     std::vector<T> cv(n), sv(n);
-    std::vector<int64_t> ci(n), cpos(n), si(n), spos(n);
-    split_runs(xb, order, classes, cls, cv, ci, cpos);
-    split_runs(xb, order, strata, str, sv, si, spos);
+    std::vector<int64_t> ci(n), si(n);
+    split_runs(xb, order, classes, cls, cv, ci);
+    split_runs(xb, order, strata, str, sv, si);
     T* eps_b = eps + b * n;
     int64_t *tied_b = tied + b * n, *lt_b = lt + b * n, *le_b = le + b * n;
-    for (int64_t c = 0; c + 1 < static_cast<int64_t>(cls.size()); ++c) {
-      const int64_t a = cls[c], e = cls[c + 1];
-      for (int64_t r = a; r < e; ++r) {
-        const int64_t i = ci[r];
+    parallel_for(blocks, inner, [&](int64_t blk) {
+      for (int64_t r = blk * kBlock; r < std::min(n, (blk + 1) * kBlock); ++r) {
+        const int64_t i = ci[r], a = cls[classes[i]], e = cls[classes[i] + 1];  // i's class run
         const T xi = cv[r];
         const auto gap = [&](int64_t j) { return std::fabs(cv[j] - xi); };
         // the k_i nearest by merging the runs below and above r (k_i < the class size: both cannot run out)
@@ -77,12 +80,11 @@ void run(const T* x, int64_t batch, int64_t n, const int64_t* classes, const int
         eps_b[i] = d;
         tied_b[i] = hi - lo - 2;
       }
-    }
-    for (int64_t s = 0; s + 1 < static_cast<int64_t>(str.size()); ++s) {
-      const int64_t a = str[s], len = str[s + 1] - a;
-      const T* v = sv.data() + a;
-      for (int64_t p = 0; p < len; ++p) {
-        const int64_t i = si[a + p];
+    });
+    parallel_for(blocks, inner, [&](int64_t blk) {  // after every eps: a count reads its own sample's only
+      for (int64_t q = blk * kBlock; q < std::min(n, (blk + 1) * kBlock); ++q) {
+        const int64_t i = si[q], a = str[strata[i]], len = str[strata[i] + 1] - a, p = q - a;  // i's stratum run
+        const T* v = sv.data() + a;
         const T d = eps_b[i];
         int64_t lo, hi;
         key_window(v, len, p, [d](T g) { return g < d; }, lo, hi);
@@ -92,7 +94,7 @@ void run(const T* x, int64_t batch, int64_t n, const int64_t* classes, const int
         while (hi < len && std::fabs(v[hi] - v[p]) <= d) ++hi;
         le_b[i] = hi - lo - 1;
       }
-    }
+    });
   });
 }
 

@@ -130,3 +130,18 @@ def test_compile_fullgraph_equals_eager():
         assert got.dtype == want.dtype and torch.equal(got, want)
     with pytest.raises(Exception, match="below the size of i's class"):
         compiled(x, classes, st, k_each + 100)
+
+
+def test_one_large_problem_split_across_threads():
+    """One problem of 9,000 samples takes both threads over blocks of positions (a batch takes one thread per
+    problem): the same counts as the direct definition and as that problem inside a batch."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x, classes, st, k_each = _problem(1, 9000, torch.float64, "ties", 7, True, 3, seed=8)
+        got = ops.ross_counts(x, classes, st, k_each)
+        batched = ops.ross_counts(torch.cat([x, x.flip(1)]), classes, st, k_each)
+    finally:
+        torch.set_num_threads(previous)
+    for a, w, t in zip(got, _direct(x, classes, st, k_each), batched):
+        assert torch.equal(a, w) and torch.equal(a, t[:1])
