@@ -155,6 +155,28 @@ def test_many_chunks_blocks_and_threads(dtype, algorithm):
 
 
 @needs_ext
+@pytest.mark.parametrize("algorithm", [1, 2])
+def test_one_large_problem_on_several_threads(algorithm):
+    """N = 9,000, one problem: the sorted path's threads take the marginals side by side (MI's two on 2 threads,
+    CMI's three on 3) or split each marginal's queries (CMI's three on 2), and the column sorts run side by
+    side; every thread count gives the bits of one thread, which the reference tests above pin down."""
+    n = 9000
+    mi = _groups("rounded", (1, 1), (1, 1), n, torch.float64, seed=95)
+    cmi = _groups("duplicates", (1, 1, 1), (1, 1, 1), n, torch.float64, seed=96)
+    threads = torch.get_num_threads()
+    try:
+        for groups, masks in ((mi, MI), (cmi, CMI)):
+            torch.set_num_threads(1)
+            want = _run(groups, 3, masks, algorithm, "strips")
+            for t in (2, 3):
+                torch.set_num_threads(t)
+                got = _run(groups, 3, masks, algorithm, "strips")
+                assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), t
+    finally:
+        torch.set_num_threads(threads)
+
+
+@needs_ext
 @pytest.mark.parametrize("kind", ["rounded", "duplicates"])
 def test_few_samples_every_k(kind):
     """N from 2 to 10 with every k up to N - 1: windows and strips at their edges."""
