@@ -91,27 +91,34 @@ struct Columns {
   }
 };
 
-// The column that keys the counting structure of the marginal made of `groups` (key_columns' best).
+// The columns of the marginal made of `groups`, their data, and which of them keys its counting structure
+// (key_columns' best, an index into columns).
 template <class T>
-int64_t counter_key(const Columns<T>& cols, const std::vector<int64_t>& groups) {
-  const std::vector<int64_t> columns = cols.columns_of(groups);
+struct MarginalColumns {
+  std::vector<int64_t> columns;
   std::vector<const T*> src;
-  for (const int64_t col : columns) src.push_back(cols.src[col]);
-  return columns[key_columns(src, cols.ps->n, 1)[0]];
+  int64_t key = 0;
+  int64_t key_column() const { return columns[key]; }
+};
+
+template <class T>
+MarginalColumns<T> marginal_columns(const Columns<T>& cols, const std::vector<int64_t>& groups) {
+  MarginalColumns<T> m;
+  m.columns = cols.columns_of(groups);
+  for (const int64_t col : m.columns) m.src.push_back(cols.src[col]);
+  m.key = key_columns(m.src, cols.ps->n, 1)[0];
+  return m;
 }
 
 template <class T>
-Counter<T> make_counter(Columns<T>& cols, const std::vector<int64_t>& groups) {
+Counter<T> make_counter(Columns<T>& cols, const MarginalColumns<T>& m) {
   const int64_t n = cols.ps->n;
   Counter<T> c;
-  const std::vector<int64_t> columns = cols.columns_of(groups);
-  std::vector<const T*> src;
-  for (const int64_t col : columns) src.push_back(cols.src[col]);
-  const int64_t key_col = counter_key(cols, groups);
-  const int64_t key = std::find(columns.begin(), columns.end(), key_col) - columns.begin();
+  const std::vector<int64_t>& columns = m.columns;
+  const std::vector<const T*>& src = m.src;
   Sorted<T>& s = c.s;
   s.n = n;
-  s.index = cols.sorted(key_col);
+  s.index = cols.sorted(m.key_column());
   if (columns.size() == 1) {
     c.line = true;
     c.v.resize(n);
@@ -122,7 +129,7 @@ Counter<T> make_counter(Columns<T>& cols, const std::vector<int64_t>& groups) {
   s.cols.resize(n * s.dim);
   for (int64_t t = 0; t < s.dim; ++t)
     for (int64_t p = 0; p < n; ++p) s.cols[t * n + p] = src[t][s.index[p]];
-  s.key = s.cols.data() + key * n;
+  s.key = s.cols.data() + m.key * n;
   return c;
 }
 
@@ -154,7 +161,8 @@ SharedSorts<T> shared_sorts(const Problems<T>& ps, const std::vector<std::vector
   for (const int64_t m : which) {
     bool all_shared = true;
     for (const int64_t g : marg[m]) all_shared = all_shared && ps.groups[g].batch == 1;
-    if (all_shared) out.counters[m] = std::make_unique<Counter<T>>(make_counter(cols, marg[m]));
+    if (all_shared)
+      out.counters[m] = std::make_unique<Counter<T>>(make_counter(cols, marginal_columns(cols, marg[m])));
   }
   return out;
 }
@@ -198,16 +206,19 @@ void count_sorted(const Problems<T>& ps, int64_t b, Columns<T>& cols, const std:
   // time was spent waiting in OpenMP). Otherwise each marginal's queries are split across the threads.
   const int64_t nm = static_cast<int64_t>(which.size());
   const bool over_marginals = threads > 1 && nm % threads == 0;
+  std::vector<MarginalColumns<T>> columns(nm);  // of the marginals not shared by the batch
   std::vector<int64_t> keys;  // the sorts first, each once, side by side: no two threads make one sort
-  for (const int64_t m : which) {
-    const int64_t key = shared.counters[m] ? -1 : counter_key(cols, marg[m]);
-    if (key >= 0 && std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);
+  for (int64_t w = 0; w < nm; ++w) {
+    if (shared.counters[which[w]]) continue;
+    columns[w] = marginal_columns(cols, marg[which[w]]);
+    const int64_t key = columns[w].key_column();
+    if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);
   }
   parallel_for(static_cast<int64_t>(keys.size()), threads, [&](int64_t t) { cols.sorted(keys[t]); });
   parallel_for(nm, over_marginals ? threads : 1, [&](int64_t w) {
     const int64_t m = which[w];
     const int inner = over_marginals ? 1 : threads;
-    const Counter<T> own = shared.counters[m] ? Counter<T>() : make_counter(cols, marg[m]);
+    const Counter<T> own = shared.counters[m] ? Counter<T>() : make_counter(cols, columns[w]);
     const Counter<T>& c = shared.counters[m] ? *shared.counters[m] : own;
     const std::vector<int64_t>& index = c.index();
     std::vector<T> radius(n);

@@ -14,8 +14,6 @@
 // two-column k-NN (x and the label group) and up to three counts over the same data. Distances are the
 // rounded |x_j - x_i| of the reference and monotone along a sorted run (rounding is monotone), so every
 // count and distance is the reference's, bit for bit.
-#include <limits>
-
 #include "kernels.h"
 #include "pairwise.h"
 
