@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -88,3 +91,105 @@ def test_capture_and_refit_show_progress_with_totals(capsys):
     assert "MIPP re-fit" in err and "/6" in err  # 2 consumers re-fitted x 3 batches
     MIPP(sparsity=0.5, progress=False).select(model, batches).apply(model, refit=batches)
     assert capsys.readouterr().err == ""
+
+
+CONV_CASES = [
+    (nn.Conv2d(3, 4, 3, padding=1), (2, 3, 7, 6)),
+    (nn.Conv2d(3, 4, (2, 3), padding=(0, 2), dilation=(1, 2)), (2, 3, 5, 9)),  # even kernel, dilated, uneven pads
+    (nn.Conv2d(2, 4, 5, padding=3), (3, 2, 4, 4)),  # kernel wider than the image, padding beyond it
+    (nn.Conv2d(2, 2, 3), (2, 2, 3, 3)),  # no padding: one output position
+    (nn.Conv2d(2, 2, 3, padding=2, dilation=2), (2, 2, 8, 8)),
+    (nn.Conv2d(4, 2, 3, padding=1, groups=2), (2, 4, 5, 5)),  # grouped: the rows hold every input channel
+    (nn.Conv1d(2, 3, 3, padding=1), (4, 2, 11)),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CONV_CASES)))
+def test_conv_moments_equal_the_receptive_field_rows(case):
+    """The image path's sum and Gram equal those of the unfolded rows (to float64 rounding) for kernels,
+    dilations and paddings of every kind, and its sampled rows are the rows at the drawn positions."""
+    from mipp.pruning.capture import conv_geometry, conv_moments, feature_rows, receptive_rows
+
+    module, shape = CONV_CASES[case]
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(case)) + 0.5
+    rows, positions = feature_rows(module, x)
+    rows = rows.double()
+    geo = conv_geometry(module, x)
+    assert geo is not None and math.prod(geo.out) == positions
+    images = x.unsqueeze(-2) if x.dim() == 3 else x
+    sums, gram = conv_moments(images, geo)
+    want = rows.T @ rows
+    torch.testing.assert_close(sums, rows.sum(0), rtol=1e-13, atol=1e-12)
+    torch.testing.assert_close(gram, want, rtol=1e-13, atol=1e-13 * float(want.abs().max()))
+    pick = torch.randint(positions, (len(x),), generator=torch.Generator().manual_seed(9))
+    per_sample = rows.view(len(x), positions, -1)
+    assert torch.equal(receptive_rows(images, geo, pick).double(), per_sample[torch.arange(len(x)), pick])
+
+
+def test_conv_geometry_leaves_other_layers_to_the_rows():
+    """Strided, 1 x 1, string-padded and non-zero-padded convolutions and Linear layers take the rows path."""
+    from mipp.pruning.capture import conv_geometry
+
+    x = torch.randn(1, 2, 6, 6)
+    for module in (
+        nn.Conv2d(2, 2, 3, stride=2, padding=1),
+        nn.Conv2d(2, 2, 1),
+        nn.Conv2d(2, 2, 3, padding="same"),
+        nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"),
+        nn.Linear(6, 2),
+    ):
+        assert conv_geometry(module, x) is None
+    assert conv_geometry(nn.Conv2d(2, 2, 3, padding=1), x) is not None
+
+
+def test_image_moments_do_not_depend_on_how_the_images_were_batched(monkeypatch):
+    """Images summed in fixed chunks whatever the batching (chunks of 3 images here, batches of 1, 2, 4 and 7
+    images): bit-identical moments and sampled rows; and the same, to rounding, as the rows path."""
+    from mipp.pruning.capture import conv_geometry, feature_rows
+
+    monkeypatch.setattr(_Accumulator, "CONV_ROWS", 3 * 25)
+    module = nn.Conv2d(3, 2, 3, padding=1)
+    x = torch.randn(14, 3, 5, 5, generator=torch.Generator().manual_seed(2))
+    geo = conv_geometry(module, x)
+
+    def stats(sizes):
+        acc = _Accumulator(seed=4)
+        for part in x.split(sizes):
+            acc.add_images(part, geo)
+        return acc.finish()
+
+    ref = stats([14])
+    for sizes in ([1] * 14, [2, 4, 1, 7], [7, 7]):
+        got = stats(sizes)
+        assert got.n_rows == ref.n_rows == 14 * 25
+        assert torch.equal(got.mean, ref.mean) and torch.equal(got.cov, ref.cov) and torch.equal(got.rows, ref.rows)
+    rows = _Accumulator(seed=4)
+    rows.add(*feature_rows(module, x))
+    want = rows.finish()
+    assert torch.equal(want.rows, ref.rows)
+    torch.testing.assert_close(ref.mean, want.mean, rtol=1e-13, atol=1e-14)
+    torch.testing.assert_close(ref.cov, want.cov, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("case", [0, 1, 4, 6])
+@pytest.mark.parametrize("subset", [False, True])
+def test_refit_normal_equations_from_images_equal_those_from_rows(monkeypatch, case, subset):
+    """The re-fit's Gram of [rows, 1] and its product with the targets, from a stride-1 convolution's images
+    (conv_moments and the weight gradient), equal those of the receptive-field rows, with and without kept
+    outputs and a column subset (a masked model)."""
+    from mipp.pruning import refit
+
+    module, shape = CONV_CASES[case]
+    gen = torch.Generator().manual_seed(case)
+    x = torch.randn(shape, generator=gen)
+    with torch.no_grad():
+        target = module(x) + 0.1 * torch.randn(module(x).shape, generator=gen)
+    n_cols = module.in_channels * math.prod(module.kernel_size)
+    kept_out = torch.tensor([1, 0]) if subset else None
+    cols = torch.arange(0, n_cols, 2) if subset else None
+    got = refit._normal_equations(module, x, target, kept_out, cols)
+    monkeypatch.setattr(refit, "conv_geometry", lambda m, x: None)
+    want = refit._normal_equations(module, x, target, kept_out, cols)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12 * float(w.abs().max()))

@@ -9,7 +9,7 @@ import torch
 
 from mipp.pruning import MIPP
 from mipp.pruning.criteria import KSGCriterion, Layer, ScreenCriterion
-from mipp.pruning.criteria.lstsq import Block, LSState, chi2_upper_factor, gaussian_scores
+from mipp.pruning.criteria.lstsq import Block, LSState, chi2_upper_factor, gaussian_scores, spd_inverse
 from mipp.pruning.testing import planted_layer
 
 
@@ -133,6 +133,22 @@ def test_burden_of_proof_is_on_removing():
     assert sum(0 in layer(60, s).kept for s in range(5)) >= 4
     for s in range(3):  # and nothing informative is removed by a weak test
         assert {1, 2, 3} <= set(layer(60, s).kept)
+
+
+def test_spd_inverse_takes_cholesky_only_where_it_is_well_conditioned():
+    """A well-conditioned covariance: its Cholesky inverse (the LU's entries to 1e-12); near-duplicate columns
+    held apart by a ridge, or an indefinite matrix: the LU inverse itself, bit for bit."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(500, 40, generator=g, dtype=torch.float64)
+    C = a.T @ a / 500
+    got = spd_inverse(C)
+    torch.testing.assert_close(got, torch.linalg.inv(C), rtol=1e-12, atol=1e-12)
+    assert not torch.equal(got, torch.linalg.inv(C))  # another factorisation: the path the test means
+    dup = torch.cat([a, a[:, :1]], 1)
+    near = dup.T @ dup / 500 + 1e-10 * torch.eye(41, dtype=torch.float64)
+    assert torch.equal(spd_inverse(near), torch.linalg.inv(near))
+    indefinite = C - 2 * float(torch.linalg.eigvalsh(C).max()) * torch.eye(40, dtype=torch.float64)
+    assert torch.equal(spd_inverse(indefinite), torch.linalg.inv(indefinite))
 
 
 def test_chi2_upper_factor():

@@ -7,7 +7,8 @@ of prod(kernel) columns starting at c * prod(kernel)). The pre-activation the co
 ``rows @ W.T + b`` with W its weight flattened to (out, in * prod(kernel)): exactly linear in the rows.
 
 For each consumer this module accumulates, in float64, the sum of the rows and of their outer products
-over all rows (mean and covariance: what the least-squares screen and re-fit need) and keeps one row per
+over all rows (mean and covariance: what the least-squares screen and re-fit need; a stride-1
+convolution's from its input images by :func:`conv_moments`, without forming the rows) and keeps one row per
 input sample (a random position for a convolution, a random token for a sequence), so the
 per-sample statistics (KSG) see independent samples.
 
@@ -96,6 +97,112 @@ def gram_matrix(a: torch.Tensor, blocks: int = 4) -> torch.Tensor:
     return out
 
 
+@dataclass(frozen=True)
+class ConvGeometry:
+    """A stride-1 convolution's receptive fields over an input of ``size`` = (H, W): the kernel, dilation and
+    (zero) padding per axis. Column (c, i, j) of the row at output position (oy, ox) reads input pixel
+    (oy + i * dilation_h - padding_h, ox + j * dilation_w - padding_w), zero outside the input."""
+
+    kernel: tuple[int, int]
+    dilation: tuple[int, int]
+    padding: tuple[int, int]
+    size: tuple[int, int]
+
+    @property
+    def out(self) -> tuple[int, int]:
+        return tuple(s + 2 * p - d * (k - 1) for s, p, d, k in zip(self.size, self.padding, self.dilation, self.kernel))  # type: ignore[return-value]
+
+    def reads(self, axis: int, i: int) -> tuple[int, int]:
+        """The input interval [lo, hi) that kernel offset ``i`` reads along ``axis`` (clipped to the input)."""
+        start = i * self.dilation[axis] - self.padding[axis]
+        return max(start, 0), min(start + self.out[axis], self.size[axis])
+
+    def cells(self, axis: int) -> list[tuple[int, int]]:
+        """The input split along ``axis`` at every edge of an offset's interval and of a shift's overlap, so
+        that each product of two offsets' columns sums over a union of whole cells."""
+        k, d, size = self.kernel[axis], self.dilation[axis], self.size[axis]
+        edges = {0, size}
+        for i in range(k):
+            edges.update(self.reads(axis, i))
+        for s in range(-(k - 1), k):
+            edges.update((-s * d, size - s * d))
+        pts = sorted({min(max(e, 0), size) for e in edges})
+        return list(itertools.pairwise(pts))
+
+
+def conv_geometry(module: nn.Module, x: torch.Tensor) -> ConvGeometry | None:
+    """The geometry of a stride-1 Conv1d / Conv2d with a kernel wider than one pixel reading ``x`` (whose
+    moments :func:`conv_moments` computes without receptive-field rows); None for any other module."""
+    if not isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        return None
+    if module.padding_mode != "zeros" or isinstance(module.padding, str):
+        return None
+    lead = (1,) if isinstance(module, nn.Conv1d) else ()  # a Conv1d as a Conv2d with one input row
+    kernel, dilation, stride = (*lead, *module.kernel_size), (*lead, *module.dilation), (*lead, *module.stride)
+    padding = (0,) * len(lead) + tuple(module.padding)
+    size = (1, x.shape[-1]) if lead else (x.shape[-2], x.shape[-1])
+    if any(s != 1 for s in stride) or math.prod(kernel) == 1:
+        return None
+    geo = ConvGeometry(kernel, dilation, padding, size)  # type: ignore[arg-type]
+    return geo if min(geo.out) >= 1 else None
+
+
+def conv_moments(x: torch.Tensor, geo: ConvGeometry) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum, Gram) of the receptive-field rows of ``x`` (n, C, H, W) over every sample and output position,
+    columns channel-major (C, kh, kw) as :func:`feature_rows` lays them out, without forming the rows.
+
+    The product of offset a's columns with offset b's is a sum of x(p) x(p + delta)^T over an input rectangle,
+    delta = b - a in pixels: it depends on a and b only through delta and the rectangle's edges. So per delta
+    (13 of them for 3 x 3: the other 12 are transposes) the products are summed over the cells between all
+    edges once, and each of the kh kw (kh kw + 1) / 2 blocks adds up its cells: 13 passes over the pixels
+    instead of the rows' 81 kh kw-wide products (measured: see benchmarks/results/capture.csv)."""
+    C = x.shape[1]
+    (kh, kw), (dh, dw), (H, W) = geo.kernel, geo.dilation, geo.size
+    xt = x.to(torch.float64).permute(0, 2, 3, 1)  # (n, H, W, C): a cell's pixels become rows
+    ycells, xcells = geo.cells(0), geo.cells(1)
+    offsets = [(i, j) for i in range(kh) for j in range(kw)]
+    by_shift: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for a, (i, j) in enumerate(offsets):
+        for b in range(a, len(offsets)):
+            by_shift.setdefault(((offsets[b][0] - i) * dh, (offsets[b][1] - j) * dw), []).append((a, b))
+    cell_rows = {(yc, xc): xt[:, yc[0] : yc[1], xc[0] : xc[1]].reshape(-1, C) for yc in ycells for xc in xcells}
+    gram = torch.empty(kh * kw, kh * kw, C, C, dtype=torch.float64, device=x.device)  # offset-major blocks
+    for (sy, sx), pairs in by_shift.items():  # one shift's cell products at a time (C x C each)
+        products: dict[tuple, torch.Tensor] = {}
+        for a, b in pairs:
+            (ylo, yhi), (xlo, xhi) = geo.reads(0, offsets[a][0]), geo.reads(1, offsets[a][1])
+            ylo, yhi, xlo, xhi = max(ylo, -sy), min(yhi, H - sy), max(xlo, -sx), min(xhi, W - sx)
+            block = gram[a, b].zero_()
+            for yc in ycells:
+                if yc[0] < ylo or yc[1] > yhi:
+                    continue
+                for xc in xcells:
+                    if xc[0] < xlo or xc[1] > xhi:
+                        continue
+                    if (yc, xc) not in products:
+                        shifted = xt[:, yc[0] + sy : yc[1] + sy, xc[0] + sx : xc[1] + sx].reshape(-1, C)
+                        products[yc, xc] = cell_rows[yc, xc].T @ shifted
+                    block += products[yc, xc]
+            if b != a:
+                gram[b, a] = block.T
+    pixels = xt.sum(0)  # (H, W, C)
+    sums = torch.stack([pixels[slice(*geo.reads(0, i)), slice(*geo.reads(1, j))].sum((0, 1)) for i, j in offsets], 1)
+    F_ = C * kh * kw
+    return sums.reshape(F_), gram.permute(2, 0, 3, 1).reshape(F_, F_)
+
+
+def receptive_rows(x: torch.Tensor, geo: ConvGeometry, positions: torch.Tensor) -> torch.Tensor:
+    """Sample k's receptive-field row at output position ``positions[k]`` (row-major over the output) of
+    ``x`` (n, C, H, W): the row :func:`feature_rows` gives there, gathered without unfolding the rest."""
+    (kh, kw), (dh, dw), (ph, pw) = geo.kernel, geo.dilation, geo.padding
+    wo = geo.out[1]
+    padded = F.pad(x, (pw, pw, ph, ph))
+    iy = (positions // wo)[:, None] + torch.arange(kh) * dh  # (n, kh) rows of the padded input
+    ix = (positions % wo)[:, None] + torch.arange(kw) * dw
+    picked = padded[torch.arange(len(x))[:, None, None], :, iy[:, :, None], ix[:, None, :]]  # (n, kh, kw, C)
+    return picked.permute(0, 3, 1, 2).reshape(len(x), -1)
+
+
 @dataclass
 class ConsumerStats:
     n_rows: int  # rows behind the moments (samples x positions)
@@ -109,9 +216,11 @@ class _Accumulator:
     from a per-sample uniform stream: both depend on the sequence of rows only, not on how the inputs were
     batched (a DataLoader and a tensor give bit-identical statistics wherever the model's own forward pass
     gives the same activations at every batch size; a convolution's may differ in the last bit between
-    batch sizes)."""
+    batch sizes). A stride-1 convolution's input arrives as images instead (:meth:`add_images`): fixed chunks
+    of images whose moments :func:`conv_moments` computes without forming the receptive-field rows."""
 
     CHUNK = 4096
+    CONV_ROWS = 1 << 16  # receptive-field rows behind one chunk of images (at least one image)
 
     def __init__(self, seed: int):
         self.gen = torch.Generator().manual_seed(seed)
@@ -122,6 +231,14 @@ class _Accumulator:
         self.buffer: list[torch.Tensor] = []
         self.buffered = 0
         self.sampled: list[torch.Tensor] = []
+        self.geometry: ConvGeometry | None = None  # of the buffered images; None: rows are buffered
+
+    def _uniforms(self, n: int) -> torch.Tensor:
+        while len(self.uniform) < self.n_samples + n:
+            self.uniform = torch.cat([self.uniform, torch.rand(1024, generator=self.gen, dtype=torch.float64)])
+        u = self.uniform[self.n_samples : self.n_samples + n]
+        self.n_samples += n
+        return u
 
     def add(self, rows: torch.Tensor, counts: torch.Tensor | int) -> None:
         """Rows of consecutive input samples; ``counts``: rows per sample (an int when every sample has the
@@ -134,42 +251,61 @@ class _Accumulator:
         else:
             counts_t = counts.detach().to(torch.long).cpu()
             n = len(counts_t)
-        while len(self.uniform) < self.n_samples + n:
-            self.uniform = torch.cat([self.uniform, torch.rand(1024, generator=self.gen, dtype=torch.float64)])
-        u = self.uniform[self.n_samples : self.n_samples + n]
+        u = self._uniforms(n)
         start = torch.cumsum(counts_t, 0) - counts_t
         present = counts_t > 0
         pick = (u * counts_t).long().minimum(counts_t - 1) + start
         self.sampled.append(rows[pick[present]].to(torch.float64))
-        self.n_samples += n
-        # Chunks of CHUNK rows whatever the batching: the leftover of earlier batches is completed first, then
-        # whole chunks are sliced from these rows (views: a batch of a million conv positions is never copied
-        # whole, nor concatenated again at every chunk), and the rest waits for the next batch.
+        self._stream(rows, self.CHUNK, None)
+
+    def add_images(self, x: torch.Tensor, geo: ConvGeometry) -> None:
+        """The input (n, C, H, W) of a stride-1 convolution with geometry ``geo`` (a Conv1d's (n, C, L) as
+        (n, C, 1, L)): the same statistics as its receptive-field rows given to :meth:`add`, to rounding."""
+        x = x.detach().cpu()
+        positions = math.prod(geo.out)
+        pick = (self._uniforms(x.shape[0]) * positions).long().clamp_max(positions - 1)
+        self.sampled.append(receptive_rows(x, geo, pick).to(torch.float64))
+        self._stream(x, max(1, self.CONV_ROWS // positions), geo)
+
+    def _stream(self, items: torch.Tensor, size: int, geo: ConvGeometry | None) -> None:
+        """Chunks of ``size`` items (rows, or images of geometry ``geo``) whatever the batching: the leftover of
+        earlier batches is completed first, then whole chunks are sliced from these items (views: a batch of a
+        million conv positions is never copied whole, nor concatenated again at every chunk), and the rest
+        waits for the next batch. Items of another geometry first flush what is buffered."""
+        if geo != self.geometry:
+            self._flush_buffer()
+            self.geometry = geo
         at = 0
         if self.buffered:
-            at = min(self.CHUNK - self.buffered, rows.shape[0])
-            self.buffer.append(rows[:at])
+            at = min(size - self.buffered, items.shape[0])
+            self.buffer.append(items[:at])
             self.buffered += at
-            if self.buffered < self.CHUNK:
+            if self.buffered < size:
                 return
-            self._flush(torch.cat(self.buffer))
-        while rows.shape[0] - at >= self.CHUNK:
-            self._flush(rows[at : at + self.CHUNK])
-            at += self.CHUNK
-        self.buffer = [rows[at:].clone()] if at < rows.shape[0] else []
-        self.buffered = rows.shape[0] - at
+            self._flush_buffer()
+        while items.shape[0] - at >= size:
+            self._flush(items[at : at + size])
+            at += size
+        self.buffer = [items[at:].clone()] if at < items.shape[0] else []
+        self.buffered = items.shape[0] - at
 
-    def _flush(self, chunk: torch.Tensor) -> None:
-        chunk = chunk.to(torch.float64)
-        s, o = chunk.sum(0), gram_matrix(chunk)
-        self.total = s if self.total is None else self.total + s
-        self.outer = o if self.outer is None else self.outer + o
-        self.n_rows += chunk.shape[0]
-        self.buffer, self.buffered = [], 0
-
-    def finish(self) -> ConsumerStats:
+    def _flush_buffer(self) -> None:
         if self.buffered:
             self._flush(torch.cat(self.buffer))
+        self.buffer, self.buffered = [], 0
+
+    def _flush(self, chunk: torch.Tensor) -> None:
+        if self.geometry is None:
+            chunk = chunk.to(torch.float64)
+            s, o, n = chunk.sum(0), gram_matrix(chunk), chunk.shape[0]
+        else:
+            (s, o), n = conv_moments(chunk, self.geometry), chunk.shape[0] * math.prod(self.geometry.out)
+        self.total = s if self.total is None else self.total + s
+        self.outer = o if self.outer is None else self.outer + o
+        self.n_rows += n
+
+    def finish(self) -> ConsumerStats:
+        self._flush_buffer()
         assert self.total is not None and self.outer is not None
         mean = self.total / self.n_rows
         cov = self.outer / self.n_rows - torch.outer(mean, mean)
@@ -327,17 +463,19 @@ def capture(
             x = inputs[0]
             mask = current["mask"]
             tokens = valid_rows(module, x, mask)
-            if tokens is not x:  # per-token rows of a padded batch: the valid ones, counted per sample
-                rows, counts = tokens, mask.sum(1)
-            else:
-                rows, counts = feature_rows(module, x)
             # the layer's input itself, not its receptive-field rows: the same values, 9x fewer for a 3x3 kernel
             if not bool(torch.isfinite(tokens).all()):
                 raise ValueError(
                     f"the input of {name!r} contains NaN or inf although the model's inputs are finite (an "
                     "overflow in the layers before it?); MIPP's statistics need finite activations"
                 )
-            acc[name].add(rows, counts)
+            geo = conv_geometry(module, x)
+            if geo is not None:
+                acc[name].add_images(x.unsqueeze(-2) if x.dim() == 3 else x, geo)
+            elif tokens is not x:  # per-token rows of a padded batch: the valid ones, counted per sample
+                acc[name].add(tokens, mask.sum(1))
+            else:
+                acc[name].add(*feature_rows(module, x))
 
         return fn
 

@@ -21,17 +21,21 @@ Both work on a physically pruned copy and on a ``torch.nn.utils.prune``-masked m
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.nn.grad import conv2d_weight
 from torch.nn.utils import prune as torch_prune
 from tqdm.auto import tqdm
 
 from mipp.pruning.capture import (
     batch_size,
     channel_columns,
+    conv_geometry,
+    conv_moments,
     feature_rows,
     flat_weight,
     gram_matrix,
@@ -320,15 +324,7 @@ def refit(
                 target = orig
                 if norm is not None:
                     target = orig - valid_rows(m, got["sp"], mask) + valid_rows(m, got["zp"], mask)
-                x, _ = feature_rows(m, valid_rows(m, got["x"], mask))
-                z = target.movedim(1, -1) if isinstance(m, nn.modules.conv._ConvNd) else target
-                z = z.reshape(-1, z.shape[-1])
-                if kept_out is not None:
-                    z = z[:, kept_out.to(z.device)]
-                if cols is not None:
-                    x = x[:, cols.to(x.device)]
-                a = torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64, device=x.device)], 1)
-                g, c = gram_matrix(a), a.T @ z.double()
+                g, c = _normal_equations(m, valid_rows(m, got["x"], mask), target, kept_out, cols)
                 gram = g if gram is None else gram + g
                 cross = c if cross is None else cross + c
                 bar.update()
@@ -376,6 +372,37 @@ def _dense_targets(original: nn.Module, batches: list, device, taps: dict, orig_
 
 def _name_of(model: nn.Module, module: nn.Module | None) -> str:
     return next(n for n, m in model.named_modules() if m is module)
+
+
+def _normal_equations(m: nn.Module, x: torch.Tensor, target: torch.Tensor, kept_out, cols):
+    """The float64 Gram of [rows, 1] and its product with the target rows, for the consumer ``m`` reading
+    ``x`` (its input) whose pre-activations should be ``target`` (its output's shape) at the outputs
+    ``kept_out`` (None: all); ``cols`` restricts the rows' columns (a masked model). A stride-1
+    convolution's come from its images (the Gram by :func:`conv_moments`, the product as the convolution's
+    weight gradient) instead of its receptive-field rows."""
+    geo = conv_geometry(m, x)
+    if geo is None:
+        rows, _ = feature_rows(m, x)
+        z = target.movedim(1, -1) if isinstance(m, nn.modules.conv._ConvNd) else target
+        z = z.reshape(-1, z.shape[-1])
+        z = (z if kept_out is None else z[:, kept_out.to(z.device)]).double()
+        if cols is not None:
+            rows = rows[:, cols.to(rows.device)]
+        a = torch.cat([rows.double(), torch.ones(len(rows), 1, dtype=torch.float64, device=rows.device)], 1)
+        return gram_matrix(a), a.T @ z
+    images = (x.unsqueeze(-2) if x.dim() == 3 else x).double()
+    z = target.unsqueeze(-2) if target.dim() == 3 else target
+    z = (z if kept_out is None else z[:, kept_out.to(z.device)]).double()
+    sums, gram = conv_moments(images, geo)
+    weight_shape = (z.shape[1], images.shape[1], *geo.kernel)
+    cross = conv2d_weight(images, weight_shape, z, padding=geo.padding, dilation=geo.dilation)
+    cross = cross.reshape(z.shape[1], -1).T  # (F, q), channel-major columns as the rows'
+    if cols is not None:
+        c = cols.to(gram.device)
+        sums, gram, cross = sums[c], gram[c][:, c], cross[c]
+    n = float(len(images) * math.prod(geo.out))
+    g = torch.cat([torch.cat([gram, sums[:, None]], 1), torch.cat([sums, sums.new_tensor([n])])[None]], 0)
+    return g, torch.cat([cross, z.sum((0, 2, 3))[None]], 0)
 
 
 def _solve_into(modules: dict, name: str, gram, cross, ridge: float, masked: bool, cols, kept_out, sinks) -> None:

@@ -36,6 +36,20 @@ REFRESH = 32
 COMPACT = 32
 
 
+def spd_inverse(C: torch.Tensor) -> torch.Tensor:
+    """C^-1 for a symmetric positive definite C from its Cholesky factor: half the flops of the LU inverse
+    (measured 1.5-1.9x faster at 2,304 columns, the same entries to 1e-14 relative). Where the factor's
+    pivots span more than 1e8 in square (near-duplicate columns held apart by the ridge alone) or the
+    factorisation fails, the LU inverse, as before: there the rank-one downdates that start from P carry
+    its rounding, and the LU's measured smaller (a layer with exact duplicates: re-fit error below 1e-9
+    from the LU inverse, 3.3e-8 from the Cholesky one)."""
+    L, info = torch.linalg.cholesky_ex(C)
+    pivots = L.diagonal() ** 2
+    if int(info) == 0 and len(pivots) and float(pivots.min()) > 1e-8 * float(pivots.max()):
+        return torch.cholesky_inverse(L)
+    return torch.linalg.inv(C)
+
+
 @dataclass
 class Block:
     """One consumer's view of a layer: the consumer's feature statistics and weights, and the columns of
@@ -109,7 +123,7 @@ class LSState:
         self.where[S] = torch.arange(len(S))
         C = b.cov[S][:, S]
         lam = self.ridge * float(C.diagonal().mean()) if len(S) else 0.0
-        self.P = torch.linalg.inv(C + lam * torch.eye(len(S), dtype=C.dtype)) if len(S) else C
+        self.P = spd_inverse(C + lam * torch.eye(len(S), dtype=C.dtype)) if len(S) else C
         # the re-fitted weights on S: W C[:, S] C_SS^-1 (exact for the columns already gone)
         self.W = (b.weight @ b.cov[:, S]) @ self.P if len(S) else b.weight[:, :0]
         if self.rows:

@@ -1,0 +1,97 @@
+"""The capture's moments of a convolution's receptive fields: rows (``F.unfold`` and the blocked Gram of every
+kh x kw-wide row, the path of strided convolutions, token rows and Linear inputs) against the stride-1
+convolution's image path (:func:`mipp.pruning.capture.conv_moments`: one C x C product per pixel shift, 13 for a
+3 x 3 kernel instead of the rows' 81 column-block products), on the inputs of every stride-1 3 x 3 convolution of
+the full-width ResNet-18 (64-128-256-512 channels, 3 x 32 x 32 inputs, untrained: the time does not depend on
+the weights).
+
+    PYTHONPATH=python python benchmarks/bench_capture.py [--samples 128] [--repeats 3]
+
+Each consumer's input is captured once; both paths then accumulate it through the capture's own accumulator
+(same chunks, same sampled rows), alternating, medians of --repeats; the moments are checked equal first
+(relative max difference). Writes benchmarks/results/capture.csv."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
+from _results import environment, write_csv
+
+from mipp.experiments.resnet import ResNet18
+from mipp.pruning.capture import _Accumulator, conv_geometry, feature_rows
+
+
+def accumulate(module, x, images: bool):
+    acc = _Accumulator(seed=0)
+    if images:
+        acc.add_images(x, conv_geometry(module, x))
+    else:
+        acc.add(*feature_rows(module, x))
+    return acc.finish()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model = ResNet18(widths=(64, 128, 256, 512)).eval()
+    inputs: dict[str, tuple] = {}
+
+    def keep(name):
+        def fn(module, args, output):
+            inputs[name] = (module, args[0])
+
+        return fn
+
+    hooks = [
+        m.register_forward_hook(keep(name))
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Conv2d) and m.stride == (1, 1) and m.kernel_size == (3, 3)
+    ]
+    with torch.no_grad():
+        model(torch.randn(args.samples, 3, 32, 32))
+    for h in hooks:
+        h.remove()
+    rows, seen = [], set()
+    for name, (m, x) in inputs.items():
+        shape = (tuple(x.shape[1:]), m.in_channels)
+        if shape in seen:  # one consumer per input shape: the others cost the same
+            continue
+        seen.add(shape)
+        ref, got = accumulate(m, x, False), accumulate(m, x, True)
+        scale = float(ref.cov.abs().max())
+        diff = float((ref.cov - got.cov).abs().max()) / scale
+        assert diff < 1e-12 and torch.equal(ref.rows, got.rows), (name, diff)
+        times: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(args.repeats):
+            for images in (False, True):
+                t0 = time.perf_counter()
+                accumulate(m, x, images)
+                times[images].append(time.perf_counter() - t0)
+        row = {
+            "consumer": name,
+            "input": "x".join(map(str, x.shape[1:])),
+            "samples": args.samples,
+            "features": ref.cov.shape[0],
+            "rows_seconds": statistics.median(times[False]),
+            "images_seconds": statistics.median(times[True]),
+            "max_rel_diff": diff,
+        }
+        row["speedup"] = row["rows_seconds"] / row["images_seconds"]
+        rows.append({**row, **environment()})
+        print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    write_csv(rows, "capture.csv")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
