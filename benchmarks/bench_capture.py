@@ -3,7 +3,8 @@ kh x kw-wide row, the path of strided convolutions, token rows and Linear inputs
 convolution's image path (:func:`mipp.pruning.capture.conv_moments`: one C x C product per pixel shift, 13 for a
 3 x 3 kernel instead of the rows' 81 column-block products), on the inputs of every stride-1 3 x 3 convolution of
 the full-width ResNet-18 (64-128-256-512 channels, 3 x 32 x 32 inputs, untrained: the time does not depend on
-the weights).
+the weights), and of narrow 3 x 3 convolutions on 32 x 32 inputs (8-48 channels: where the rows' one product
+is the faster, which sets IMAGE_MIN_CHANNELS).
 
     PYTHONPATH=python python benchmarks/bench_capture.py [--samples 128] [--repeats 3]
 
@@ -61,6 +62,8 @@ def main() -> int:
         model(torch.randn(args.samples, 3, 32, 32))
     for h in hooks:
         h.remove()
+    for c in (8, 16, 32, 48):
+        inputs[f"narrow-{c}"] = (torch.nn.Conv2d(c, c, 3, padding=1), torch.randn(args.samples, c, 32, 32))
     rows, seen = [], set()
     for name, (m, x) in inputs.items():
         shape = (tuple(x.shape[1:]), m.in_channels)

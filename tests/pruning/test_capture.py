@@ -42,9 +42,15 @@ def test_moments_do_not_depend_on_how_the_rows_were_batched():
         assert torch.equal(got.mean, ref.mean) and torch.equal(got.cov, ref.cov) and torch.equal(got.rows, ref.rows)
 
 
-def test_moments_of_every_position_equal_the_direct_ones():
-    """150 samples x 100 positions (15,000 rows, several chunks) captured in uneven batches: the float64
-    moments of all the receptive-field rows, and one sampled row per sample taken from its own positions."""
+@pytest.mark.parametrize("images", [False, True])
+def test_moments_of_every_position_equal_the_direct_ones(monkeypatch, images):
+    """150 samples x 100 positions (15,000 rows, several chunks) captured in uneven batches, from the rows and
+    from the images: the float64 moments of all the receptive-field rows, and one sampled row per sample
+    taken from its own positions."""
+    from mipp.pruning import capture as capture_module
+
+    monkeypatch.setattr(capture_module, "IMAGE_MIN_CHANNELS", 1 if images else 1 << 30)
+    monkeypatch.setattr(_Accumulator, "CONV_ROWS", 4096)  # several chunks of images too
     model = conv_pair(0)
     x = torch.randn(150, 2, 10, 10)
     got = capture(model, list(x.split([7, 41, 1, 101])), ["2"], seed=5)["2"]
@@ -177,8 +183,9 @@ def test_refit_normal_equations_from_images_equal_those_from_rows(monkeypatch, c
     """The re-fit's Gram of [rows, 1] and its product with the targets, from a stride-1 convolution's images
     (conv_moments and the weight gradient), equal those of the receptive-field rows, with and without kept
     outputs and a column subset (a masked model)."""
-    from mipp.pruning import refit
+    from mipp.pruning import capture, refit
 
+    monkeypatch.setattr(capture, "IMAGE_MIN_CHANNELS", 1)
     module, shape = CONV_CASES[case]
     gen = torch.Generator().manual_seed(case)
     x = torch.randn(shape, generator=gen)
@@ -188,7 +195,7 @@ def test_refit_normal_equations_from_images_equal_those_from_rows(monkeypatch, c
     kept_out = torch.tensor([1, 0]) if subset else None
     cols = torch.arange(0, n_cols, 2) if subset else None
     got = refit._normal_equations(module, x, target, kept_out, cols)
-    monkeypatch.setattr(refit, "conv_geometry", lambda m, x: None)
+    monkeypatch.setattr(refit, "image_geometry", lambda m, x: None)
     want = refit._normal_equations(module, x, target, kept_out, cols)
     for g, w in zip(got, want):
         assert g.shape == w.shape

@@ -34,11 +34,11 @@ from tqdm.auto import tqdm
 from mipp.pruning.capture import (
     batch_size,
     channel_columns,
-    conv_geometry,
     conv_moments,
     feature_rows,
     flat_weight,
     gram_matrix,
+    image_geometry,
     kernel_size,
     slice_batch,
     to_device,
@@ -380,7 +380,7 @@ def _normal_equations(m: nn.Module, x: torch.Tensor, target: torch.Tensor, kept_
     ``kept_out`` (None: all); ``cols`` restricts the rows' columns (a masked model). A stride-1
     convolution's come from its images (the Gram by :func:`conv_moments`, the product as the convolution's
     weight gradient) instead of its receptive-field rows."""
-    geo = conv_geometry(m, x)
+    geo = image_geometry(m, x)
     if geo is None:
         rows, _ = feature_rows(m, x)
         z = target.movedim(1, -1) if isinstance(m, nn.modules.conv._ConvNd) else target
