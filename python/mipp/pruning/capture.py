@@ -148,8 +148,8 @@ def conv_geometry(module: nn.Module, x: torch.Tensor) -> ConvGeometry | None:
 
 
 # Input channels from which a convolution's moments come from its images rather than its rows: measured on
-# 3 x 3 convolutions of 8-32 channels the rows' one wide product was 0.7-0.9x the time of the images' 13 narrow
-# ones, from 48 channels 2.2-2.9x (benchmarks/results/capture.csv).
+# 3 x 3 convolutions of 3-32 channels the images' 13 narrow products took 0.96-1.4x the time of the rows' one
+# wide product, from 48 channels 0.35-0.52x (benchmarks/results/capture.csv, 256 samples).
 IMAGE_MIN_CHANNELS = 48
 
 
