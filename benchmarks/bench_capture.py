@@ -6,11 +6,16 @@ the full-width ResNet-18 (64-128-256-512 channels, 3 x 32 x 32 inputs, untrained
 the weights), and of narrow 3 x 3 convolutions on 32 x 32 inputs (8-48 channels: where the rows' one product
 is the faster, which sets IMAGE_MIN_CHANNELS).
 
-    PYTHONPATH=python python benchmarks/bench_capture.py [--samples 128] [--repeats 3]
+    PYTHONPATH=python python benchmarks/bench_capture.py [--samples 128] [--repeats 3] [--selection 500]
 
 Each consumer's input is captured once; both paths then accumulate it through the capture's own accumulator
 (same chunks, same sampled rows), alternating, medians of --repeats; the moments are checked equal first
-(relative max difference). Writes benchmarks/results/capture.csv."""
+(relative max difference). Writes benchmarks/results/capture.csv.
+
+--selection N: the whole selection (KSG criterion, 50% of the nodes, streams joint) and re-fit of the full-width
+ResNet-18 on N random images, once the way it was before (every convolution's moments from its rows, the LU
+inverse) and once as it is, in one process, one after the other; the kept counts must agree. Writes
+benchmarks/results/capture_selection.csv."""
 
 from __future__ import annotations
 
@@ -26,7 +31,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
 from _results import environment, write_csv
 
 from mipp.experiments.resnet import ResNet18
+from mipp.pruning import MIPP
+from mipp.pruning import capture as capture_module
 from mipp.pruning.capture import _Accumulator, conv_geometry, feature_rows
+from mipp.pruning.criteria import lstsq
 
 
 def accumulate(module, x, images: bool):
@@ -38,11 +46,46 @@ def accumulate(module, x, images: bool):
     return acc.finish()
 
 
+def selection(n: int) -> list[dict]:
+    torch.manual_seed(0)
+    x = torch.randn(n, 3, 32, 32)
+    model = ResNet18(widths=(64, 128, 256, 512)).eval()
+    images_from, cholesky = capture_module.IMAGE_MIN_CHANNELS, lstsq.spd_inverse
+    rows, counts = [], []
+    for path in ("rows, LU", "images, Cholesky"):
+        before = path == "rows, LU"
+        capture_module.IMAGE_MIN_CHANNELS = 1 << 30 if before else images_from
+        lstsq.spd_inverse = torch.linalg.inv if before else cholesky
+        t0 = time.perf_counter()
+        sel = MIPP("ksg", sparsity=0.5, n_samples=n, joint=True, progress=False).select(model, x)
+        select = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        sel.apply(model, refit=x)
+        row = {
+            "path": path,
+            "samples": n,
+            "select_seconds": select,
+            "capture_seconds": sel.seconds["capture"],
+            "decision_seconds": sel.seconds["decisions"],
+            "refit_seconds": time.perf_counter() - t0,
+        }
+        counts.append({k: len(v) for k, v in sel.keep.items()})
+        rows.append({**row, **environment()})
+        print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    capture_module.IMAGE_MIN_CHANNELS, lstsq.spd_inverse = images_from, cholesky
+    assert counts[0] == counts[1], counts
+    write_csv(rows, "capture_selection.csv")
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--selection", type=int, default=0, help="also time the whole selection on N images")
     args = parser.parse_args()
+    if args.selection:
+        selection(args.selection)
     torch.manual_seed(0)
     model = ResNet18(widths=(64, 128, 256, 512)).eval()
     inputs: dict[str, tuple] = {}
