@@ -200,3 +200,26 @@ def test_refit_normal_equations_from_images_equal_those_from_rows(monkeypatch, c
     for g, w in zip(got, want):
         assert g.shape == w.shape
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12 * float(w.abs().max()))
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        nn.Conv2d(2, 3, 2, padding="same"),  # even kernel: torch pads the odd pixel on the right / bottom
+        nn.Conv2d(2, 3, (3, 4), padding="same", dilation=(1, 2)),
+        nn.Conv2d(2, 3, 3, padding="valid"),
+        nn.Conv1d(2, 3, 4, padding="same"),
+    ],
+)
+def test_feature_rows_reproduce_string_padded_convolutions(module):
+    """The rows of a convolution padded by name, times its flattened weight, give its output at every
+    position (a "same"-padded even kernel once lost a row and a column of positions)."""
+    from mipp.pruning.capture import feature_rows, flat_weight
+
+    x = torch.randn(3, 2, 6, 7) if isinstance(module, nn.Conv2d) else torch.randn(3, 2, 9)
+    rows, positions = feature_rows(module, x)
+    with torch.no_grad():
+        out = module(x)
+    want = out.reshape(3, out.shape[1], -1).transpose(1, 2).reshape(-1, out.shape[1])
+    assert positions == want.shape[0] // 3
+    torch.testing.assert_close(rows @ flat_weight(module).T + module.bias, want, rtol=1e-5, atol=1e-5)

@@ -55,8 +55,11 @@ def feature_rows(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]
             kernel, dilation, stride, padding = module.kernel_size, module.dilation, module.stride, module.padding
         else:
             raise ValueError(f"{type(module).__name__} is not supported as a consumer (Conv1d / Conv2d are)")
-        if isinstance(padding, str):  # "same" / "valid": the amount torch uses for stride 1
-            padding = tuple(0 if padding == "valid" else d * (k - 1) // 2 for k, d in zip(kernel, dilation))
+        if padding == "same":  # torch pads d (k - 1) per axis, the odd pixel on the right / bottom
+            total = [d * (k - 1) for k, d in zip(kernel, dilation)]
+            x = F.pad(x, [p for t in reversed(total) for p in (t // 2, t - t // 2)])
+        if isinstance(padding, str):
+            padding = (0,) * len(kernel)
         cols = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)  # (n, C*k, L)
         return cols.transpose(1, 2).reshape(-1, cols.shape[1]), cols.shape[2]
     raise TypeError(f"{type(module).__name__} is not a Linear / Conv layer")
