@@ -161,6 +161,12 @@ def image_geometry(module: nn.Module, x: torch.Tensor) -> ConvGeometry | None:
     return conv_geometry(module, x) if x.dim() >= 3 and x.shape[1] >= IMAGE_MIN_CHANNELS else None
 
 
+def as_images(module: nn.Module, t: torch.Tensor) -> torch.Tensor:
+    """A Conv1d's (n, C, L) input or output as the (n, C, 1, L) image its :class:`ConvGeometry` describes;
+    a Conv2d's as it is (decided by the layer, not by the tensor's rank)."""
+    return t.unsqueeze(-2) if isinstance(module, nn.Conv1d) else t
+
+
 def conv_moments(x: torch.Tensor, geo: ConvGeometry) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum, Gram) of the receptive-field rows of ``x`` (n, C, H, W) over every sample and output position,
     columns channel-major (C, kh, kw) as :func:`feature_rows` lays them out, without forming the rows.
@@ -485,7 +491,7 @@ def capture(
                 )
             geo = image_geometry(module, x)
             if geo is not None:
-                acc[name].add_images(x.unsqueeze(-2) if x.dim() == 3 else x, geo)
+                acc[name].add_images(as_images(module, x), geo)
             elif tokens is not x:  # per-token rows of a padded batch: the valid ones, counted per sample
                 acc[name].add(tokens, mask.sum(1))
             else:

@@ -32,6 +32,7 @@ from torch.nn.utils import prune as torch_prune
 from tqdm.auto import tqdm
 
 from mipp.pruning.capture import (
+    as_images,
     batch_size,
     channel_columns,
     conv_moments,
@@ -390,8 +391,7 @@ def _normal_equations(m: nn.Module, x: torch.Tensor, target: torch.Tensor, kept_
             rows = rows[:, cols.to(rows.device)]
         a = torch.cat([rows.double(), torch.ones(len(rows), 1, dtype=torch.float64, device=rows.device)], 1)
         return gram_matrix(a), a.T @ z
-    images = (x.unsqueeze(-2) if x.dim() == 3 else x).double()
-    z = target.unsqueeze(-2) if target.dim() == 3 else target
+    images, z = as_images(m, x).double(), as_images(m, target)
     z = (z if kept_out is None else z[:, kept_out.to(z.device)]).double()
     sums, gram = conv_moments(images, geo)
     weight_shape = (z.shape[1], images.shape[1], *geo.kernel)
