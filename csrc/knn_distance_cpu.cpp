@@ -76,7 +76,7 @@ void knn_sweep(const Problems<T>& ps, int k, T* out, int threads) {
 template <class T>
 void knn_strips(const Problems<T>& ps, int k, T* out, int threads) {
   constexpr int64_t kBlock = 256;
-  threads = threads_for(threads, static_cast<double>(ps.batch) * ps.rows(), 4096);
+  threads = threads_for(threads, static_cast<double>(ps.batch) * ps.rows(), kSortedGrain);
   const bool over_problems = ps.batch >= threads;
   const T inf = std::numeric_limits<T>::infinity();
   parallel_for(ps.batch, over_problems ? threads : 1, [&](int64_t b) {

@@ -328,7 +328,7 @@ void ksg_brute(const Problems<T>& ps, int k, const std::vector<std::vector<int64
   brute_force(ps, threads, KsgConsumer<T>{k, algorithm, ng, ps.row0, &marg, &wide, out, radii.data(), {}, {}, {}, {}, {}});
   if (lines.empty()) return;
   const SharedSorts<T> shared = shared_sorts(ps, marg, lines, false, threads);
-  const int t = threads_for(threads, static_cast<double>(ps.batch) * ps.rows(), 4096);
+  const int t = threads_for(threads, static_cast<double>(ps.batch) * ps.rows(), kSortedGrain);
   const bool over_problems = ps.batch >= t;
   parallel_for(ps.batch, over_problems ? t : 1, [&](int64_t b) {
     Columns<T> cols(ps, b, &shared.orders);
@@ -347,7 +347,7 @@ void ksg_strips(const Problems<T>& ps, int k, const std::vector<std::vector<int6
   const int64_t n = ps.n, ng = static_cast<int64_t>(ps.groups.size());
   std::vector<int64_t> all(marg.size());
   for (size_t m = 0; m < marg.size(); ++m) all[m] = static_cast<int64_t>(m);
-  threads = threads_for(threads, static_cast<double>(ps.batch) * ps.rows(), 4096);
+  threads = threads_for(threads, static_cast<double>(ps.batch) * ps.rows(), kSortedGrain);
   const bool over_problems = ps.batch >= threads;
   const T inf = std::numeric_limits<T>::infinity();
   const SharedSorts<T> shared = shared_sorts(ps, marg, all, true, threads);
@@ -395,17 +395,31 @@ void ksg_strips(const Problems<T>& ps, int k, const std::vector<std::vector<int6
   });
 }
 
-// The cheaper path by a cost model in cycles, fitted on this engine (one thread, k = 3; the brute force
-// does ~3.5 pair-columns per cycle plus ~0.5 cycle per pair of k-NN selection and ~0.4 per pair and
-// marginal of counting; the strips' k-NN visits a neighbourhood that grows ~2x per joint column; a
-// one-column count is a galloping search, a wider one scans the sweep's window, ~n^(1 - 1/d) samples).
-Path choose(int64_t n, int64_t joint_dim, const std::vector<int64_t>& marginal_dims) {
-  const double nn = static_cast<double>(n);
-  double brute = nn * (joint_dim / 3.5 + 0.5 + 0.4 * marginal_dims.size());
-  double strips = 600.0 * std::pow(2.0, joint_dim - 2) + 2.0 * std::log2(nn + 2) * 30;
-  for (const int64_t d : marginal_dims)
-    strips += d == 1 ? 150.0 : 2.0 * d * std::pow(nn, 1.0 - 1.0 / d) / 3.5;
-  return joint_dim <= kSweepMaxDim && strips < brute ? Path::Strips : Path::Brute;
+// The cheaper path by a cost model in ns per query, fitted by least squares on this engine (one thread, k = 3,
+// float64, dependent Gaussian data; MI 1+1 .. 6+6, CMI 1+1+1 and 2+2+2, N = 300 - 10,000: benchmarks/
+// bench_ksg_paths.py --fit, whose CSV records each path's time and the pick's regret, at most 1.11x there; the
+// model this replaced lost up to 2.6x, taking the brute force for 1+1 at N = 300 and 2+2 / 3+3 / 4+4 / CMI
+// where the strips were 1.1-1.7x faster). With D joint columns, G groups, W marginals of several columns
+// (S columns in all) and L of one:
+//   brute   n (0.212 D + 0.925 + 0.369 W + 0.739 (G - 2)) + 1230 + 108 L: linear, the pair-columns, the k-NN
+//           selection and the wide counts per pair, and per query the item's set-up and the galloping counts;
+//   strips  exp(6.05 - 0.127 D + 0.091 ln n + 0.0334 D ln n - 0.041 S + 0.027 S ln n): log-linear, the
+//           neighbourhood a query visits (and a wide marginal's sorted window) grows with n the faster the more
+//           columns it has.
+Path choose(int64_t n, int64_t joint_dim, int64_t groups, const std::vector<int64_t>& marginal_dims) {
+  if (joint_dim > kSweepMaxDim) return Path::Brute;
+  const double nn = static_cast<double>(n), d = static_cast<double>(joint_dim), ln = std::log(nn + 1);
+  double wide = 0, lines = 0, wide_columns = 0;
+  for (const int64_t m : marginal_dims) {
+    wide += m > 1;
+    lines += m == 1;
+    wide_columns += m > 1 ? static_cast<double>(m) : 0.0;
+  }
+  const double brute =
+      nn * (0.212 * d + 0.925 + 0.369 * wide + 0.739 * static_cast<double>(groups - 2)) + 1230 + 108 * lines;
+  const double strips =
+      std::exp(6.05 - 0.127 * d + 0.091 * ln + 0.0334 * d * ln - 0.041 * wide_columns + 0.027 * wide_columns * ln);
+  return strips < brute ? Path::Strips : Path::Brute;
 }
 
 template <class T>
@@ -424,7 +438,7 @@ Path run(const std::vector<GroupArg>& args, int64_t batch, int64_t n, int64_t k,
     dims.push_back(d);
   }
   if (path == Path::Auto) {
-    path = choose(n, ps.joint_dim(), dims);
+    path = choose(n, ps.joint_dim(), ng, dims);
   } else if (path != Path::Brute) {
     path = Path::Strips;  // the sorted path of this op ("sweep" and "strips" alike)
   }
