@@ -105,6 +105,14 @@ PYBIND11_MODULE(_C, m) {
         py::arg("le"), py::arg("threads"), release,
         "the counts of Ross's estimator for one continuous column: eps, tied, lt, le");
 
+  m.def(
+      "column_stats_cpu",
+      [](int64_t data, int64_t columns, int64_t n, bool f64, bool ties, int threads) {
+        const mipp::ColumnStats s = mipp::column_stats_cpu(data, columns, n, f64, ties, threads);
+        return std::make_tuple(s.nonfinite, s.overflow, s.repeated);
+      },
+      py::arg("data"), py::arg("columns"), py::arg("n"), py::arg("f64"), py::arg("ties"), py::arg("threads"), release,
+      "(any NaN / inf, any column span overflowing, most repeated samples of a column) of contiguous columns");
   m.def("build_info", [] {
     py::dict d;
 #ifdef MIPP_WITH_CUDA

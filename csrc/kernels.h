@@ -43,6 +43,16 @@ std::string marginal_radius_cpu(const std::vector<GroupArg>& groups, int64_t bat
 void ross_counts_cpu(int64_t x, int64_t batch, int64_t n, bool f64, int64_t classes, int64_t strata, int64_t k_each,
                      int64_t eps, int64_t tied, int64_t lt, int64_t le, int threads);
 
+// The estimators' input checks of `columns` contiguous columns of n float32 / float64 samples: any NaN or inf,
+// any column whose span (max - min) overflows, and (ties) the most samples of one column repeating another's
+// value (0 when not asked, or when a value is not finite).
+struct ColumnStats {
+  bool nonfinite;
+  bool overflow;
+  int64_t repeated;
+};
+ColumnStats column_stats_cpu(int64_t data, int64_t columns, int64_t n, bool f64, bool ties, int threads);
+
 #ifdef MIPP_WITH_CUDA
 // The same as digamma_sum_cpu on device pointers, enqueued on `stream` (a cudaStream_t as an integer).
 // A pole (count + offset <= 0) cannot raise from the device without a synchronisation: it gives NaN.

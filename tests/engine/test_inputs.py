@@ -479,3 +479,45 @@ def test_rows_need_per_sample_results():
     x, y, _ = _data()
     _raises(ValueError, "rows", mipp.mi, x, y, rows=(0, 10))
     _raises(ValueError, "rows", mipp.mi, x, y > 0, rows=(0, 10), reduction="none", discrete_y=True)
+
+
+@pytest.mark.skipif(mipp._ext._C is None, reason="the extension is not built")
+def test_column_stats_extension_equals_the_torch_specification():
+    """mipp.ops.column_stats (the estimators' input checks) on the CPU runs the extension's one pass per column
+    (a hash count of repeated values); it must give the torch specification's (NaN / inf, span overflow, most
+    repeated samples of a column) on fresh data of both dtypes, batched and not: continuous, half-integers,
+    -0 with +0, integer-valued data whose low mantissa bits are all 0 (every sample in one hash slot if the
+    hash read them), huge equal powers of two, a lone NaN or inf, a span past the dtype's largest value."""
+    from mipp import _ext, ops
+
+    gen = torch.Generator().manual_seed(7)
+    for dtype in (torch.float32, torch.float64):
+        big = torch.finfo(dtype).max
+        for n in (1, 2, 3, 257, 3000):
+            for case in range(8):
+                g = torch.randn(3, n, 2, dtype=dtype, generator=gen)
+                if case == 1:
+                    g = torch.round(g * 2) / 2
+                elif case == 2:
+                    g[2, :, 1] = 0.0
+                    g[2, ::2, 1] = -0.0
+                elif case == 3:
+                    g = (torch.randint(0, n // 3 + 1, (3, n, 2), generator=gen) * 1024).to(dtype)
+                elif case == 4:
+                    g = torch.randint(-4, 4, (1, n, 1), generator=gen).to(dtype) * 2.0**100
+                elif case == 5:
+                    g[1, n // 2, 0] = float("nan")
+                elif case == 6:
+                    g[0, n - 1, 1] = -float("inf")
+                elif case == 7 and n > 1:
+                    g[0, 0, 0], g[0, 1, 0] = big, -big
+                for ties in (False, True):
+                    got = ops.column_stats(g, ties)
+                    saved, _ext._C = _ext._C, None
+                    try:
+                        want = ops.column_stats(g, ties)
+                    finally:
+                        _ext._C = saved
+                    assert tuple(got) == tuple(want), (dtype, n, case, ties, got, want)
+                    if case == 4 and ties and n > 8:
+                        assert got[2] == n  # 8 distinct values among n > 8 samples: every one repeats
