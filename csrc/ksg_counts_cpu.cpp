@@ -56,6 +56,7 @@ template <class T>
 struct Counter {
   bool line = false;
   std::vector<T> v;
+  KeyIndex<T> at;  // a line's bucket index
   Sorted<T> s;
   const std::vector<int64_t>& index() const { return s.index; }
 };
@@ -123,6 +124,7 @@ Counter<T> make_counter(Columns<T>& cols, const MarginalColumns<T>& m) {
     c.line = true;
     c.v.resize(n);
     for (int64_t p = 0; p < n; ++p) c.v[p] = src[0][s.index[p]];
+    c.at = KeyIndex<T>(c.v.data(), n);
     return c;
   }
   s.dim = static_cast<int64_t>(columns.size());
@@ -173,7 +175,7 @@ MIPP_INLINE int64_t count_at(const Counter<T>& c, int64_t p, T r, bool strict, T
   const auto in = [r, strict](T d) { return inside(d, r, strict); };
   int64_t lo, hi;
   if (c.line) {
-    key_window(c.v.data(), static_cast<int64_t>(c.v.size()), p, in, lo, hi);
+    key_window(c.v.data(), static_cast<int64_t>(c.v.size()), c.at, p, r, in, lo, hi);
     return hi - lo - 1;
   }
   const Sorted<T>& s = c.s;

@@ -31,6 +31,10 @@ def _data(kind: str, b: int, n: int, d: int, dtype, seed: int) -> torch.Tensor:
         x[:, n // 2 :] = x[:, : n - n // 2].clone()
     elif kind == "offset":  # large values: the differences round
         x = 1e6 + x * 1e-3 if dtype == torch.float64 else 1e4 + x * 1e-2
+    elif kind == "heavy":  # Cauchy tails: a one-column count's value buckets (KeyIndex) nearly all empty
+        x = x / torch.randn(b, n, d, generator=gen, dtype=torch.float64)
+    elif kind == "clusters":  # two clusters 1e5 apart: the buckets between them empty, windows at the gap
+        x[:, ::2] += 1e5
     return x.to(dtype)
 
 
@@ -95,7 +99,7 @@ LAYOUTS = {
 
 @needs_ext
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("kind", ["continuous", "rounded", "duplicates", "offset"])
+@pytest.mark.parametrize("kind", ["continuous", "rounded", "duplicates", "offset", "heavy", "clusters"])
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("algorithm", [1, 2])
 def test_equals_reference_on_every_path(dtype, kind, layout, algorithm):
