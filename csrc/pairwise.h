@@ -374,8 +374,9 @@ struct KeyIndex {
   }
 };
 
-// key_window (the window [lo, hi) around p) with a bucket index: each edge galloped from the index's guess for x +- r (r: the radius that
-// inside() tests the gap against) in whichever direction the predicate says; the same window.
+// key_window (the window [lo, hi) around p) with a bucket index: each edge galloped from the index's guess for
+// x +- r (r: the radius that inside() tests the gap against) in whichever direction the predicate says; the same
+// window.
 template <class T, class Inside>
 MIPP_INLINE void key_window(const T* key, int64_t n, const KeyIndex<T>& index, int64_t p, T r, Inside inside,
                             int64_t& lo, int64_t& hi) {

@@ -150,12 +150,12 @@ def column_stats(g: torch.Tensor, ties: bool = False) -> tuple[bool, bool, int]:
     that repeat another sample's value, else 0). The extension's one pass per column on the CPU (the torch
     reductions and a sort of each column took ~140 us per argument at N = 2,000); these torch ops elsewhere,
     and as its specification."""
-    if g.device.type == "cpu" and _ext._C is not None and g.numel():
+    if not g.numel():
+        return False, False, 0
+    if g.device.type == "cpu" and _ext._C is not None:
         cols = g.transpose(1, 2).reshape(-1, g.shape[1]).contiguous()  # (B * d, N): one column's samples in a row
         f64, threads = cols.dtype == torch.float64, torch.get_num_threads()
         return _ext._C.column_stats_cpu(cols.data_ptr(), cols.shape[0], cols.shape[1], f64, ties, threads)
-    if not g.numel():
-        return False, False, 0
     low, high = torch.aminmax(g, dim=1)
     if not bool(torch.isfinite(high - low).all()):  # one pass: NaN and inf make the span non-finite too
         if not bool(torch.isfinite(g).all()):
