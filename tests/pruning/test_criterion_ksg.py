@@ -219,8 +219,24 @@ def test_planted_wide_layer(D):
     # every latent keeps its information: a copy, or an exact mixture with a kept partner copy
     # (1 - R^2: the residual's share of the latent's variance, below 5%)
     assert bool((1 - p.latent_r2(kept) < 0.05).all()), p.latent_r2(kept)
-    assert score["copies_mean"] <= 2.5  # of 3: averaging copies only pays for latents that dominate Y
+    # of 3 copies one is enough: a second tells Y what the read-out cannot explain anyway (its residual is
+    # channel noise); before that floor the channel's 1% noise kept 2-3 copies per latent
+    assert score["copies_mean"] <= 1.5
     assert res.n_tests > 0 and res.recon_error < 0.05
+
+
+@pytest.mark.parametrize("tolerance", [0.1, 0.2])
+def test_planted_layer_keeps_about_one_node_per_latent(tolerance):
+    """The issue's proportions on 64 nodes (6 latents x 3 copies of noise 0.1, 6 mixtures, 40 unrelated; Y = 16
+    tanh outputs + 5% noise), N = 1,000, 3 seeds: at most 1.5 nodes per latent (a second copy adds ~0.05
+    nats about Y: the Gaussian closed form at N = 200,000), every latent recoverable, at most one of the 40
+    unrelated nodes (each passes the cross-fitted screen at about alpha^2 and the nonlinear rescue at alpha)."""
+    for seed in range(3):
+        p = planted_layer(64, 1000, seed, latent_fraction=72 / 256, mixture_fraction=24 / 256)
+        kept, _ = MIPP(tolerance=tolerance, progress=False, seed=seed).select_layer(p.X, p.Y)
+        assert len(kept) <= 1.5 * len(p.groups), (seed, kept)
+        assert bool((p.latent_r2(kept) >= 0.95).all()), (seed, p.latent_r2(kept))
+        assert len(set(kept) & set(p.unrelated)) <= 1, (seed, kept)
 
 
 def test_select_layer_is_seeded_and_checks_its_arguments():

@@ -214,7 +214,8 @@ class MIPP:
         """Kept node indices (sorted) of a layer with activations X (N, D) for a target Y (N, q), without a
         model: Y's columns are z-scored and the consumer's weights are estimated from (X, Y) by least
         squares (W = Cov(Y, X) Cov(X)^-1), so the decision preserves what a linear read-out of X gives Y
-        (the loss criterion's MLPs predict Y itself). Those weights carry their sampling error, so for the
+        (the loss criterion's MLPs predict Y itself), in nats about Y: what the read-out leaves of Y is noise
+        on the tolerance channel. Those weights carry their sampling error, so for the
         nats criteria the nodes are first screened on Y itself (mipp.pruning.relevance: cross-fitted
         backward elimination by the chi-square test of each node's coefficients at the criterion's
         ``alpha``), the criterion decides among the relevant ones, and nodes related to what the kept nodes'
@@ -243,7 +244,15 @@ class MIPP:
         cov = Xc.T @ Xc / len(Xs)
         lam = getattr(criterion, "ridge", LSTSQ_RIDGE) * float(cov.diagonal().mean())
         weight = torch.linalg.solve(cov + lam * torch.eye(len(cov), dtype=cov.dtype), Xc.T @ Yz / len(Xs)).T
-        block = Block(cov, mean, Xs, len(Xs), weight, [torch.tensor([i]) for i in range(len(nodes))], name)
+        # What the read-out leaves of Y is noise on the channel: a node is worth what it tells about Y, not about
+        # the read-out (whose noise floor would otherwise be ``noise`` alone: noisy copies of one latent each
+        # sharpened the read-out by more than the tolerance while telling Y ~0.05 nats). Residual mean square
+        # over the degrees of freedom the fit leaves.
+        resid = Yz - Xc @ weight.T
+        dof = max(len(Xs) - len(nodes) - 1, 1)
+        unexplained = float((resid * resid).sum(0).mean()) / dof
+        columns = [torch.tensor([i]) for i in range(len(nodes))]
+        block = Block(cov, mean, Xs, len(Xs), weight, columns, name, unexplained=unexplained)
         layer = Layer(name, len(nodes), [block], [torch.zeros(len(nodes), dtype=torch.bool)], ["target"], Yz)
         with tqdm(total=len(nodes), desc=name, file=sys.stderr, disable=not progress, leave=False) as bar:
             d = criterion.decide(layer, tolerance=self.tolerance, min_keep=self.min_keep, generator=gen, bar=bar)

@@ -65,6 +65,9 @@ class Block:
     # the weights are whitened by the output metric (mipp.pruning.sensitivity): the channel noise is then
     # ``noise`` itself, in units of the model output's variance, not of this consumer's
     whitened: bool = False
+    # variance of the consumer's output that no linear read-out of the layer explains (select_layer's Y, whose
+    # read-out's weights are estimated): noise on the channel that every node's signal competes with
+    unexplained: float = 0.0
 
     def __post_init__(self):
         F = self.cov.shape[0]
@@ -253,10 +256,11 @@ def _scores(states: list[LSState], nodes: list[int], inflate: float) -> torch.Te
 def states_of(layer, ridge: float, noise: float, rows: bool = True) -> list[LSState]:
     """The least-squares state of each consumer of ``layer`` (a criteria.base.Layer), its channel noise
     ``noise`` times the consumer's mean pre-activation variance (times 1 for whitened weights: the output's
-    variance is their unit)."""
+    variance is their unit), plus the variance of the consumer's output that the layer does not explain."""
     states = [LSState(b, drop, ridge, rows) for b, drop in zip(layer.blocks, layer.drops)]
     for st in states:
-        st.sigma2 = noise * (1.0 if st.block.whitened else max(st.block.target_variance, 1e-300))
+        scale = 1.0 if st.block.whitened else max(st.block.target_variance, 1e-300)
+        st.sigma2 = noise * scale + st.block.unexplained
     return states
 
 
