@@ -2,10 +2,14 @@
 copies, and nodes independent of everything; Y = tanh(a random mix of the latents) + 5% noise, 16 outputs
 (mipp.pruning.testing.planted_layer at the issue's proportions), N = 1,000 samples.
 
-    PYTHONPATH=python python benchmarks/bench_select_layer.py [--seeds 5] [--sizes 64 256 1024]
+    PYTHONPATH=python python benchmarks/bench_select_layer.py [--seeds 5] [--sizes 64 256 1024] [--closed-form]
 
 Per seed, size and tolerance: nodes kept, unrelated nodes kept (of how many), and the smallest R^2 of a
 latent regressed on the kept nodes. Writes benchmarks/results/select_layer.csv (every run).
+``--closed-form``: what the nodes tell Y, as the tolerance means it, from the Gaussian closed form
+I(Y; X_S) = 1/2 logdet Cov(Y) / Cov(Y | X_S) on 200,000 samples of the same layers (2 seeds): each latent's
+information given one copy of every other latent, and a latent's second and third copy's given one (two)
+copies of each. Writes select_layer_closed_form.csv.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import statistics
 import time
 import warnings
 
+import torch
 from _results import environment, write_csv
 
 from mipp.pruning import MIPP
@@ -26,6 +31,50 @@ def planted(n_nodes: int, n: int, seed: int):
     copies (noise 0.1), 24 exact sums of two copies, 160 independent nodes; Y (16 outputs) = tanh of a
     random mix of the latents + 5% noise."""
     return planted_layer(n_nodes, n, seed, latent_fraction=72 / 256, mixture_fraction=24 / 256)
+
+
+def gaussian_information(X, Y, S: list[int]) -> float:
+    """I(Y; X_S) in nats for jointly Gaussian data: 1/2 logdet of Y's covariance over its least-squares
+    residual's on X_S (with an intercept)."""
+    Yc = Y - Y.mean(0)
+    if not S:
+        return 0.0
+    Xs = X[:, S] - X[:, S].mean(0)
+    R = Yc - Xs @ torch.linalg.lstsq(Xs, Yc).solution
+    return 0.5 * float(torch.logdet(Yc.T @ Yc) - torch.logdet(R.T @ R))
+
+
+def closed_form(args) -> None:
+    env, rows = environment(), []
+    for size in args.sizes:
+        for seed in range(2):
+            p = planted(size, 200_000, seed)
+            one = [g[0] for g in p.groups]
+            two = one + [g[1] for g in p.groups]
+            base, base2 = gaussian_information(p.X, p.Y, one), gaussian_information(p.X, p.Y, two)
+            for j, g in enumerate(p.groups[:24]):  # at most 24 latents per layer: each costs three fits
+                rows.append(
+                    {
+                        **env,
+                        "nodes": size,
+                        "seed": seed,
+                        "latent": j,
+                        "latent_given_others": base - gaussian_information(p.X, p.Y, [c for c in one if c != g[0]]),
+                        "second_copy": gaussian_information(p.X, p.Y, [*one, g[1]]) - base,
+                        "third_copy": gaussian_information(p.X, p.Y, [*two, g[2]]) - base2,
+                    }
+                )
+            rs = [r for r in rows if r["nodes"] == size and r["seed"] == seed]
+            print(
+                f"{size} nodes, seed {seed}: "
+                + ", ".join(
+                    f"{key} median {statistics.median(r[key] for r in rs):.3f} "
+                    f"({min(r[key] for r in rs):.3f}-{max(r[key] for r in rs):.3f})"
+                    for key in ("latent_given_others", "second_copy", "third_copy")
+                ),
+                flush=True,
+            )
+    print("wrote", write_csv(rows, f"select_layer_closed_form{args.tag}.csv"))
 
 
 def nonlinear(args) -> None:
@@ -72,7 +121,11 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--tag", default="")
     parser.add_argument("--skip-planted", action="store_true")
+    parser.add_argument("--closed-form", action="store_true", help="only the Gaussian closed form")
     args = parser.parse_args()
+    if args.closed_form:
+        closed_form(args)
+        return
     nonlinear(args)
     if args.skip_planted:
         return

@@ -142,6 +142,7 @@ def main() -> int:
     parser.add_argument("--n-samples", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=12, help="dense training (Adam 2e-3): the plateau")
     parser.add_argument("--skip-planted", action="store_true")
+    parser.add_argument("--skip-lenet", action="store_true", help="the planted layers only")
     args = parser.parse_args()
     env = environment()
     t0 = time.perf_counter()
@@ -164,6 +165,8 @@ def main() -> int:
         )
         for s in summary:
             print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items()})
+    if args.skip_lenet:
+        return 0
     rows = lenet300(args.lenet_seeds, args.tolerances, args.n_samples, args.epochs)
     write_csv([{**r, **env} for r in rows], "wide_lenet300.csv")
     summary = summarize(
