@@ -280,7 +280,7 @@ class MISelector(SelectorMixin, BaseEstimator):
     """Feature selection by conditional mutual information: greedy forward selection on mipp's KSG engine.
 
     Round t adds the candidate j with the largest I(X_j; y | X_S) given the features S already chosen, all
-    candidates of a round in ONE batched engine call (y and X_S shared, their distances computed once). A
+    candidates of a round in ONE batched engine call (y and X_S shared by the batch). A
     feature redundant with S (a duplicate, a near copy, a mixture of chosen features) scores ~0 and is not
     taken; a feature related to y only nonlinearly (y = X_i^2, sin(3 X_i)) scores what it carries.
 
@@ -300,7 +300,7 @@ class MISelector(SelectorMixin, BaseEstimator):
     Rounds are lazy: candidates are evaluated in order of their last known gain, ``batch_size`` per engine
     call, until the best fresh gain is at least every stale one (exact when gains only shrink as S grows;
     a pair partner's bound is raised to the pair's joint MI when its partner is chosen). Once no candidate's
-    gain is positive, the rest are filled by mRMR's rule (marginal MI less the mean similarity to S), which
+    gain is above 1/N nats, the rest are filled by mRMR's rule (marginal MI less the mean similarity to S), which
     ranks a near copy last.
 
     Parameters
@@ -324,7 +324,8 @@ class MISelector(SelectorMixin, BaseEstimator):
         standardised and get 1e-10 jitter, as scikit-learn's. "auto": integer-valued columns with at most 32
         distinct values.
     n_neighbors : int
-        k of the KSG estimates.
+        k of the estimates. 5, not the 3 of scikit-learn's mutual_info_*: the conditional estimates, in a few
+        dimensions on a few hundred samples, vary less (docs/sklearn.md has the cross-validated scores of both).
     n_pairs : int
         Features taking part in the round-1 pair look-ahead (n_pairs (n_pairs - 1) / 2 pairs); 0 turns it off.
     max_conditioning : int
@@ -380,7 +381,7 @@ class MISelector(SelectorMixin, BaseEstimator):
         alpha=0.05,
         discrete_target="auto",
         discrete_features="auto",
-        n_neighbors=3,
+        n_neighbors=5,
         n_pairs="auto",
         max_conditioning=5,
         batch_size=16,
@@ -415,16 +416,15 @@ class MISelector(SelectorMixin, BaseEstimator):
             discrete_y = np.asarray(y).dtype.kind in "biuOUS"
         else:
             discrete_y = bool(self.discrete_target)
-        if discrete_y:
+        if discrete_y:  # class codes (int64): _gain takes them for labels
             check_classification_targets(y)
-            codes = np.unique(y, return_inverse=True)[1].reshape(-1)
-            yv = codes + rng.uniform(0.0, 1.0, n)  # dithered: the class is floor(yv), so every MI is the same
+            target = torch.as_tensor(np.unique(y, return_inverse=True)[1].reshape(-1).astype(np.int64))
         else:
             yv = np.asarray(y, dtype=np.float64).reshape(-1)
             if not np.all(np.isfinite(yv)):
                 raise ValueError("y contains NaN or inf")
             yv = yv + 1e-10 * max(1.0, float(np.mean(np.abs(_standardise(yv))))) * rng.standard_normal(n)
-        target = torch.as_tensor(_standardise(yv))
+            target = torch.as_tensor(_standardise(yv))
         discrete = _discrete_columns(X, self.discrete_features)
         # exact duplicate columns: only the first of each set is a candidate
         _, first, inverse = np.unique(X, axis=1, return_index=True, return_inverse=True)
@@ -444,9 +444,19 @@ class MISelector(SelectorMixin, BaseEstimator):
     # -- statistics, each one batched engine call ------------------------------------------------------
 
     def _gain(self, cols, target, z):
-        """I(cols; y | z) for a batch: cols (B, N, c); z None, shared (N, m) or per problem (B, N, m)."""
+        """I(cols; y | z) for a batch: cols (B, N, c); z None, shared (N, m) or per problem (B, N, m). A continuous
+        y: KSG and Frenzel-Pompe. Class labels (int64 codes): Ross's estimator, given z by the chain rule
+        I(cols, z; y) - I(z; y) (mipp's conditional estimators take labels only as strata). The labels replace
+        a dithered y read by KSG (the class plus uniform noise: the same MI in theory, but chosen features
+        scored lower in cross-validation, docs/sklearn.md)."""
         k = int(self.n_neighbors)
-        return mipp.mi(cols, target, k) if z is None else mipp.cmi(cols, target, z, k)
+        if target.dtype != torch.int64:
+            return mipp.mi(cols, target, k) if z is None else mipp.cmi(cols, target, z, k)
+        if z is None:
+            return mipp.mi(cols, target, k, discrete_y=True)
+        zb = z.expand(cols.shape[0], -1, -1) if z.dim() == 2 else z
+        joint = mipp.mi(torch.cat([cols, zb], dim=-1), target, k, discrete_y=True)
+        return joint - mipp.mi(z, target, k, discrete_y=True)
 
     def _conditioning(self, selected, cols, similarity_rows):
         """z: X_S shared when |S| <= max_conditioning, else for each problem the chosen features most similar
@@ -557,9 +567,12 @@ class MISelector(SelectorMixin, BaseEstimator):
             choice, look = self._look_ahead(pairs, selected, cols, target, single, value, similarity)
             if choice is not None:
                 best, value = choice, look
-            elif value <= 0 and selected:
+            elif value <= 1.0 / n and selected:
                 # nothing left to find, by the estimates: fill with the least redundant relevant feature
-                # (mRMR's rule: marginal MI less the mean similarity to the chosen ones), never a near copy
+                # (mRMR's rule: marginal MI less the mean similarity to the chosen ones), never a near copy.
+                # Gains up to 1/N nats count as nothing: that is a few samples' counts moving by one, where a
+                # near copy's estimate sits (its joint distances are the chosen twin's), above an independent
+                # feature's (negative: one more dimension)
                 pool = list(fresh)
                 redundancy = self._similarity(similarity, pool, selected, cols).mean(axis=1)
                 best = pool[int(np.argmax(scores[pool] - redundancy))]

@@ -219,6 +219,15 @@ def test_selector_keeps_nonlinear_relevance_and_one_of_each_duplicate_set(kind):
         assert len(chosen) == 4 and sel.transform(X).shape == (600, 4)
 
 
+def test_selector_fills_past_the_signal_without_near_copies():
+    """Asked for more features than carry y: once the pair is in, a near copy's conditional gain is ~0 (its
+    joint distances are its twin's) and an independent feature's negative; the fill must not take the copy."""
+    for seed in range(6):
+        X, y, _, dup_sets = _planted("xor", seed, n=500, distractors=20)
+        chosen = set(msk.MISelector(8, random_state=seed).fit(X, y).selected_.tolist())
+        assert all(len(chosen & s) <= 1 for s in dup_sets), (seed, chosen)
+
+
 def test_selector_never_picks_a_repeated_feature():
     from sklearn.datasets import make_classification
 
@@ -231,6 +240,29 @@ def test_selector_never_picks_a_repeated_feature():
     assert sorted(sel.selected_.tolist()) == [0, 1, 2, 3, 4, 9, 10, 11]
     assert set(sel.selected_[:3].tolist()) <= {0, 1, 2, 3, 4}  # informative or their mixtures first
     assert sorted(np.argsort(sel.ranking_)[-4:].tolist()) == [5, 6, 7, 8]  # duplicates ranked last
+
+
+def test_selector_scores_class_labels_by_ross_and_the_chain_rule():
+    """A class target: the marginal scores are Ross's estimates (mutual_info_classif's at the same k), and a
+    later gain is I(x_j, x_S; y) - I(x_S; y) with Ross's estimator on the standardised columns (the 1e-10
+    jitter moves no neighbour count of continuous data)."""
+    import torch
+
+    import mipp
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((400, 5))
+    y = (X[:, 0] + 0.5 * X[:, 1] ** 2 + 0.3 * rng.standard_normal(400) > 0.4).astype(int)
+    sel = msk.MISelector(2, random_state=0).fit(X, y)
+    want = msk.mutual_info_classif(X, y, n_neighbors=5, random_state=0)  # clipped at 0, as scikit-learn does
+    np.testing.assert_allclose(np.maximum(sel.scores_, 0), want, atol=1e-12)
+    cols = torch.as_tensor((X - X.mean(0)) / X.std(0))
+    labels = torch.as_tensor(y)
+    first, second = (int(j) for j in sel.selected_)
+    pair = cols[:, [second, first]]
+    want = mipp.mi(pair, labels, 5, discrete_y=True) - mipp.mi(cols[:, [first]], labels, 5, discrete_y=True)
+    assert sel.gains_[1] == pytest.approx(float(want), abs=1e-12)
+    assert sel.gains_[0] == pytest.approx(sel.scores_[first], abs=1e-12) and first == 0
 
 
 def test_selector_tolerance_and_significance_stop_the_selection():
