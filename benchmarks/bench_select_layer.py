@@ -1,6 +1,6 @@
 """select_layer(X, Y) on a planted layer (issue 20): latents each seen by 3 noisy copies, exact sums of two
 copies, and nodes independent of everything; Y = tanh(a random mix of the latents) + 5% noise, 16 outputs
-(mipp.pruning.testing.planted_layer at the issue's proportions), N = 1,000 samples.
+(mipp.pruning.testing.sparse_planted_layer), N = 1,000 samples.
 
     PYTHONPATH=python python benchmarks/bench_select_layer.py [--seeds 5] [--sizes 64 256 1024] [--closed-form]
 
@@ -23,14 +23,7 @@ import torch
 from _results import environment, write_csv
 
 from mipp.pruning import MIPP
-from mipp.pruning.testing import NONLINEAR, nonlinear_layer, planted_layer
-
-
-def planted(n_nodes: int, n: int, seed: int):
-    """The issue's proportions on mipp.pruning.testing's planted layer: of every 256 nodes 24 latents x 3
-    copies (noise 0.1), 24 exact sums of two copies, 160 independent nodes; Y (16 outputs) = tanh of a
-    random mix of the latents + 5% noise."""
-    return planted_layer(n_nodes, n, seed, latent_fraction=72 / 256, mixture_fraction=24 / 256)
+from mipp.pruning.testing import NONLINEAR, nonlinear_layer, sparse_planted_layer
 
 
 def gaussian_information(X, Y, S: list[int]) -> float:
@@ -48,7 +41,7 @@ def closed_form(args) -> None:
     env, rows = environment(), []
     for size in args.sizes:
         for seed in range(2):
-            p = planted(size, 200_000, seed)
+            p = sparse_planted_layer(size, 200_000, seed)
             one = [g[0] for g in p.groups]
             two = one + [g[1] for g in p.groups]
             base, base2 = gaussian_information(p.X, p.Y, one), gaussian_information(p.X, p.Y, two)
@@ -132,7 +125,7 @@ def main() -> None:
     env, rows = environment(), []
     for size in args.sizes:
         for seed in range(args.seeds):
-            p = planted(size, args.samples, seed)
+            p = sparse_planted_layer(size, args.samples, seed)
             unrelated = set(p.unrelated)
             for tol in args.tolerances:
                 t0 = time.perf_counter()

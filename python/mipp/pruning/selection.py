@@ -18,8 +18,8 @@ from mipp.pruning.structure import Structure, clone_model, prune_groups, removed
 
 @dataclass
 class NodeRecord:
-    """How one node was decided. ``score`` orders the nodes (KSG: the closed-form Delta, nats, when decided;
-    loss: the node's single-node held-out loss; nan for untested rules); ``estimate`` is the criterion's
+    """How one node was decided. ``score`` orders the nodes (KSG and loss: the closed-form Delta, nats, when
+    decided; nan for untested rules); ``estimate`` is the criterion's
     estimate of what the node adds (KSG: Delta, nats; loss: the mean loss increase when masked) and
     ``statistic`` the value compared with the tolerance (KSG: the upper (1 - alpha) bound of the estimate,
     removed when below; loss: its lower confidence bound, kept when above). For every criterion, the larger

@@ -87,6 +87,12 @@ def planted_layer(
     return PlantedLayer(X[:, perm], Y, [remap(gr) for gr in groups], remap(mixtures), remap(unrelated))
 
 
+def sparse_planted_layer(D: int, n: int, seed: int) -> PlantedLayer:
+    """:func:`planted_layer` with most nodes unrelated (issue 20's layer): of every 256 nodes 24 latents x 3
+    copies, 24 exact sums of two copies and 160 independent nodes."""
+    return planted_layer(D, n, seed, latent_fraction=72 / 256, mixture_fraction=24 / 256)
+
+
 NONLINEAR = ("square", "sin", "product", "xor")
 
 

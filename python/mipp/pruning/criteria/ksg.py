@@ -25,7 +25,9 @@ AFFINE_TOL) are removed without a test.
 
 Order (the screen): nodes are visited cheapest first by the Gaussian closed form of the same quantity,
 summed over consumers (mipp.pruning.criteria.lstsq.gaussian_scores; an upper bound of the linear channel's
-information for any distribution of e_i), with the least-squares state downdated after each removal.
+information for any distribution of e_i), with the least-squares state downdated after each removal; of
+several exact affine combinations the one of largest variance first (lstsq.next_node: of {a, b, a + b} the
+sum goes).
 
 The KSG statistic uses leave-one-out residuals (e_n / (1 - h_n), h the leverage of the regression on S),
 so a residual is never fitted to the sample it is evaluated on, and one feature row per input sample (a
@@ -46,9 +48,9 @@ import torch
 import mipp
 from mipp.pruning.criteria.base import Criterion, Layer, LayerDecision
 from mipp.pruning.criteria.lstsq import (
-    AFFINE_TOL,
     chi2_upper_factor,
     gaussian_scores,
+    next_node,
     relative_error,
     states_of,
     take_constants,
@@ -134,10 +136,9 @@ class KSGCriterion(Criterion):
                     out.records.append(NodeRecord(i, len(out.records), "min_keep", False, math.nan, math.nan, math.nan))
                 break
             t1 = time.perf_counter()
-            scores = gaussian_scores(states, undecided)
-            j = int(scores.argmin())
+            j, score, affine = next_node(states, undecided, self.ridge)
             i = undecided.pop(j)
-            removal, residuals, weights, affine = self._node(states, i)
+            removal, residuals, weights = self._node(states, i)
             t_screen += time.perf_counter() - t1
             t1 = time.perf_counter()
             rule, estimate, upper = self._statistic(states, i, residuals, weights, affine, generator)
@@ -147,8 +148,8 @@ class KSGCriterion(Criterion):
             if remove:
                 alive.discard(i)
                 for st, g, e, Pgg in removal:
-                    st.remove(g, e, Pgg)
-            out.records.append(NodeRecord(i, len(out.records), rule, remove, float(scores[j]), estimate, upper))
+                    st.remove(g, e, Pgg, exact=affine)
+            out.records.append(NodeRecord(i, len(out.records), rule, remove, score, estimate, upper))
             t_screen += time.perf_counter() - t1
             if bar is not None:
                 bar.update()
@@ -159,23 +160,18 @@ class KSGCriterion(Criterion):
 
     def _node(self, states, i: int):
         """Node i's least-squares view in every consumer that reads it: what removing it updates, its
-        leave-one-out residuals, its whitened re-fitted weights, and whether it is an exact affine combination
-        of the present columns (the ridge puts a floor of about ridge x (dependencies) under such a node's
-        residual variance)."""
-        removal, residuals, weights, var_res, var_all = [], [], [], 0.0, 0.0
+        leave-one-out residuals and its whitened re-fitted weights."""
+        removal, residuals, weights = [], [], []
         for st in states:
             g = st.cols(i)
             if not len(g):
                 continue
             e, Pgg = st.residual(g)
             removal.append((st, g, e, Pgg))
-            var_res += float(torch.linalg.inv(Pgg).diagonal().sum())
-            var_all += float(st.block.cov[st.present[g]][:, st.present[g]].diagonal().sum())
             h = st.h - ((e @ Pgg) * e).sum(1) / st.block.n_rows
             residuals.append(e / (1.0 - h).clamp_min(1e-6)[:, None])
             weights.append(st.W[:, g] / math.sqrt(st.sigma2))
-        affine = var_res <= (AFFINE_TOL**2 + 100 * self.ridge) * var_all
-        return removal, residuals, weights, affine
+        return removal, residuals, weights
 
     def _statistic(self, states, i, residuals, weights, affine, generator) -> tuple[str, float, float]:
         """(rule, KSG estimate of Delta_i, its upper (1 - alpha) bound capped by the Gaussian closed form at the

@@ -5,18 +5,25 @@ The information a layer's nodes carry about what their consumers compute is read
 MLP that predicts the consumers' pre-activations from the nodes (I(X; Y) ~ E l(f(empty), Y) - E l(f(X), Y),
 after Covert et al.'s SAGE; the f(empty) terms cancel in differences). For one layer:
 
-1. order: one MLP per node predicts the target from that node alone; nodes are visited in descending order
-   of that loss (least informative first, as the paper's section 4.3 and the authors' FSNID code do);
-2. reference: ``repeats`` MLPs (different initialisations and train / held-out splits) predict the target
-   from every node; L_ref = their held-out losses;
+1. reference: ``repeats`` MLPs (different initialisations and train / held-out splits) predict the target
+   from every node;
+2. order: the KSG criterion's screen (mipp.pruning.criteria.lstsq.next_node, at the KSG defaults): the node
+   whose least-squares residual on the present nodes moves the consumers least first, re-ranked after each
+   removal. The paper visits nodes by a single-node model's loss (least informative alone first, section
+   4.3 and the authors' FSNID code); a mixture of two latents is informative alone, so it came late, after
+   the copies it sums had gone in its favour: on issue 20's planted layers (64 and 256 nodes,
+   benchmarks/bench_loss.py) a third to a half of the mixtures stayed in their copies' place. The screen
+   also removes, untested, an exact affine combination of the present nodes (the largest-variance one of
+   such a set first: of {a, b, a + b} the sum), which the re-routing in 3 removes at no cost anyway;
 3. sequentially, for each node i: the current models with i masked (its columns set to their mean, 0
    after standardisation; the first layer's weights on them moved onto the present columns through their
    least-squares reconstruction, so a near-copy or a mixture of present nodes costs nothing before the
-   fine-tuning) are fine-tuned briefly from their current weights (warm start) and
-   d = L(masked) - L_ref per repeat. The node is kept when the data are more than ``confidence`` sure that
-   its removal raises the loss: mean(d) - z_confidence * sd(d) / sqrt(repeats) > ``tolerance`` (0: the
-   paper's rule; differences below 1e-4 of the target's variance are float32 noise and never keep a
-   node); otherwise it is removed and the fine-tuned models become the current ones.
+   fine-tuning) are fine-tuned briefly from their current weights (warm start), and so, as the paired
+   control, are the current models unmasked for the same steps: d = L(masked) - L(control) per repeat. The
+   node is kept when the data are more than ``confidence`` sure that its removal raises the loss:
+   mean(d) - z_confidence * sd(d) / sqrt(repeats) > ``tolerance`` (0: the paper's rule; differences below
+   1e-4 of the target's variance are float32 noise and never keep a node); otherwise it is removed and the
+   fine-tuned masked models become the current ones.
 
 So the burden of proof is on keeping, as in the paper (a weak estimate removes); the KSG backend reverses
 it (issue 7). Losses are mean squared errors of z-scored targets: a fraction of the target's variance, so
@@ -28,7 +35,7 @@ consumers' pre-activations (the KSG backend's target, so both backends answer th
 predicts the next layer's activations); a ReLU MLP of ``depth`` hidden layers of ``hidden`` units (the
 authors' FSNID code: 10-10 with SGD lr 1e-4); full-batch Adam, early stopping on a held-out split (the
 held-out loss is the best one seen, and the weights are those that reached it); inputs and targets z-scored
-on the training rows; float32. Every model of a step (the repeats; the single-node models) is one stacked
+on the training rows; float32. Every model of a step (the repeats and their controls) is one stacked
 parameter set trained together (torch.func.stack_module_state + vmap), on the device of the activations.
 """
 
@@ -45,7 +52,8 @@ from torch import nn
 from torch.func import functional_call, stack_module_state
 
 from mipp.pruning.criteria.base import Criterion, Layer, LayerDecision
-from mipp.pruning.criteria.lstsq import recon_error
+from mipp.pruning.criteria.ksg import KSGCriterion
+from mipp.pruning.criteria.lstsq import next_node, relative_error, states_of, take_constants
 from mipp.pruning.selection import NodeRecord
 from mipp.pruning.validate import check_integer, check_number
 
@@ -53,7 +61,7 @@ from mipp.pruning.validate import check_integer, check_number
 @dataclass(frozen=True)
 class LossConfig:
     """The MLPs of the loss backend. hidden / depth: width and number of hidden ReLU layers. lr: Adam's
-    learning rate. steps: full-batch steps of a fit from scratch (the reference and single-node models);
+    learning rate. steps: full-batch steps of a fit from scratch (the reference models);
     finetune_steps: steps of a warm-started fit after masking a node. patience: steps without a better
     held-out loss before a fit stops (all of its stacked models). holdout: fraction of the samples held out
     for the losses."""
@@ -196,87 +204,69 @@ class LossCriterion(Criterion):
     def decide(self, layer: Layer, *, tolerance: float, min_keep: int, generator: torch.Generator, bar=None):
         t0 = time.perf_counter()
         X, Y, node_cols = _inputs_and_target(layer)
+        # the visiting order: the KSG criterion's screen at its defaults (module docstring)
+        states = states_of(layer, KSGCriterion.ridge, KSGCriterion.noise, rows=False)
         out = LayerDecision(kept=[])
-        alive, undecided = set(range(layer.n_nodes)), []
-        for i in range(layer.n_nodes):
-            if not node_cols[i] and len(alive) > min_keep:  # every column constant or already removed
-                alive.discard(i)
-                out.records.append(NodeRecord(i, len(out.records), "constant", True, math.nan, 0.0, 0.0))
-            else:
-                undecided.append(i)
-        if bar is not None:
-            bar.reset(total=layer.n_nodes)
-            bar.update(layer.n_nodes - len(undecided))
+        alive, undecided = take_constants(states, layer.n_nodes, min_keep, out.records, bar)
         if not undecided or Y.shape[1] == 0 or X.shape[1] == 0:
             for i in undecided:
                 out.records.append(NodeRecord(i, len(out.records), "constant", False, math.nan, 0.0, 0.0))
             out.kept = sorted(alive)
-            out.seconds = {"order": 0.0, "tests": 0.0, "total": time.perf_counter() - t0}
+            out.seconds = {"reference": 0.0, "tests": 0.0, "total": time.perf_counter() - t0}
             return out
         data = _Splits(X, Y, self.repeats, self.loss_config.holdout, generator)
         t1 = time.perf_counter()
-        order, single = self._order(data, undecided, node_cols, generator)
         models = _Stack(self.repeats, X.shape[1], Y.shape[1], self.loss_config, generator, X.device)
         models.fit(*data.train_val(data.X), self.loss_config.steps)
-        t_order = time.perf_counter() - t1
+        t_reference = time.perf_counter() - t1
         t1 = time.perf_counter()
-        self._mask_in_order(data, models, order, single, node_cols, alive, min_keep, tolerance, out, bar)
-        out.kept = sorted(alive)
-        out.recon_error = recon_error(layer, [i for i in range(layer.n_nodes) if i not in alive])
-        out.seconds = {"order": t_order, "tests": time.perf_counter() - t1, "total": time.perf_counter() - t0}
-        return out
-
-    def _order(self, data: _Splits, undecided: list[int], node_cols, generator):
-        """Least informative first: one model per node on its own columns (the first repeat's split, padded
-        to the widest node), visited in descending order of its held-out loss."""
-        width = max(len(node_cols[i]) for i in undecided)
-        device = data.X.device
-        index = torch.zeros(len(undecided), width, dtype=torch.long, device=device)
-        valid = torch.zeros(len(undecided), width, dtype=torch.bool, device=device)
-        for r, i in enumerate(undecided):
-            index[r, : len(node_cols[i])] = torch.tensor(node_cols[i], dtype=torch.long)
-            valid[r, : len(node_cols[i])] = True
-        single_x = data.X[0][:, index].permute(1, 0, 2) * valid[:, None, :]  # (nodes, n, width)
-        single_y = data.Y[0].expand(len(undecided), -1, -1)
-        n_val = data.n_val
-        singles = _Stack(len(undecided), width, data.Y.shape[2], self.loss_config, generator, device)
-        single_loss = singles.fit(
-            single_x[:, n_val:], single_y[:, n_val:], single_x[:, :n_val], single_y[:, :n_val], self.loss_config.steps
-        )
-        order = [undecided[j] for j in sorted(range(len(undecided)), key=lambda j: (-float(single_loss[j]), j))]
-        return order, {i: float(single_loss[j]) for j, i in enumerate(undecided)}
-
-    def _mask_in_order(self, data, models, order, single, node_cols, alive, min_keep, tolerance, out, bar):
-        """Sequential masking: per repeat, the current model fine-tuned with node i masked and, as its
-        control, fine-tuned with the same budget unmasked; d = masked - control. The winner becomes the
-        current model."""
         z = statistics.NormalDist().inv_cdf(self.confidence)
         mask = torch.ones(data.X.shape[2], dtype=data.X.dtype, device=data.X.device)
-        Ys2 = torch.cat([data.Y, data.Y])
-        n_val, repeats = data.n_val, self.repeats
-        for i in order:
+        while undecided:
             if len(alive) <= min_keep:
-                out.records.append(NodeRecord(i, len(out.records), "min_keep", False, single[i], math.nan, math.nan))
-                continue
+                for i in undecided:
+                    out.records.append(NodeRecord(i, len(out.records), "min_keep", False, math.nan, math.nan, math.nan))
+                break
+            j, score, affine = next_node(states, undecided, KSGCriterion.ridge)
+            i = undecided.pop(j)
             trial_mask = mask.clone()
             trial_mask[node_cols[i]] = 0.0
             pair = models.doubled()
             _reroute(pair, data, node_cols[i], trial_mask)
-            both = torch.cat([data.X * trial_mask, data.X * mask])
-            loss = pair.fit(
-                both[:, n_val:], Ys2[:, n_val:], both[:, :n_val], Ys2[:, :n_val], self.loss_config.finetune_steps
-            )
-            d = (loss[:repeats] - loss[repeats:]).double()
-            mean = float(d.mean())
-            lower = mean - z * float(d.std()) / math.sqrt(repeats)
-            remove = not lower > max(tolerance, _RESOLUTION)
+            if affine:  # the re-routed models lose nothing: no fit to run
+                rule, remove, mean, lower = "affine", True, 0.0, 0.0
+            else:
+                rule, (remove, mean, lower) = "test", self._test(pair, data, trial_mask, mask, tolerance, z)
             if remove:
                 alive.discard(i)
                 mask = trial_mask
+                for st in states:
+                    g = st.cols(i)
+                    if len(g):
+                        st.remove(g, exact=affine)
             models = pair.half(0 if remove else 1)
-            out.records.append(NodeRecord(i, len(out.records), "test", remove, single[i], mean, lower))
+            out.records.append(NodeRecord(i, len(out.records), rule, remove, score, mean, lower))
             if bar is not None:
                 bar.update()
+        out.kept = sorted(alive)
+        out.recon_error = relative_error(states)
+        out.seconds = {"reference": t_reference, "tests": time.perf_counter() - t1, "total": time.perf_counter() - t0}
+        return out
+
+    def _test(self, pair: _Stack, data: _Splits, trial_mask, mask, tolerance: float, z: float):
+        """Fine-tune, per repeat, the re-routed model with the node masked (the first half of ``pair``) and, as
+        its control, the current model unmasked with the same budget; d = masked - control. Returns (remove,
+        mean d, its lower confidence bound). ``pair`` holds the fine-tuned models afterwards."""
+        Ys2 = torch.cat([data.Y, data.Y])
+        both = torch.cat([data.X * trial_mask, data.X * mask])
+        n_val, repeats = data.n_val, self.repeats
+        loss = pair.fit(
+            both[:, n_val:], Ys2[:, n_val:], both[:, :n_val], Ys2[:, :n_val], self.loss_config.finetune_steps
+        )
+        d = (loss[:repeats] - loss[repeats:]).double()
+        mean = float(d.mean())
+        lower = mean - z * float(d.std()) / math.sqrt(repeats)
+        return not lower > max(tolerance, _RESOLUTION), mean, lower
 
 
 @torch.no_grad()

@@ -164,8 +164,13 @@ class LSState:
         Pgg = self.P[g][:, g]
         return self.X @ self.P[:, g] @ torch.linalg.inv(Pgg), Pgg
 
-    def remove(self, g: torch.Tensor, e: torch.Tensor | None = None, Pgg: torch.Tensor | None = None):
-        """Remove the columns g (their residuals e and P_gg from :meth:`residual` when the rows are kept)."""
+    def remove(
+        self, g: torch.Tensor, e: torch.Tensor | None = None, Pgg: torch.Tensor | None = None, exact: bool = False
+    ):
+        """Remove the columns g (their residuals e and P_gg from :meth:`residual` when the rows are kept).
+        ``exact``: g is an exact affine combination of the present columns; its entries of P are of order
+        1 / ridge and the downdate cancels them to rounding (a relative re-fit error of 3e-8 measured where
+        the recomputation gives 0), so P and W are recomputed from the covariance instead."""
         if Pgg is None:
             Pgg = self.P[g][:, g]
         inv = Pgg.reciprocal() if len(g) == 1 else torch.linalg.inv(Pgg)
@@ -181,7 +186,7 @@ class LSState:
         self.live[g] = False
         self.where[self.present[g]] = -1
         self.removed_since += 1
-        if self.removed_since >= max(REFRESH, self.rebuilt_size // 2):
+        if exact or self.removed_since >= max(REFRESH, self.rebuilt_size // 2):
             self._rebuild()
         elif self.removed_since % COMPACT == 0:
             self._compact()
@@ -262,6 +267,45 @@ def states_of(layer, ridge: float, noise: float, rows: bool = True) -> list[LSSt
         scale = 1.0 if st.block.whitened else max(st.block.target_variance, 1e-300)
         st.sigma2 = noise * scale + st.block.unexplained
     return states
+
+
+def _variances(states: list[LSState], i: int) -> tuple[float, float]:
+    """(residual variance on the other present columns, variance) of node i's columns, summed over its columns
+    and the consumers that read it."""
+    var_res = var_all = 0.0
+    for st in states:
+        g = st.cols(i)
+        if not len(g):
+            continue
+        var_res += float(torch.linalg.inv(st.P[g][:, g]).diagonal().sum())
+        var_all += float(st.block.cov[st.present[g]][:, st.present[g]].diagonal().sum())
+    return var_res, var_all
+
+
+def is_affine(states: list[LSState], i: int, ridge: float) -> bool:
+    """Whether node i is an exact affine combination of the present columns in the consumers that read it:
+    its residual variance at most AFFINE_TOL^2 of its own variance, plus the floor of about ``ridge`` x
+    (dependencies) that the relative ridge puts under it."""
+    var_res, var_all = _variances(states, i)
+    return var_res <= (AFFINE_TOL**2 + 100 * ridge) * var_all
+
+
+def next_node(states: list[LSState], undecided: list[int], ridge: float) -> tuple[int, float, bool]:
+    """The screen's next node: (its position in ``undecided``, its closed-form Delta, whether it is an exact
+    affine combination of the present columns). The smallest Delta; when that node is an exact affine
+    combination, the one of largest variance among those that are (their Deltas differ only by the ridge's
+    rounding), so of {a, b, a + b} the sum goes and the nodes it mixes stay (as
+    mipp.pruning.relevance._independent_columns decides)."""
+    scores = gaussian_scores(states, undecided)
+    j = int(scores.argmin())
+    if not is_affine(states, undecided[j], ridge):
+        return j, float(scores[j]), False
+    best, best_var = j, -1.0
+    for pos, i in enumerate(undecided):
+        var_res, var_all = _variances(states, i)
+        if var_res <= (AFFINE_TOL**2 + 100 * ridge) * var_all and var_all > best_var:
+            best, best_var = pos, var_all
+    return best, float(scores[best]), True
 
 
 def take_constants(states: list[LSState], n_nodes: int, min_keep: int, records: list, bar=None):
