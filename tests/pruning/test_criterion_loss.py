@@ -152,3 +152,17 @@ def test_near_duplicates_and_mixtures_are_resolved(seed):
     assert len({0, 4} & set(kept)) == 1 and len({1, 5} & set(kept)) == 1, kept
     assert not {7, 8} & set(kept), kept
     assert len({2, 3, 6} & set(kept)) == 2, kept  # any two of latent 2, latent 3 and their sum
+
+
+def test_a_removed_nodes_columns_leave_the_models_as_if_masked():
+    """The decisions drop a removed node's input columns from the stacked models (_Stack.inputs) instead of
+    masking them to 0: the models' outputs are the same."""
+    from mipp.pruning.criteria.loss import _Stack
+
+    g = torch.Generator().manual_seed(0)
+    stack = _Stack(3, 5, 2, FAST, g, "cpu")
+    x = torch.randn(3, 40, 5, generator=g)
+    keep = torch.tensor([True, False, True, True, False])
+    masked = stack._forward(stack.params, x * keep)
+    small = stack.inputs(keep)
+    torch.testing.assert_close(small._forward(small.params, x[:, :, keep]), masked)

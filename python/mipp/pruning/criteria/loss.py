@@ -127,6 +127,12 @@ class _Stack:
         out.params = {k: torch.cat([v, v]) for k, v in self.params.items()}
         return out
 
+    def inputs(self, keep: torch.Tensor) -> _Stack:
+        """These models reading only the input columns ``keep`` (a boolean mask of the present ones)."""
+        out = copy.copy(self)
+        out.params = {**self.params, "0.weight": self.params["0.weight"][:, :, keep]}
+        return out
+
     def half(self, which: int) -> _Stack:
         """The first (0) or second (1) half of a doubled stack."""
         out = copy.copy(self)
@@ -221,7 +227,11 @@ class LossCriterion(Criterion):
         t_reference = time.perf_counter() - t1
         t1 = time.perf_counter()
         z = statistics.NormalDist().inv_cdf(self.confidence)
-        mask = torch.ones(data.X.shape[2], dtype=data.X.dtype, device=data.X.device)
+        # the removed nodes' columns leave the inputs and the first layers' weights: every later fit and
+        # re-routing works on the present columns only (a masked column costs what a present one does)
+        present = torch.arange(data.X.shape[2], device=data.X.device)  # X's columns still present
+        where = torch.arange(data.X.shape[2])  # X's column -> its position among them (-1: removed)
+        Xp = data.X
         while undecided:
             if len(alive) <= min_keep:
                 for i in undecided:
@@ -229,22 +239,24 @@ class LossCriterion(Criterion):
                 break
             j, score, affine = next_node(states, undecided, KSGCriterion.ridge)
             i = undecided.pop(j)
-            trial_mask = mask.clone()
-            trial_mask[node_cols[i]] = 0.0
+            keep = torch.ones(len(present), dtype=torch.bool, device=present.device)
+            keep[where[node_cols[i]].to(keep.device)] = False
             pair = models.doubled()
-            _reroute(pair, data, node_cols[i], trial_mask)
+            _reroute(pair, Xp[:, data.n_val :], keep)
             if affine:  # the re-routed models lose nothing: no fit to run
                 rule, remove, mean, lower = "affine", True, 0.0, 0.0
             else:
-                rule, (remove, mean, lower) = "test", self._test(pair, data, trial_mask, mask, tolerance, z)
+                rule, (remove, mean, lower) = "test", self._test(pair, Xp, data, keep, tolerance, z)
+            models = pair.half(0 if remove else 1)
             if remove:
                 alive.discard(i)
-                mask = trial_mask
                 for st in states:
                     g = st.cols(i)
                     if len(g):
                         st.remove(g, exact=affine)
-            models = pair.half(0 if remove else 1)
+                models, present, Xp = models.inputs(keep), present[keep], Xp[:, :, keep]
+                where.fill_(-1)
+                where[present.cpu()] = torch.arange(len(present))
             out.records.append(NodeRecord(i, len(out.records), rule, remove, score, mean, lower))
             if bar is not None:
                 bar.update()
@@ -253,12 +265,13 @@ class LossCriterion(Criterion):
         out.seconds = {"reference": t_reference, "tests": time.perf_counter() - t1, "total": time.perf_counter() - t0}
         return out
 
-    def _test(self, pair: _Stack, data: _Splits, trial_mask, mask, tolerance: float, z: float):
-        """Fine-tune, per repeat, the re-routed model with the node masked (the first half of ``pair``) and, as
-        its control, the current model unmasked with the same budget; d = masked - control. Returns (remove,
-        mean d, its lower confidence bound). ``pair`` holds the fine-tuned models afterwards."""
+    def _test(self, pair: _Stack, Xp: torch.Tensor, data: _Splits, keep: torch.Tensor, tolerance: float, z: float):
+        """Fine-tune, per repeat, the re-routed model with the node's columns (``~keep`` among the present
+        ones, Xp) masked (the first half of ``pair``) and, as its control, the current model unmasked with the
+        same budget; d = masked - control. Returns (remove, mean d, its lower confidence bound). ``pair``
+        holds the fine-tuned models afterwards."""
         Ys2 = torch.cat([data.Y, data.Y])
-        both = torch.cat([data.X * trial_mask, data.X * mask])
+        both = torch.cat([Xp * keep.to(Xp.dtype), Xp])
         n_val, repeats = data.n_val, self.repeats
         loss = pair.fit(
             both[:, n_val:], Ys2[:, n_val:], both[:, :n_val], Ys2[:, :n_val], self.loss_config.finetune_steps
@@ -270,20 +283,20 @@ class LossCriterion(Criterion):
 
 
 @torch.no_grad()
-def _reroute(pair: _Stack, data: _Splits, cols: list[int], trial_mask: torch.Tensor, ridge: float = 1e-6) -> None:
-    """In place on the masked half of ``pair``: the first layer's weights on the masked columns ``cols`` are
-    moved onto the columns still present, through the least-squares reconstruction of the masked columns
-    from them on each repeat's training rows (X_cols ~ X_alive B; inputs are standardised, so no intercept).
+def _reroute(pair: _Stack, X_train: torch.Tensor, keep: torch.Tensor, ridge: float = 1e-6) -> None:
+    """In place on the masked half of ``pair``: the first layer's weights on the masked columns (``~keep``)
+    are moved onto the columns kept, through the least-squares reconstruction of the masked columns from
+    them on each repeat's training rows ``X_train`` (repeats, n, columns; X_cols ~ X_kept B; inputs are
+    standardised, so no intercept).
     A near-copy or an exact mixture of present nodes is then removed at no cost before the fine-tuning,
     which a few warm-started steps could not learn on their own (both members of a near-duplicate pair were
     kept); a node the others cannot reconstruct keeps its cost."""
-    alive = torch.nonzero(trial_mask > 0).flatten()
-    if len(alive) == 0 or not cols:
+    alive, cols_t = torch.nonzero(keep).flatten(), torch.nonzero(~keep).flatten()
+    if len(alive) == 0 or len(cols_t) == 0:
         return
-    cols_t = torch.tensor(cols, dtype=torch.long, device=alive.device)
     weight = pair.params["0.weight"]  # (2M, hidden, F): the first M are the masked models
     for m in range(weight.shape[0] // 2):
-        Xt = data.X[m, data.n_val :]
+        Xt = X_train[m]
         A, T = Xt[:, alive].double(), Xt[:, cols_t].double()
         gram = A.T @ A
         gram.diagonal().add_(ridge * float(gram.diagonal().mean()))
