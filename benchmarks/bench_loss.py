@@ -5,12 +5,13 @@ differences (estimator="loss"), each at its defaults.
 
     PYTHONPATH=python python benchmarks/bench_loss.py [--sizes 64 256 1024] [--seeds 0 1 2 3 4]
         [--seeds-large 0 1] [--estimators ksg loss] [--loss-tolerances 0 0.001] [--tag _name]
+        [--threads 1]
 
 Per run: nodes kept, the fraction of latents with a kept copy, the smallest R^2 of a latent regressed on the
 kept nodes, mean kept copies per latent, the fractions of unrelated nodes and of exact mixtures removed, the
-nodes tested and the selection's seconds (torch on one thread). Sizes above 64 run the ``--seeds-large``
-seeds (minutes each for the loss estimator). Writes benchmarks/results/loss_planted{tag}.csv (every run),
-rewritten after each run."""
+nodes tested and the selection's seconds (torch on ``--threads`` threads, 1 by default). Sizes above 64 run
+the ``--seeds-large`` seeds (minutes each for the loss estimator). Writes
+benchmarks/results/loss_planted{tag}.csv (every run), rewritten after each run."""
 
 from __future__ import annotations
 
@@ -40,8 +41,9 @@ def main() -> int:
     )
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--tag", default="", help="suffix of the CSV's name")
+    parser.add_argument("--threads", type=int, default=1, help="torch's threads (recorded with every row)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     env = environment()
     rows = []
     for D in args.sizes:

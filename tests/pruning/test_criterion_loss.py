@@ -166,3 +166,20 @@ def test_a_removed_nodes_columns_leave_the_models_as_if_masked():
     masked = stack._forward(stack.params, x * keep)
     small = stack.inputs(keep)
     torch.testing.assert_close(small._forward(small.params, x[:, :, keep]), masked)
+
+
+def test_more_nodes_than_training_rows_still_removes_unrelated_nodes():
+    """150 nodes (3 latents x 3 copies, 141 independent of everything) on 100 samples, 80 of them training
+    rows: a re-routing least-squares fit through ~150 columns interpolates any column, so it is applied only
+    where it reconstructs held-out training rows better than nothing (applied always, 38 of the 141 were
+    kept here, and 97% of the unrelated nodes of a planted 1,024-node layer)."""
+    g = torch.Generator().manual_seed(0)
+    lat = torch.randn(100, 3, dtype=torch.float64, generator=g)
+    copies = lat.repeat_interleave(3, 1) + 0.1 * torch.randn(100, 9, dtype=torch.float64, generator=g)
+    X = torch.cat([copies, torch.randn(100, 141, dtype=torch.float64, generator=g)], 1)
+    Y = torch.tanh(lat @ torch.randn(3, 2, dtype=torch.float64, generator=g)) + 0.05 * torch.randn(
+        100, 2, dtype=torch.float64, generator=g
+    )
+    kept, _ = fast(seed=0).select_layer(X, Y)
+    assert len([i for i in kept if i >= 9]) <= 14, kept  # at most 10% of the unrelated nodes
+    assert all({3 * j, 3 * j + 1, 3 * j + 2} & set(kept) for j in range(3)), kept

@@ -290,18 +290,33 @@ def _reroute(pair: _Stack, X_train: torch.Tensor, keep: torch.Tensor, ridge: flo
     standardised, so no intercept).
     A near-copy or an exact mixture of present nodes is then removed at no cost before the fine-tuning,
     which a few warm-started steps could not learn on their own (both members of a near-duplicate pair were
-    kept); a node the others cannot reconstruct keeps its cost."""
+    kept); a node the others cannot reconstruct keeps its cost.
+
+    The weights move only where the reconstruction generalises: fitted on the first 4/5 of the training rows
+    (a random part: the rows are in a random order per repeat), it must reconstruct the last 1/5 better than
+    0 does. With as many present columns as rows the fit interpolates any column, and re-routing through it
+    put that noise into the masked model: on a planted 1,024-node layer (800 training rows) 97% of the nodes
+    independent of everything were kept."""
     alive, cols_t = torch.nonzero(keep).flatten(), torch.nonzero(~keep).flatten()
     if len(alive) == 0 or len(cols_t) == 0:
         return
     weight = pair.params["0.weight"]  # (2M, hidden, F): the first M are the masked models
+    cut = X_train.shape[1] * 4 // 5
+
+    def solve(A, T):
+        gram = A.T @ A
+        gram.diagonal().add_(ridge * float(gram.diagonal().mean()))
+        return torch.linalg.solve(gram, A.T @ T)  # (alive, cols)
+
     for m in range(weight.shape[0] // 2):
         Xt = X_train[m]
         A, T = Xt[:, alive].double(), Xt[:, cols_t].double()
-        gram = A.T @ A
-        gram.diagonal().add_(ridge * float(gram.diagonal().mean()))
-        B = torch.linalg.solve(gram, A.T @ T)  # (alive, cols)
-        weight[m][:, alive] += (weight[m][:, cols_t].double() @ B.T).to(weight.dtype)
+        if cut < 1 or cut == len(A):
+            continue
+        held_out = T[cut:] - A[cut:] @ solve(A[:cut], T[:cut])
+        if not float(held_out.pow(2).sum()) < float(T[cut:].pow(2).sum()):
+            continue  # no better than no reconstruction: the node is only masked
+        weight[m][:, alive] += (weight[m][:, cols_t].double() @ solve(A, T).T).to(weight.dtype)
 
 
 def _inputs_and_target(layer: Layer):
