@@ -269,9 +269,11 @@ def states_of(layer, ridge: float, noise: float, rows: bool = True) -> list[LSSt
     return states
 
 
-def _variances(states: list[LSState], i: int) -> tuple[float, float]:
-    """(residual variance on the other present columns, variance) of node i's columns, summed over its columns
-    and the consumers that read it."""
+def _affine(states: list[LSState], i: int, ridge: float) -> tuple[bool, float]:
+    """(whether node i is an exact affine combination of the present columns in the consumers that read it,
+    its variance): its residual variance (1 / P_gg, summed over its columns and consumers) at most
+    AFFINE_TOL^2 of its own variance, plus the floor of about ``ridge`` x (dependencies) that the relative
+    ridge puts under it."""
     var_res = var_all = 0.0
     for st in states:
         g = st.cols(i)
@@ -279,15 +281,7 @@ def _variances(states: list[LSState], i: int) -> tuple[float, float]:
             continue
         var_res += float(torch.linalg.inv(st.P[g][:, g]).diagonal().sum())
         var_all += float(st.block.cov[st.present[g]][:, st.present[g]].diagonal().sum())
-    return var_res, var_all
-
-
-def is_affine(states: list[LSState], i: int, ridge: float) -> bool:
-    """Whether node i is an exact affine combination of the present columns in the consumers that read it:
-    its residual variance at most AFFINE_TOL^2 of its own variance, plus the floor of about ``ridge`` x
-    (dependencies) that the relative ridge puts under it."""
-    var_res, var_all = _variances(states, i)
-    return var_res <= (AFFINE_TOL**2 + 100 * ridge) * var_all
+    return var_res <= (AFFINE_TOL**2 + 100 * ridge) * var_all, var_all
 
 
 def next_node(states: list[LSState], undecided: list[int], ridge: float) -> tuple[int, float, bool]:
@@ -298,13 +292,13 @@ def next_node(states: list[LSState], undecided: list[int], ridge: float) -> tupl
     mipp.pruning.relevance._independent_columns decides)."""
     scores = gaussian_scores(states, undecided)
     j = int(scores.argmin())
-    if not is_affine(states, undecided[j], ridge):
+    if not _affine(states, undecided[j], ridge)[0]:
         return j, float(scores[j]), False
     best, best_var = j, -1.0
     for pos, i in enumerate(undecided):
-        var_res, var_all = _variances(states, i)
-        if var_res <= (AFFINE_TOL**2 + 100 * ridge) * var_all and var_all > best_var:
-            best, best_var = pos, var_all
+        affine, var = _affine(states, i, ridge)
+        if affine and var > best_var:
+            best, best_var = pos, var
     return best, float(scores[best]), True
 
 
