@@ -148,7 +148,7 @@ class KSGCriterion(Criterion):
             if remove:
                 alive.discard(i)
                 for st, g, e, Pgg in removal:
-                    st.remove(g, e, Pgg, exact=affine)
+                    st.remove(g, e, Pgg)
             out.records.append(NodeRecord(i, len(out.records), rule, remove, score, estimate, upper))
             t_screen += time.perf_counter() - t1
             if bar is not None:

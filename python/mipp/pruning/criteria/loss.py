@@ -253,7 +253,7 @@ class LossCriterion(Criterion):
                 for st in states:
                     g = st.cols(i)
                     if len(g):
-                        st.remove(g, exact=affine)
+                        st.remove(g)
                 models, present, Xp = models.inputs(keep), present[keep], Xp[:, :, keep]
                 where.fill_(-1)
                 where[present.cpu()] = torch.arange(len(present))

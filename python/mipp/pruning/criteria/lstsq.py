@@ -164,13 +164,8 @@ class LSState:
         Pgg = self.P[g][:, g]
         return self.X @ self.P[:, g] @ torch.linalg.inv(Pgg), Pgg
 
-    def remove(
-        self, g: torch.Tensor, e: torch.Tensor | None = None, Pgg: torch.Tensor | None = None, exact: bool = False
-    ):
-        """Remove the columns g (their residuals e and P_gg from :meth:`residual` when the rows are kept).
-        ``exact``: g is an exact affine combination of the present columns; its entries of P are of order
-        1 / ridge and the downdate cancels them to rounding (a relative re-fit error of 3e-8 measured where
-        the recomputation gives 0), so P and W are recomputed from the covariance instead."""
+    def remove(self, g: torch.Tensor, e: torch.Tensor | None = None, Pgg: torch.Tensor | None = None):
+        """Remove the columns g (their residuals e and P_gg from :meth:`residual` when the rows are kept)."""
         if Pgg is None:
             Pgg = self.P[g][:, g]
         inv = Pgg.reciprocal() if len(g) == 1 else torch.linalg.inv(Pgg)
@@ -186,7 +181,7 @@ class LSState:
         self.live[g] = False
         self.where[self.present[g]] = -1
         self.removed_since += 1
-        if exact or self.removed_since >= max(REFRESH, self.rebuilt_size // 2):
+        if self.removed_since >= max(REFRESH, self.rebuilt_size // 2):
             self._rebuild()
         elif self.removed_since % COMPACT == 0:
             self._compact()
@@ -292,8 +287,11 @@ def next_node(states: list[LSState], undecided: list[int], ridge: float) -> tupl
     mipp.pruning.relevance._independent_columns decides)."""
     scores = gaussian_scores(states, undecided)
     j = int(scores.argmin())
-    if not _affine(states, undecided[j], ridge)[0]:
-        return j, float(scores[j]), False
+    affine = _affine(states, undecided[j], ridge)[0]
+    if not affine or any(st.block.n_rows <= st.n_present for st in states):
+        # with no more rows than present columns every node is such a combination of the others: the
+        # scan below would visit every node at every step, and the variance would decide among all of them
+        return j, float(scores[j]), affine
     best, best_var = j, -1.0
     for pos, i in enumerate(undecided):
         affine, var = _affine(states, i, ridge)
