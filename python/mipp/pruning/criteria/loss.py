@@ -230,8 +230,7 @@ class LossCriterion(Criterion):
         # the removed nodes' columns leave the inputs and the first layers' weights: every later fit and
         # re-routing works on the present columns only (a masked column costs what a present one does)
         present = torch.arange(data.X.shape[2], device=data.X.device)  # X's columns still present
-        where = torch.arange(data.X.shape[2])  # X's column -> its position among them (-1: removed)
-        Xp = data.X
+        Xp, Ys2 = data.X, torch.cat([data.Y, data.Y])  # Ys2: the target of a masked model and its control
         while undecided:
             if len(alive) <= min_keep:
                 for i in undecided:
@@ -239,14 +238,13 @@ class LossCriterion(Criterion):
                 break
             j, score, affine = next_node(states, undecided, KSGCriterion.ridge)
             i = undecided.pop(j)
-            keep = torch.ones(len(present), dtype=torch.bool, device=present.device)
-            keep[where[node_cols[i]].to(keep.device)] = False
+            keep = ~torch.isin(present, torch.tensor(node_cols[i], dtype=torch.long, device=present.device))
             pair = models.doubled()
             _reroute(pair, Xp[:, data.n_val :], keep)
             if affine:  # the re-routed models lose nothing: no fit to run
                 rule, remove, mean, lower = "affine", True, 0.0, 0.0
             else:
-                rule, (remove, mean, lower) = "test", self._test(pair, Xp, data, keep, tolerance, z)
+                rule, (remove, mean, lower) = "test", self._test(pair, Xp, Ys2, data.n_val, keep, tolerance, z)
             models = pair.half(0 if remove else 1)
             if remove:
                 alive.discard(i)
@@ -255,8 +253,6 @@ class LossCriterion(Criterion):
                     if len(g):
                         st.remove(g)
                 models, present, Xp = models.inputs(keep), present[keep], Xp[:, :, keep]
-                where.fill_(-1)
-                where[present.cpu()] = torch.arange(len(present))
             out.records.append(NodeRecord(i, len(out.records), rule, remove, score, mean, lower))
             if bar is not None:
                 bar.update()
@@ -265,14 +261,13 @@ class LossCriterion(Criterion):
         out.seconds = {"reference": t_reference, "tests": time.perf_counter() - t1, "total": time.perf_counter() - t0}
         return out
 
-    def _test(self, pair: _Stack, Xp: torch.Tensor, data: _Splits, keep: torch.Tensor, tolerance: float, z: float):
+    def _test(self, pair: _Stack, Xp, Ys2, n_val: int, keep: torch.Tensor, tolerance: float, z: float):
         """Fine-tune, per repeat, the re-routed model with the node's columns (``~keep`` among the present
         ones, Xp) masked (the first half of ``pair``) and, as its control, the current model unmasked with the
         same budget; d = masked - control. Returns (remove, mean d, its lower confidence bound). ``pair``
         holds the fine-tuned models afterwards."""
-        Ys2 = torch.cat([data.Y, data.Y])
         both = torch.cat([Xp * keep.to(Xp.dtype), Xp])
-        n_val, repeats = data.n_val, self.repeats
+        repeats = self.repeats
         loss = pair.fit(
             both[:, n_val:], Ys2[:, n_val:], both[:, :n_val], Ys2[:, :n_val], self.loss_config.finetune_steps
         )
