@@ -53,7 +53,7 @@ from torch.func import functional_call, stack_module_state
 
 from mipp.pruning.criteria.base import Criterion, Layer, LayerDecision
 from mipp.pruning.criteria.ksg import KSGCriterion
-from mipp.pruning.criteria.lstsq import next_node, relative_error, states_of, take_constants
+from mipp.pruning.criteria.lstsq import determined, next_node, relative_error, states_of, take_constants
 from mipp.pruning.selection import NodeRecord
 from mipp.pruning.validate import check_integer, check_number
 
@@ -237,6 +237,7 @@ class LossCriterion(Criterion):
                     out.records.append(NodeRecord(i, len(out.records), "min_keep", False, math.nan, math.nan, math.nan))
                 break
             j, score, affine = next_node(states, undecided, KSGCriterion.ridge)
+            affine = affine and determined(states)  # otherwise "affine" holds for every node: test it
             i = undecided.pop(j)
             keep = ~torch.isin(present, torch.tensor(node_cols[i], dtype=torch.long, device=present.device))
             pair = models.doubled()

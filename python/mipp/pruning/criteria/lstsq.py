@@ -150,6 +150,12 @@ class LSState:
     def n_present(self) -> int:
         return int(self.live.sum())
 
+    @property
+    def determined(self) -> bool:
+        """Whether the present columns' covariance can be non-singular: more samples than present columns
+        plus the mean."""
+        return self.block.n_rows - 1 > self.n_present
+
     def cols(self, node: int) -> torch.Tensor:
         pos = self.where[self.block.columns[node]]
         return pos[pos >= 0]
@@ -168,6 +174,7 @@ class LSState:
         """Remove the columns g (their residuals e and P_gg from :meth:`residual` when the rows are kept)."""
         if Pgg is None:
             Pgg = self.P[g][:, g]
+        singular = not self.determined
         inv = Pgg.reciprocal() if len(g) == 1 else torch.linalg.inv(Pgg)
         if self.rows:
             assert e is not None
@@ -181,7 +188,9 @@ class LSState:
         self.live[g] = False
         self.where[self.present[g]] = -1
         self.removed_since += 1
-        if self.removed_since >= max(REFRESH, self.rebuilt_size // 2):
+        # the downdates through a singular covariance (P ~ 1 / ridge) lose every digit: once the present
+        # columns can be non-singular again, P is recomputed (scores and the affine test exact again)
+        if self.removed_since >= max(REFRESH, self.rebuilt_size // 2) or (singular and self.determined):
             self._rebuild()
         elif self.removed_since % COMPACT == 0:
             self._compact()
@@ -279,6 +288,13 @@ def _affine(states: list[LSState], i: int, ridge: float) -> tuple[bool, float]:
     return var_res <= (AFFINE_TOL**2 + 100 * ridge) * var_all, var_all
 
 
+def determined(states: list[LSState]) -> bool:
+    """Whether every consumer's present columns can have a non-singular covariance (LSState.determined).
+    Where one cannot, every node is an exact affine combination of the others in these samples, which says
+    nothing about the data."""
+    return all(st.determined for st in states)
+
+
 def next_node(states: list[LSState], undecided: list[int], ridge: float) -> tuple[int, float, bool]:
     """The screen's next node: (its position in ``undecided``, its closed-form Delta, whether it is an exact
     affine combination of the present columns). The smallest Delta; when that node is an exact affine
@@ -288,9 +304,9 @@ def next_node(states: list[LSState], undecided: list[int], ridge: float) -> tupl
     scores = gaussian_scores(states, undecided)
     j = int(scores.argmin())
     affine = _affine(states, undecided[j], ridge)[0]
-    if not affine or any(st.block.n_rows <= st.n_present for st in states):
-        # with no more rows than present columns every node is such a combination of the others: the
-        # scan below would visit every node at every step, and the variance would decide among all of them
+    if not affine or not determined(states):
+        # where every node is such a combination of the others, the scan below would visit every node at
+        # every step, and the variance would decide among all of them
         return j, float(scores[j]), affine
     best, best_var = j, -1.0
     for pos, i in enumerate(undecided):
