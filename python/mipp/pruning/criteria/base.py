@@ -6,7 +6,9 @@ one to the criterion as a :class:`Layer`: the group's nodes as its consumers rea
 restricted to the outputs kept so far) and the feature columns already removed by decided groups. The
 criterion returns a :class:`LayerDecision`: the kept nodes and one record per node. Unlike Torch-Pruning's
 importances (a score vector the pruner thresholds), a criterion decides sequentially: each removal changes
-what the next node adds, so it owns the loop over the layer's nodes.
+what the next node adds, so it owns the loop over the layer's nodes. The criteria that test one node at a
+time (KSG, loss) share that loop, mipp.pruning.criteria.lstsq.traverse (the screen's order, constants,
+min_keep, the least-squares downdates, records, progress), and plug in only the test of one node.
 
 A criterion that decides by a tolerance (the MIPP estimators, the least-squares screen) also serves the
 budgets of mipp.pruning.budget, which search the tolerance; a fixed-count criterion (``counts=``) keeps a

@@ -27,7 +27,7 @@ Order (the screen): nodes are visited cheapest first by the Gaussian closed form
 summed over consumers (mipp.pruning.criteria.lstsq.gaussian_scores; an upper bound of the linear channel's
 information for any distribution of e_i), with the least-squares state downdated after each removal; of
 several exact affine combinations the one of largest variance first (lstsq.next_node: of {a, b, a + b} the
-sum goes).
+sum goes). The loop is lstsq.traverse, which the loss criterion shares.
 
 The KSG statistic uses leave-one-out residuals (e_n / (1 - h_n), h the leverage of the regression on S),
 so a residual is never fitted to the sample it is evaluated on, and one feature row per input sample (a
@@ -47,15 +47,7 @@ import torch
 
 import mipp
 from mipp.pruning.criteria.base import Criterion, Layer, LayerDecision
-from mipp.pruning.criteria.lstsq import (
-    chi2_upper_factor,
-    gaussian_scores,
-    next_node,
-    relative_error,
-    states_of,
-    take_constants,
-)
-from mipp.pruning.selection import NodeRecord
+from mipp.pruning.criteria.lstsq import chi2_upper_factor, gaussian_scores, relative_error, states_of, traverse
 from mipp.pruning.validate import check_integer, check_number
 
 
@@ -127,51 +119,22 @@ class KSGCriterion(Criterion):
     def decide(self, layer: Layer, *, tolerance: float, min_keep: int, generator: torch.Generator, bar=None):
         t0 = time.perf_counter()
         states = states_of(layer, self.ridge, self.noise)
-        out = LayerDecision(kept=[])
-        alive, undecided = take_constants(states, layer.n_nodes, min_keep, out.records, bar)
-        t_screen = t_tests = 0.0
-        while undecided:
-            if len(alive) <= min_keep:
-                for i in undecided:
-                    out.records.append(NodeRecord(i, len(out.records), "min_keep", False, math.nan, math.nan, math.nan))
-                break
-            t1 = time.perf_counter()
-            j, score, affine = next_node(states, undecided, self.ridge)
-            i = undecided.pop(j)
-            removal, residuals, weights = self._node(states, i)
-            t_screen += time.perf_counter() - t1
-            t1 = time.perf_counter()
-            rule, estimate, upper = self._statistic(states, i, residuals, weights, affine, generator)
-            remove = upper < tolerance
-            t_tests += time.perf_counter() - t1
-            t1 = time.perf_counter()
-            if remove:
-                alive.discard(i)
-                for st, g, e, Pgg in removal:
-                    st.remove(g, e, Pgg)
-            out.records.append(NodeRecord(i, len(out.records), rule, remove, score, estimate, upper))
-            t_screen += time.perf_counter() - t1
-            if bar is not None:
-                bar.update()
-        out.kept = sorted(alive)
-        out.recon_error = relative_error(states)
-        out.seconds = {"screen": t_screen, "tests": t_tests, "total": time.perf_counter() - t0}
-        return out
 
-    def _node(self, states, i: int):
-        """Node i's least-squares view in every consumer that reads it: what removing it updates, its
-        leave-one-out residuals and its whitened re-fitted weights."""
-        removal, residuals, weights = [], [], []
-        for st in states:
-            g = st.cols(i)
-            if not len(g):
-                continue
-            e, Pgg = st.residual(g)
-            removal.append((st, g, e, Pgg))
-            h = st.h - ((e @ Pgg) * e).sum(1) / st.block.n_rows
-            residuals.append(e / (1.0 - h).clamp_min(1e-6)[:, None])
-            weights.append(st.W[:, g] / math.sqrt(st.sigma2))
-        return removal, residuals, weights
+        def test(i, views, affine):
+            residuals, weights = [], []
+            for st, g, e, Pgg in views:
+                # leave-one-out residuals: the leverage of the regression on the other present columns
+                h = st.h - ((e @ Pgg) * e).sum(1) / st.block.n_rows
+                residuals.append(e / (1.0 - h).clamp_min(1e-6)[:, None])
+                weights.append(st.W[:, g] / math.sqrt(st.sigma2))
+            rule, estimate, upper = self._statistic(states, i, residuals, weights, affine, generator)
+            return rule, upper < tolerance, estimate, upper
+
+        out = LayerDecision(kept=[])
+        out.kept, out.seconds = traverse(states, layer.n_nodes, min_keep, self.ridge, test, out.records, bar)
+        out.recon_error = relative_error(states)
+        out.seconds["total"] = time.perf_counter() - t0
+        return out
 
     def _statistic(self, states, i, residuals, weights, affine, generator) -> tuple[str, float, float]:
         """(rule, KSG estimate of Delta_i, its upper (1 - alpha) bound capped by the Gaussian closed form at the

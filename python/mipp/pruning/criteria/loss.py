@@ -1,5 +1,5 @@
 """The MIPP paper's own estimator (Westphal, Hailes & Musolesi, arXiv 2411.00147, sections 4.2-4.4), as a
-second decision backend beside the KSG one (decide.py): ``MIPP(estimator="loss")``.
+second decision backend beside the KSG one (mipp.pruning.criteria.ksg): ``MIPP(estimator="loss")``.
 
 The information a layer's nodes carry about what their consumers compute is read from the loss of a small
 MLP that predicts the consumers' pre-activations from the nodes (I(X; Y) ~ E l(f(empty), Y) - E l(f(X), Y),
@@ -14,7 +14,9 @@ after Covert et al.'s SAGE; the f(empty) terms cancel in differences). For one l
    the copies it sums had gone in its favour: on issue 20's planted layers (64 and 256 nodes,
    benchmarks/bench_loss.py) a third to a half of the mixtures stayed in their copies' place. The screen
    also removes, untested, an exact affine combination of the present nodes (the largest-variance one of
-   such a set first: of {a, b, a + b} the sum), which the re-routing in 3 removes at no cost anyway;
+   such a set first: of {a, b, a + b} the sum), which the re-routing in 3 removes at no cost anyway, but
+   only where the samples outnumber the present columns (with fewer, every node is one in these samples);
+   the loop is the KSG criterion's too (lstsq.traverse);
 3. sequentially, for each node i: the current models with i masked (its columns set to their mean, 0
    after standardisation; the first layer's weights on them moved onto the present columns through their
    least-squares reconstruction, so a near-copy or a mixture of present nodes costs nothing before the
@@ -53,8 +55,7 @@ from torch.func import functional_call, stack_module_state
 
 from mipp.pruning.criteria.base import Criterion, Layer, LayerDecision
 from mipp.pruning.criteria.ksg import KSGCriterion
-from mipp.pruning.criteria.lstsq import determined, next_node, relative_error, states_of, take_constants
-from mipp.pruning.selection import NodeRecord
+from mipp.pruning.criteria.lstsq import relative_error, states_of, traverse
 from mipp.pruning.validate import check_integer, check_number
 
 
@@ -212,70 +213,73 @@ class LossCriterion(Criterion):
         X, Y, node_cols = _inputs_and_target(layer)
         # the visiting order: the KSG criterion's screen at its defaults (module docstring)
         states = states_of(layer, KSGCriterion.ridge, KSGCriterion.noise, rows=False)
+        tests = _Tests(self, X, Y, node_cols, tolerance, generator)
         out = LayerDecision(kept=[])
-        alive, undecided = take_constants(states, layer.n_nodes, min_keep, out.records, bar)
-        if not undecided or Y.shape[1] == 0 or X.shape[1] == 0:
-            for i in undecided:
-                out.records.append(NodeRecord(i, len(out.records), "constant", False, math.nan, 0.0, 0.0))
-            out.kept = sorted(alive)
-            out.seconds = {"reference": 0.0, "tests": 0.0, "total": time.perf_counter() - t0}
-            return out
-        data = _Splits(X, Y, self.repeats, self.loss_config.holdout, generator)
-        t1 = time.perf_counter()
-        models = _Stack(self.repeats, X.shape[1], Y.shape[1], self.loss_config, generator, X.device)
-        models.fit(*data.train_val(data.X), self.loss_config.steps)
-        t_reference = time.perf_counter() - t1
-        t1 = time.perf_counter()
-        z = statistics.NormalDist().inv_cdf(self.confidence)
-        # the removed nodes' columns leave the inputs and the first layers' weights: every later fit and
-        # re-routing works on the present columns only (a masked column costs what a present one does)
-        present = torch.arange(data.X.shape[2], device=data.X.device)  # X's columns still present
-        Xp, Ys2 = data.X, torch.cat([data.Y, data.Y])  # Ys2: the target of a masked model and its control
-        while undecided:
-            if len(alive) <= min_keep:
-                for i in undecided:
-                    out.records.append(NodeRecord(i, len(out.records), "min_keep", False, math.nan, math.nan, math.nan))
-                break
-            j, score, affine = next_node(states, undecided, KSGCriterion.ridge)
-            affine = affine and determined(states)  # otherwise "affine" holds for every node: test it
-            i = undecided.pop(j)
-            keep = ~torch.isin(present, torch.tensor(node_cols[i], dtype=torch.long, device=present.device))
-            pair = models.doubled()
-            _reroute(pair, Xp[:, data.n_val :], keep)
-            if affine:  # the re-routed models lose nothing: no fit to run
-                rule, remove, mean, lower = "affine", True, 0.0, 0.0
-            else:
-                rule, (remove, mean, lower) = "test", self._test(pair, Xp, Ys2, data.n_val, keep, tolerance, z)
-            models = pair.half(0 if remove else 1)
-            if remove:
-                alive.discard(i)
-                for st in states:
-                    g = st.cols(i)
-                    if len(g):
-                        st.remove(g)
-                models, present, Xp = models.inputs(keep), present[keep], Xp[:, :, keep]
-            out.records.append(NodeRecord(i, len(out.records), rule, remove, score, mean, lower))
-            if bar is not None:
-                bar.update()
-        out.kept = sorted(alive)
+        out.kept, out.seconds = traverse(states, layer.n_nodes, min_keep, KSGCriterion.ridge, tests, out.records, bar)
         out.recon_error = relative_error(states)
-        out.seconds = {"reference": t_reference, "tests": time.perf_counter() - t1, "total": time.perf_counter() - t0}
+        out.seconds.update(reference=tests.reference_seconds, total=time.perf_counter() - t0)
         return out
 
-    def _test(self, pair: _Stack, Xp, Ys2, n_val: int, keep: torch.Tensor, tolerance: float, z: float):
+
+class _Tests:
+    """The loss criterion's test of one layer's nodes, called by the traversal (lstsq.traverse) in the
+    screen's order: the reference models are fitted at the first test; each test moves the current models to
+    the fine-tuned masked ones (the node removed) or the fine-tuned controls (kept)."""
+
+    def __init__(self, criterion: LossCriterion, X, Y, node_cols, tolerance: float, generator: torch.Generator):
+        self.criterion, self.X, self.Y, self.node_cols = criterion, X, Y, node_cols
+        self.tolerance, self.generator = tolerance, generator
+        self.z = statistics.NormalDist().inv_cdf(criterion.confidence)
+        self.models: _Stack | None = None
+        self.reference_seconds = 0.0
+
+    def _start(self):
+        t0 = time.perf_counter()
+        c, X = self.criterion, self.X
+        self.data = _Splits(X, self.Y, c.repeats, c.loss_config.holdout, self.generator)
+        self.models = _Stack(c.repeats, X.shape[1], self.Y.shape[1], c.loss_config, self.generator, X.device)
+        self.models.fit(*self.data.train_val(self.data.X), c.loss_config.steps)
+        # the removed nodes' columns leave the inputs and the first layers' weights: every later fit and
+        # re-routing works on the present columns only (a masked column costs what a present one does)
+        self.present = torch.arange(X.shape[1], device=X.device)  # X's columns still present
+        self.Xp = self.data.X
+        self.Ys2 = torch.cat([self.data.Y, self.data.Y])  # the target of a masked model and its control
+        self.reference_seconds = time.perf_counter() - t0
+
+    def __call__(self, i: int, views, affine: bool):
+        if self.Y.shape[1] == 0 or self.X.shape[1] == 0:
+            return "constant", False, 0.0, 0.0  # nothing to predict, or nothing to predict it from
+        if self.models is None:
+            self._start()
+        assert self.models is not None
+        n_val = self.data.n_val
+        keep = ~torch.isin(self.present, torch.tensor(self.node_cols[i], dtype=torch.long, device=self.present.device))
+        pair = self.models.doubled()
+        _reroute(pair, self.Xp[:, n_val:], keep)
+        # with no more samples than present columns every node is an exact combination of the others in these
+        # samples, which says nothing about the data: such a node is tested
+        if affine and all(st.determined for st, *_ in views):  # the re-routed models lose nothing: no fit
+            rule, remove, mean, lower = "affine", True, 0.0, 0.0
+        else:
+            rule, (remove, mean, lower) = "test", self._test(pair, keep)
+        self.models = pair.half(0 if remove else 1)
+        if remove:
+            self.models, self.present, self.Xp = self.models.inputs(keep), self.present[keep], self.Xp[:, :, keep]
+        return rule, remove, mean, lower
+
+    def _test(self, pair: _Stack, keep: torch.Tensor):
         """Fine-tune, per repeat, the re-routed model with the node's columns (``~keep`` among the present
-        ones, Xp) masked (the first half of ``pair``) and, as its control, the current model unmasked with the
+        ones) masked (the first half of ``pair``) and, as its control, the current model unmasked with the
         same budget; d = masked - control. Returns (remove, mean d, its lower confidence bound). ``pair``
         holds the fine-tuned models afterwards."""
+        Xp, Ys2, n_val = self.Xp, self.Ys2, self.data.n_val
         both = torch.cat([Xp * keep.to(Xp.dtype), Xp])
-        repeats = self.repeats
-        loss = pair.fit(
-            both[:, n_val:], Ys2[:, n_val:], both[:, :n_val], Ys2[:, :n_val], self.loss_config.finetune_steps
-        )
+        repeats, cfg = self.criterion.repeats, self.criterion.loss_config
+        loss = pair.fit(both[:, n_val:], Ys2[:, n_val:], both[:, :n_val], Ys2[:, :n_val], cfg.finetune_steps)
         d = (loss[:repeats] - loss[repeats:]).double()
         mean = float(d.mean())
-        lower = mean - z * float(d.std()) / math.sqrt(repeats)
-        return not lower > max(tolerance, _RESOLUTION), mean, lower
+        lower = mean - self.z * float(d.std()) / math.sqrt(repeats)
+        return not lower > max(self.tolerance, _RESOLUTION), mean, lower
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 from dataclasses import dataclass
 
 import torch
@@ -288,13 +289,6 @@ def _affine(states: list[LSState], i: int, ridge: float) -> tuple[bool, float]:
     return var_res <= (AFFINE_TOL**2 + 100 * ridge) * var_all, var_all
 
 
-def determined(states: list[LSState]) -> bool:
-    """Whether every consumer's present columns can have a non-singular covariance (LSState.determined).
-    Where one cannot, every node is an exact affine combination of the others in these samples, which says
-    nothing about the data."""
-    return all(st.determined for st in states)
-
-
 def next_node(states: list[LSState], undecided: list[int], ridge: float) -> tuple[int, float, bool]:
     """The screen's next node: (its position in ``undecided``, its closed-form Delta, whether it is an exact
     affine combination of the present columns). The smallest Delta; when that node is an exact affine
@@ -304,7 +298,7 @@ def next_node(states: list[LSState], undecided: list[int], ridge: float) -> tupl
     scores = gaussian_scores(states, undecided)
     j = int(scores.argmin())
     affine = _affine(states, undecided[j], ridge)[0]
-    if not affine or not determined(states):
+    if not affine or not all(st.determined for st in states):
         # where every node is such a combination of the others, the scan below would visit every node at
         # every step, and the variance would decide among all of them
         return j, float(scores[j]), affine
@@ -316,23 +310,54 @@ def next_node(states: list[LSState], undecided: list[int], ridge: float) -> tupl
     return best, float(scores[best]), True
 
 
-def take_constants(states: list[LSState], n_nodes: int, min_keep: int, records: list, bar=None):
-    """Remove, untested, the nodes whose every column is constant or read by no consumer (rule "constant"),
-    while more than ``min_keep`` remain. Returns (alive nodes, undecided nodes); advances ``bar`` past them."""
+def traverse(
+    states: list[LSState], n_nodes: int, min_keep: int, ridge: float, test, records: list, bar=None
+) -> tuple[list[int], dict[str, float]]:
+    """The sequential decision of a layer that the testing criteria share (KSG, loss): they differ only in
+    ``test``. Nodes whose every column is constant or read by no consumer are removed untested (rule
+    "constant"); then, while more than ``min_keep`` nodes remain, the screen's next node i (:func:`next_node`)
+    is decided by ``test(i, views, affine)`` -> (rule, removed, estimate, statistic), with ``views`` the
+    (state, columns g, in-sample residuals e, P_gg) of every consumer that reads it (e and P_gg None where
+    the states keep no rows); a removal downdates the states. Appends one NodeRecord per node to
+    ``records`` and advances ``bar`` per node. Returns (kept nodes, seconds {"screen", "tests"})."""
     from mipp.pruning.selection import NodeRecord
 
+    t0 = time.perf_counter()
     alive = set(range(n_nodes))
     undecided = []
     for i in range(n_nodes):
         if all(len(st.cols(i)) == 0 for st in states) and len(alive) > min_keep:
             alive.discard(i)
             records.append(NodeRecord(i, len(records), "constant", True, 0.0, 0.0, 0.0))
-            continue
-        undecided.append(i)
+        else:
+            undecided.append(i)
     if bar is not None:
         bar.reset(total=n_nodes)
         bar.update(n_nodes - len(undecided))
-    return alive, undecided
+    t_tests = 0.0
+    while undecided:
+        if len(alive) <= min_keep:
+            for i in undecided:
+                records.append(NodeRecord(i, len(records), "min_keep", False, math.nan, math.nan, math.nan))
+            break
+        j, score, affine = next_node(states, undecided, ridge)
+        i = undecided.pop(j)
+        views = []
+        for st in states:
+            g = st.cols(i)
+            if len(g):
+                views.append((st, g, *(st.residual(g) if st.rows else (None, None))))
+        t1 = time.perf_counter()
+        rule, remove, estimate, statistic = test(i, views, affine)
+        t_tests += time.perf_counter() - t1
+        if remove:
+            alive.discard(i)
+            for st, g, e, Pgg in views:
+                st.remove(g, e, Pgg)
+        records.append(NodeRecord(i, len(records), rule, remove, score, estimate, statistic))
+        if bar is not None:
+            bar.update()
+    return sorted(alive), {"screen": time.perf_counter() - t0 - t_tests, "tests": t_tests}
 
 
 def recon_error(layer, removed: list[int], ridge: float = 1e-9) -> float:
