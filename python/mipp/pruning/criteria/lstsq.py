@@ -1,7 +1,9 @@
 """The least-squares state every layer criterion shares: a consumer's view of a layer (:class:`Block`) and
 the precision matrix and re-fitted weights of the kept nodes, downdated by one rank-one (or rank-|g|)
 update per removal (:class:`LSState`); the closed-form Gaussian-channel information of each node given the
-others (:func:`gaussian_scores`), the relative reconstruction error of the kept nodes (:func:`relative_error`).
+others (:func:`gaussian_scores`), the relative reconstruction error of the kept nodes (:func:`relative_error`);
+the screen's order (:func:`next_node`) and the traversal of a layer that the testing criteria share
+(:func:`traverse`).
 
 For consumer pre-activations z = W x + b read through a Gaussian channel of variance sigma^2, the
 information node i adds beyond the kept nodes S is, for Gaussian nodes,
