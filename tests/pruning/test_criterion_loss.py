@@ -33,6 +33,8 @@ def test_planted_layer_keeps_every_latent_and_drops_unrelated_nodes():
     assert score["groups_covered"] == 1.0, score
     assert score["unrelated_removed"] >= 0.9, score
     assert math.isnan(res.info_removed) and 0.0 <= res.recon_error < 0.1
+    s = res.seconds  # the parts are disjoint: the reference fit is not counted in the tests too
+    assert s["reference"] > 0 and s["screen"] + s["tests"] + s["reference"] <= s["total"], s
     affine = [r for r in res.records if r.rule == "affine"]
     assert sorted(r.node for r in affine) == p.mixtures and [r.step for r in affine] == list(range(6))
     tested = [r for r in res.records if r.rule == "test"]
