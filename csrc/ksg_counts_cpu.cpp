@@ -79,6 +79,7 @@ struct Columns {
     order.resize(src.size());
   }
   bool is_shared(int64_t c) const { return ps->batch > 1 && ps->groups[group_of[c]].batch == 1; }
+  bool has_order(int64_t c) const { return (shared && is_shared(c)) || !order[c].empty() || !ps->n; }
   const std::vector<int64_t>& sorted(int64_t c) {
     if (shared && is_shared(c)) return (*shared)[c];
     if (order[c].empty() && ps->n) order[c] = sorted_order(src[c], ps->n);
@@ -214,7 +215,9 @@ void count_sorted(const Problems<T>& ps, int64_t b, Columns<T>& cols, const std:
     if (shared.counters[which[w]]) continue;
     columns[w] = marginal_columns(cols, marg[which[w]]);
     const int64_t key = columns[w].key_column();
-    if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);
+    // a column the strips have sorted already needs no region: a parallel region's wake-up and join cost more
+    // than a 2,000-sample estimate's sorts when the team sleeps (OMP_WAIT_POLICY=PASSIVE, mipp's default)
+    if (!cols.has_order(key) && std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);
   }
   parallel_for(static_cast<int64_t>(keys.size()), threads, [&](int64_t t) { cols.sorted(keys[t]); });
   parallel_for(nm, over_marginals ? threads : 1, [&](int64_t w) {
