@@ -139,12 +139,12 @@ class KSGCriterion(Criterion):
     def _statistic(self, states, i, residuals, weights, affine, generator) -> tuple[str, float, float]:
         """(rule, KSG estimate of Delta_i, its upper (1 - alpha) bound capped by the Gaussian closed form at the
         upper chi-square bound of the residual variance; dof: the covariance's rows minus the regressors)."""
-        dof = min(st.block.n_rows - st.n_present - 1 for st in states)
-        gauss_upper = float(gaussian_scores(states, [i], chi2_upper_factor(dof, self.alpha))[0])
         if affine:
             return "affine", 0.0, 0.0
         if all(float(w.abs().max()) == 0.0 for w in weights):
             return "unread", 0.0, 0.0  # no consumer weight reads it
+        dof = min(st.block.n_rows - st.n_present - 1 for st in states)
+        gauss_upper = float(gaussian_scores(states, [i], chi2_upper_factor(dof, self.alpha))[0])
         signal, remainder = _signal(residuals, weights, self.m_max)
         observed = signal + torch.randn(signal.shape, generator=generator, dtype=signal.dtype)
         local = (self._local_mi or self._mi)(signal, observed)
