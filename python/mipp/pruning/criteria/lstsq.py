@@ -90,16 +90,20 @@ class Block:
             )
 
     @functools.cached_property
+    def output_variances(self) -> torch.Tensor:
+        """(q,) variance of each kept output's pre-activation: a q x F x F product, computed once (the channel's
+        scale and the reconstruction error read it, the latter twice per layer)."""
+        return ((self.weight @ self.cov) * self.weight).sum(1)
+
+    @property
     def energy(self) -> float:
-        """Total variance of the consumer's pre-activations (summed over its kept outputs): a q x F x F product,
-        computed once (the reconstruction error of every layer reads it twice)."""
-        return float(((self.weight @ self.cov) * self.weight).sum())
+        """Total variance of the consumer's pre-activations (summed over its kept outputs)."""
+        return float(self.output_variances.sum())
 
     @property
     def target_variance(self) -> float:
         """Mean variance of the consumer's pre-activations (over its kept outputs)."""
-        w = self.weight
-        return float(((w @ self.cov) * w).sum(1).mean()) if w.shape[0] else 0.0
+        return float(self.output_variances.mean()) if self.weight.shape[0] else 0.0
 
 
 class LSState:
