@@ -11,9 +11,9 @@
 //           candidates are computed once, the k-NN selected from them chunk by chunk, and the radii and the
 //           counts read from the same rows: every pair-column is computed once (the separate ops computed
 //           the joint space for the k-NN and each marginal again for its count).
-//   strips  low dimensions: the joint k-NN on strips (strips.h), the counts of a one-column marginal by
-//           galloping in that column's sorted order from the query's position (its window is the count),
-//           of a wider marginal by the sorted sweep's window. The sorts are shared: a column is sorted once
+//   strips  low dimensions: the joint k-NN on strips (strips.h), the counts of a one-column marginal by its
+//           window in that column's sorted order (the window is the count), of a wider marginal on strips of
+//           its own, a run of each strip's y order at a time. The sorts are shared: a column is sorted once
 //           per problem whether it keys the strips, a marginal or both, and a column of a group shared by
 //           the batch once per call.
 // Auto picks the cheaper by a cost model measured on this engine (choose below).
@@ -50,16 +50,25 @@ struct Outputs {
 // ---------------------------------------------------------------------------------------------------
 // Counting in sorted orders
 
-// A marginal's counting structure, in the marginal's own sorted order: one column's values (line), or a sorted
-// copy of its columns (the sweep's window); index()[p] is the sample at position p.
+// A marginal's counting structure, in the marginal's own order: one column's values in sorted order (line), or
+// for several columns strips over its two best key columns (strips.h) and a column-major copy of its columns in
+// the strips' order (s.cols; s.key unused); index()[p] is the sample at position p.
 template <class T>
 struct Counter {
   bool line = false;
   std::vector<T> v;
   KeyIndex<T> at;  // a line's bucket index
+  Strips<T> st;
   Sorted<T> s;
   const std::vector<int64_t>& index() const { return s.index; }
 };
+
+// The strips of a wide marginal's counts are cut as for a k-NN with this k (strips.h: S ~ sqrt(2 (k + 1) N), here
+// 16 sqrt(N)): a count's radius is fixed, so wider strips than the k-NN's pay fewer per-strip searches for runs a
+// little longer. Against the sweep's 1-D window (ksg_counts alone, two threads, both builds alternating in one
+// process): sqrt(8 N) 0.84-1.30x, 16 sqrt(N) 0.97x (CMI 1+1+1 at N = 2,000) to 1.54x (the same at 20,000), 4+4
+// 1.08x, 2+2 1.15x, 1+3 1.19x, CMI 2+2+2 1.17x at N = 5,000; 32 sqrt(N) 0.92-1.35x.
+constexpr int64_t kCountStripsK = 127;
 
 // The columns of one problem and their sorted orders, made on first use; a column of a group shared by
 // the batch takes its order from `shared` (made once per call, before any problem asks).
@@ -93,14 +102,13 @@ struct Columns {
   }
 };
 
-// The columns of the marginal made of `groups`, their data, and which of them keys its counting structure
-// (key_columns' best, an index into columns).
+// The columns of the marginal made of `groups`, their data, and which of them key its counting structure
+// (key_columns' best one for a line, two for strips; indices into columns).
 template <class T>
 struct MarginalColumns {
   std::vector<int64_t> columns;
   std::vector<const T*> src;
-  int64_t key = 0;
-  int64_t key_column() const { return columns[key]; }
+  std::vector<int64_t> keys;
 };
 
 template <class T>
@@ -108,7 +116,7 @@ MarginalColumns<T> marginal_columns(const Columns<T>& cols, const std::vector<in
   MarginalColumns<T> m;
   m.columns = cols.columns_of(groups);
   for (const int64_t col : m.columns) m.src.push_back(cols.src[col]);
-  m.key = key_columns(m.src, cols.ps->n, 1)[0];
+  m.keys = key_columns(m.src, cols.ps->n, m.columns.size() == 1 ? 1 : 2);
   return m;
 }
 
@@ -116,23 +124,24 @@ template <class T>
 Counter<T> make_counter(Columns<T>& cols, const MarginalColumns<T>& m) {
   const int64_t n = cols.ps->n;
   Counter<T> c;
-  const std::vector<int64_t>& columns = m.columns;
   const std::vector<const T*>& src = m.src;
   Sorted<T>& s = c.s;
   s.n = n;
-  s.index = cols.sorted(m.key_column());
-  if (columns.size() == 1) {
+  if (m.columns.size() == 1) {
     c.line = true;
+    s.index = cols.sorted(m.columns[0]);
     c.v.resize(n);
     for (int64_t p = 0; p < n; ++p) c.v[p] = src[0][s.index[p]];
     c.at = KeyIndex<T>(c.v.data(), n);
     return c;
   }
-  s.dim = static_cast<int64_t>(columns.size());
+  const int64_t kx = m.keys[0], ky = m.keys[1];
+  c.st = build_strips(src, n, kCountStripsK, kx, ky, cols.sorted(m.columns[kx]), cols.sorted(m.columns[ky]));
+  s.index = c.st.index;
+  s.dim = static_cast<int64_t>(m.columns.size());
   s.cols.resize(n * s.dim);
   for (int64_t t = 0; t < s.dim; ++t)
     for (int64_t p = 0; p < n; ++p) s.cols[t * n + p] = src[t][s.index[p]];
-  s.key = s.cols.data() + m.key * n;
   return c;
 }
 
@@ -170,7 +179,12 @@ SharedSorts<T> shared_sorts(const Problems<T>& ps, const std::vector<std::vector
   return out;
 }
 
-// #{j != i : d_m(i, j) < r} (strict) or <= r, for the sample at position p of the counter's order.
+// #{j != i : d_m(i, j) < r} (strict) or <= r, for the sample at position p of the counter's order. Several
+// columns: in each strip within reach in x (nearest first, as strips_scan: a strip whose x-gap fails holds no
+// sample inside, nor does any beyond it), the samples whose y-gap passes are one run of the strip's y order,
+// found by galloping from the query's y on the exact gap predicate, and their distances are computed and counted
+// vectorised, a run at a time (a 1-D window of the sweep held ~40% of the samples for a 4-column marginal at
+// N = 5,000; the runs of the two key columns hold about its square).
 template <class T>
 MIPP_INLINE int64_t count_at(const Counter<T>& c, int64_t p, T r, bool strict, T* dist) {
   const auto in = [r, strict](T d) { return inside(d, r, strict); };
@@ -185,14 +199,25 @@ MIPP_INLINE int64_t count_at(const Counter<T>& c, int64_t p, T r, bool strict, T
     return hi - lo - 1;
   }
   const Sorted<T>& s = c.s;
-  key_window(s.key, s.n, p, in, lo, hi);
+  const Strips<T>& st = c.st;
+  const T* ys = st.ys.data();
+  const T xq = st.xs[p], yq = st.ys[p];
   int64_t cnt = 0;
   const T* row = dist;
-  for (int64_t j0 = lo; j0 < hi; j0 += kSpan) {
-    const int64_t len = std::min(kSpan, hi - j0);
-    row_distance(s.cols.data(), s.n, s.dim, p, j0, len, dist);
-    count_rows(&row, 1, 0, 1, len, p - j0, &r, strict, &cnt);
-  }
+  const auto run = [&](int64_t t) {
+    const int64_t a = st.begin(t), e = st.end(t), from = lower_position(ys, a, e, yq);
+    hi = from + gallop(ys, yq, from, e - from, 1, in);
+    lo = from - gallop(ys, yq, from - 1, from - a, -1, in);
+    for (int64_t j0 = lo; j0 < hi; j0 += kSpan) {
+      const int64_t len = std::min(kSpan, hi - j0);
+      row_distance(s.cols.data(), s.n, s.dim, p, j0, len, dist);
+      count_rows(&row, 1, 0, 1, len, p - j0, &r, strict, &cnt);
+    }
+  };
+  const int64_t own = p / st.size;
+  run(own);
+  for (int64_t t = own + 1; t < st.strips() && in(st.xmin[t] - xq); ++t) run(t);
+  for (int64_t t = own - 1; t >= 0 && in(xq - st.xmax[t]); --t) run(t);
   return cnt;
 }
 
@@ -219,11 +244,13 @@ void count_sorted(const Problems<T>& ps, int64_t b, Columns<T>& cols, const std:
   for (int64_t w = 0; w < nm; ++w) {
     if (shared.counters[which[w]]) continue;
     columns[w] = marginal_columns(cols, marg[which[w]]);
-    const int64_t key = columns[w].key_column();
     // a column the strips have sorted already needs no region: a region with nothing to do still costs a wake-up
     // and a join (with a sleeping team, OMP_WAIT_POLICY=PASSIVE, mipp's default, an N = 2,000 1+1 estimate's
     // 3-4 regions cost 0.2-0.4 ms more than with a spinning one)
-    if (!cols.has_order(key) && std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);
+    for (const int64_t k : columns[w].keys) {
+      const int64_t key = columns[w].columns[k];
+      if (!cols.has_order(key) && std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);
+    }
   }
   parallel_for(static_cast<int64_t>(keys.size()), threads, [&](int64_t t) { cols.sorted(keys[t]); });
   parallel_for(nm, over_marginals ? threads : 1, [&](int64_t w) {

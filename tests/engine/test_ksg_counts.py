@@ -122,14 +122,14 @@ def test_equals_reference_on_every_path(dtype, kind, layout, algorithm):
 @needs_ext
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("kind", ["continuous", "zeros", "rounded", "heavy", "clusters"])
-@pytest.mark.parametrize("layout", ["mi", "mi-both-batched", "cmi"])
+@pytest.mark.parametrize("layout", ["mi", "mi-both-batched", "mi-wide", "cmi"])
 @pytest.mark.parametrize("algorithm", [1, 2])
 def test_equals_reference_where_the_sorted_path_buckets(dtype, kind, layout, algorithm):
     """At N = 1,000 the sorted path's sorts bucket the keys by value (from 256 samples; ties, heavy tails and
     clusters fall back to the radix sort), its one-column counts find their window edges in 16-position vector
-    windows (edges beyond one: galloping), and its k-NN inserts without branches up to k = 8 (k = 9: the
-    branchy insertion); every one of these is checked against the specification here, with the query rows at
-    both ends."""
+    windows (edges beyond one: galloping), its wider marginals count on strips of their own (many strips, each
+    query's runs in several), and its k-NN inserts without branches up to k = 8 (k = 9: the branchy insertion);
+    every one of these is checked against the specification here, with the query rows at both ends."""
     dims, batches, masks = LAYOUTS[layout]
     n = 1000
     groups = _groups(kind, dims, batches, n, dtype, seed=len(layout) + 3 * algorithm)
@@ -138,6 +138,20 @@ def test_equals_reference_where_the_sorted_path_buckets(dtype, kind, layout, alg
         assert signs.any() and not signs.all()
     for k in (3, 8, 9):
         check_every_path(groups, k, masks, algorithm, rows=((0, -1), (0, 20), (980, 1000)))
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", ["continuous", "rounded"])
+@pytest.mark.parametrize("algorithm", [1, 2])
+def test_wide_marginals_count_across_many_strips(dtype, kind, algorithm):
+    """A marginal of several columns counts on strips of 16 sqrt(N) samples: at N = 4,096 four of them, and with
+    4 + 4 joint columns (a k-NN radius spanning ~40% of each column) a query's runs lie in several strips on
+    either side; CMI's two-column marginals with far smaller radii."""
+    n = 4096
+    for dims, masks in (((4, 4), MI), ((1, 1, 1), CMI)):
+        groups = _groups(kind, dims, (1,) * len(dims), n, dtype, seed=5 + algorithm)
+        check_every_path(groups, 3, masks, algorithm, rows=((0, -1),))
 
 
 @needs_ext
