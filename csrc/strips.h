@@ -1,5 +1,6 @@
 // Strips: the low-dimensional neighbour structure on the CPU (2 to kSweepMaxDim joint columns): knn_distance's
-// and ksg_counts' k-NN, and ksg_counts' KSG-2 neighbourhoods.
+// and ksg_counts' k-NN, ksg_counts' KSG-2 neighbourhoods, and (strips of their own) the counts of its marginals
+// of several columns.
 //
 // The samples are cut into strips of S consecutive samples in the order of one key column x (equal-count
 // strips), and each strip is ordered by a second key column y. A query scans its own strip outwards in y from
@@ -74,7 +75,7 @@ Strips<T> build_strips(const std::vector<const T*>& src, int64_t n, int64_t k, i
   return s;
 }
 
-// The first position in [a, e) of an ascending run whose value is not below v: a binary search whose steps are
+// The first position in [a, e) of an ascending run v whose value is not below x: a binary search whose steps are
 // conditional moves (the strips' y lookups, ~7 steps each, mispredicted half the time as branches).
 template <class T>
 MIPP_INLINE int64_t lower_position(const T* v, int64_t a, int64_t e, T x) {
