@@ -51,16 +51,16 @@ struct Outputs {
 // Counting in sorted orders
 
 // A marginal's counting structure, in the marginal's own order: one column's values in sorted order (line), or
-// for several columns strips over its two best key columns (strips.h) and a column-major copy of its columns in
-// the strips' order (s.cols; s.key unused); index()[p] is the sample at position p.
+// for several columns strips over its two best key columns (strips.h, its columns column-major in the strips'
+// order); index()[p] is the sample at position p.
 template <class T>
 struct Counter {
   bool line = false;
   std::vector<T> v;
   KeyIndex<T> at;  // a line's bucket index
+  std::vector<int64_t> order;
   Strips<T> st;
-  Sorted<T> s;
-  const std::vector<int64_t>& index() const { return s.index; }
+  const std::vector<int64_t>& index() const { return line ? order : st.index; }
 };
 
 // The strips of a wide marginal's counts are cut as for a k-NN with this k (strips.h: S ~ sqrt(2 (k + 1) N), here
@@ -125,23 +125,16 @@ Counter<T> make_counter(Columns<T>& cols, const MarginalColumns<T>& m) {
   const int64_t n = cols.ps->n;
   Counter<T> c;
   const std::vector<const T*>& src = m.src;
-  Sorted<T>& s = c.s;
-  s.n = n;
   if (m.columns.size() == 1) {
     c.line = true;
-    s.index = cols.sorted(m.columns[0]);
+    c.order = cols.sorted(m.columns[0]);
     c.v.resize(n);
-    for (int64_t p = 0; p < n; ++p) c.v[p] = src[0][s.index[p]];
+    for (int64_t p = 0; p < n; ++p) c.v[p] = src[0][c.order[p]];
     c.at = KeyIndex<T>(c.v.data(), n);
     return c;
   }
   const int64_t kx = m.keys[0], ky = m.keys[1];
-  c.st = build_strips(src, n, kCountStripsK, kx, ky, cols.sorted(m.columns[kx]), cols.sorted(m.columns[ky]));
-  s.index = c.st.index;
-  s.dim = static_cast<int64_t>(m.columns.size());
-  s.cols.resize(n * s.dim);
-  for (int64_t t = 0; t < s.dim; ++t)
-    for (int64_t p = 0; p < n; ++p) s.cols[t * n + p] = src[t][s.index[p]];
+  c.st = build_strips(src, n, kCountStripsK, kx, ky, cols.sorted(m.columns[kx]), cols.sorted(m.columns[ky]), true);
   return c;
 }
 
@@ -198,7 +191,6 @@ MIPP_INLINE int64_t count_at(const Counter<T>& c, int64_t p, T r, bool strict, T
     }
     return hi - lo - 1;
   }
-  const Sorted<T>& s = c.s;
   const Strips<T>& st = c.st;
   const T* ys = st.ys.data();
   const T xq = st.xs[p], yq = st.ys[p];
@@ -210,7 +202,7 @@ MIPP_INLINE int64_t count_at(const Counter<T>& c, int64_t p, T r, bool strict, T
     lo = from - gallop(ys, yq, from - 1, from - a, -1, in);
     for (int64_t j0 = lo; j0 < hi; j0 += kSpan) {
       const int64_t len = std::min(kSpan, hi - j0);
-      row_distance(s.cols.data(), s.n, s.dim, p, j0, len, dist);
+      row_distance(st.rows.data(), st.n, st.dim, p, j0, len, dist);
       count_rows(&row, 1, 0, 1, len, p - j0, &r, strict, &cnt);
     }
   };

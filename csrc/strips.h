@@ -29,7 +29,8 @@ namespace mipp {
 template <class T>
 struct Strips {
   int64_t n = 0, dim = 0, size = 1;  // samples, joint columns, samples per strip (the last may be shorter)
-  std::vector<T> rows;               // n x dim, samples in strip order, y ascending within each strip
+  std::vector<T> rows;               // samples in strip order, y ascending within each strip: n x dim packed
+                                     // (dim x n, one column after another, where built column_major)
   std::vector<T> xs, ys;             // the two key columns in that order
   std::vector<int64_t> index;        // original sample index of each position
   std::vector<T> xmin, xmax;         // key range of each strip
@@ -39,10 +40,11 @@ struct Strips {
 };
 
 // Strips over the joint columns src (N samples each, at least 2) keyed by columns kx and ky, whose sorted
-// orders (sorted_order) are by_x and by_y.
+// orders (sorted_order) are by_x and by_y; rows packed for one candidate at a time (the k-NN's visits), or
+// column-major for runs of candidates (the counts' vectorised row_distance).
 template <class T>
 Strips<T> build_strips(const std::vector<const T*>& src, int64_t n, int64_t k, int64_t kx_col, int64_t ky_col,
-                       const std::vector<int64_t>& by_x, const std::vector<int64_t>& by_y) {
+                       const std::vector<int64_t>& by_x, const std::vector<int64_t>& by_y, bool column_major = false) {
   const T* kx = src[kx_col];
   const T* ky = src[ky_col];
   Strips<T> s;
@@ -68,7 +70,7 @@ Strips<T> build_strips(const std::vector<const T*>& src, int64_t n, int64_t k, i
   s.ys.resize(n);
   for (int64_t p = 0; p < n; ++p) {
     const int64_t i = s.index[p];
-    for (int64_t c = 0; c < s.dim; ++c) s.rows[p * s.dim + c] = src[c][i];
+    for (int64_t c = 0; c < s.dim; ++c) s.rows[column_major ? c * n + p : p * s.dim + c] = src[c][i];
     s.xs[p] = kx[i];
     s.ys[p] = ky[i];
   }
