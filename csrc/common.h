@@ -18,6 +18,9 @@
 #define MIPP_CLONES_ISA "baseline"
 #endif
 #define MIPP_INLINE inline __attribute__((always_inline))
+// The same for a lambda (after its parameter list): a lambda called from two places of an inlined walk (strips.h)
+// was otherwise left out of line, with the function around it, and the 1+1 k-NN ran ~5% slower.
+#define MIPP_INLINE_LAMBDA __attribute__((always_inline))
 
 namespace mipp {
 

@@ -173,11 +173,10 @@ SharedSorts<T> shared_sorts(const Problems<T>& ps, const std::vector<std::vector
 }
 
 // #{j != i : d_m(i, j) < r} (strict) or <= r, for the sample at position p of the counter's order. Several
-// columns: in each strip within reach in x (nearest first, as strips_scan: a strip whose x-gap fails holds no
-// sample inside, nor does any beyond it), the samples whose y-gap passes are one run of the strip's y order,
-// found by galloping from the query's y on the exact gap predicate, and their distances are computed and counted
-// vectorised, a run at a time (a 1-D window of the sweep held ~40% of the samples for a 4-column marginal at
-// N = 5,000; the runs of the two key columns hold about its square).
+// columns: in each strip within reach in x (strips_walk), the samples whose y-gap passes are one run of the
+// strip's y order, found by galloping from the query's y on the exact gap predicate, and their distances are
+// computed and counted vectorised, a run at a time (a 1-D window of the sweep held ~40% of the samples for a
+// 4-column marginal at N = 5,000; the runs of the two key columns hold about its square).
 template <class T>
 MIPP_INLINE int64_t count_at(const Counter<T>& c, int64_t p, T r, bool strict, T* dist) {
   const auto in = [r, strict](T d) { return inside(d, r, strict); };
@@ -193,23 +192,18 @@ MIPP_INLINE int64_t count_at(const Counter<T>& c, int64_t p, T r, bool strict, T
   }
   const Strips<T>& st = c.st;
   const T* ys = st.ys.data();
-  const T xq = st.xs[p], yq = st.ys[p];
+  const T yq = st.ys[p];
   int64_t cnt = 0;
   const T* row = dist;
-  const auto run = [&](int64_t t) {
-    const int64_t a = st.begin(t), e = st.end(t), from = lower_position(ys, a, e, yq);
-    hi = from + gallop(ys, yq, from, e - from, 1, in);
-    lo = from - gallop(ys, yq, from - 1, from - a, -1, in);
+  strips_walk(st, p, in, [&](int64_t t, int64_t from) MIPP_INLINE_LAMBDA {
+    hi = from + gallop(ys, yq, from, st.end(t) - from, 1, in);
+    lo = from - gallop(ys, yq, from - 1, from - st.begin(t), -1, in);
     for (int64_t j0 = lo; j0 < hi; j0 += kSpan) {
       const int64_t len = std::min(kSpan, hi - j0);
       row_distance(st.rows.data(), st.n, st.dim, p, j0, len, dist);
       count_rows(&row, 1, 0, 1, len, p - j0, &r, strict, &cnt);
     }
-  };
-  const int64_t own = p / st.size;
-  run(own);
-  for (int64_t t = own + 1; t < st.strips() && in(st.xmin[t] - xq); ++t) run(t);
-  for (int64_t t = own - 1; t >= 0 && in(xq - st.xmax[t]); --t) run(t);
+  });
   return cnt;
 }
 

@@ -91,37 +91,46 @@ MIPP_INLINE int64_t lower_position(const T* v, int64_t a, int64_t e, T x) {
   return (base - v) + (len == 1 && *base < x);
 }
 
-// Visits the positions j of strips s that may lie within the current bound of the query at position p:
-// its own strip, then the neighbouring strips nearest first on either side while their x-gap passes
-// open(gap); within a strip from the query's y outwards while open(dy), dy = fl|y_j - y_q| (visit(j, dy) may
-// tighten the bound: open reads it). Every position whose joint distance passes the bound is visited.
-template <class T, class Open, class Visit>
-MIPP_INLINE void strips_scan(const Strips<T>& s, int64_t p, Open open, Visit visit) {
+// Calls strip(t, from) for every strip t of s that may hold a sample within the bound of the query at position
+// p: its own strip (from = p), then the neighbouring strips nearest first on either side while their x-gap passes
+// open(gap) (from = the first position of the strip whose y is not below the query's). A strip whose x-gap fails
+// holds no sample within the bound, nor does any beyond it: rounding is monotone. strip() may tighten the bound
+// (open reads it).
+template <class T, class Open, class Strip>
+MIPP_INLINE void strips_walk(const Strips<T>& s, int64_t p, Open open, Strip strip) {
   const T xq = s.xs[p], yq = s.ys[p];
-  const T* ys = s.ys.data();
-  auto scan = [&](int64_t a, int64_t e, int64_t from) {
-    for (int64_t j = from; j < e; ++j) {
-      const T dy = std::fabs(ys[j] - yq);
-      if (!open(dy)) break;
-      visit(j, dy);
-    }
-    for (int64_t j = from - 1; j >= a; --j) {
-      const T dy = std::fabs(ys[j] - yq);
-      if (!open(dy)) break;
-      visit(j, dy);
-    }
-  };
   const int64_t own = p / s.size;
-  scan(s.begin(own), s.end(own), p);
+  strip(own, p);
   bool right = true, left = true;
   for (int64_t step = 1; right || left; ++step) {
     const int64_t r = own + step, l = own - step;
     right = right && r < s.strips() && open(s.xmin[r] - xq);
     left = left && l >= 0 && open(xq - s.xmax[l]);
-    for (const int64_t t : {right ? r : int64_t(-1), left ? l : int64_t(-1)}) {  // one call site: one copy of visit
-      if (t >= 0) scan(s.begin(t), s.end(t), lower_position(ys, s.begin(t), s.end(t), yq));
+    for (const int64_t t : {right ? r : int64_t(-1), left ? l : int64_t(-1)}) {  // one call site: one copy of strip
+      if (t >= 0) strip(t, lower_position(s.ys.data(), s.begin(t), s.end(t), yq));
     }
   }
+}
+
+// Visits the positions j of strips s that may lie within the current bound of the query at position p: in each
+// strip strips_walk reaches, from the query's y outwards while open(dy), dy = fl|y_j - y_q| (visit(j, dy) may
+// tighten the bound: open reads it). Every position whose joint distance passes the bound is visited.
+template <class T, class Open, class Visit>
+MIPP_INLINE void strips_scan(const Strips<T>& s, int64_t p, Open open, Visit visit) {
+  const T yq = s.ys[p];
+  const T* ys = s.ys.data();
+  strips_walk(s, p, open, [&](int64_t t, int64_t from) MIPP_INLINE_LAMBDA {
+    for (int64_t j = from; j < s.end(t); ++j) {
+      const T dy = std::fabs(ys[j] - yq);
+      if (!open(dy)) break;
+      visit(j, dy);
+    }
+    for (int64_t j = from - 1; j >= s.begin(t); --j) {
+      const T dy = std::fabs(ys[j] - yq);
+      if (!open(dy)) break;
+      visit(j, dy);
+    }
+  });
 }
 
 // The max-norm distance between two packed rows over the columns [c0, c1).
