@@ -127,8 +127,8 @@ def test_equals_reference_on_every_path(dtype, kind, layout, algorithm):
 def test_equals_reference_where_the_sorted_path_buckets(dtype, kind, layout, algorithm):
     """At N = 1,000 the sorted path's sorts bucket the keys by value (from 256 samples; ties, heavy tails and
     clusters fall back to the radix sort), its one-column counts find their window edges in 16-position vector
-    windows (edges beyond one: galloping), its wider marginals count on strips of their own (many strips, each
-    query's runs in several), and its k-NN inserts without branches up to k = 8 (k = 9: the branchy insertion);
+    windows (edges beyond one: galloping), its wider marginals count on strips of their own (two at this N; the
+    next test walks more), and its k-NN inserts without branches up to k = 8 (k = 9: the branchy insertion);
     every one of these is checked against the specification here, with the query rows at both ends."""
     dims, batches, masks = LAYOUTS[layout]
     n = 1000
