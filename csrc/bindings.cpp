@@ -5,6 +5,7 @@
 #include <tuple>
 
 #include "kernels.h"
+#include "pairwise.h"
 
 namespace py = pybind11;
 
@@ -126,6 +127,7 @@ PYBIND11_MODULE(_C, m) {
     d["threads"] = mipp::resolve_threads(0);
     d["parallelism"] = MIPP_PARALLELISM;
     d["isa"] = MIPP_CLONES_ISA;
+    d["avx512_distances"] = mipp::avx512_distances();
     d["cpu_kernels"] = py::make_tuple("digamma_sum", "knn_distance", "count_within", "marginal_radius", "ksg_counts",
                                        "ross_counts");
     d["cpu_paths"] = py::make_tuple("brute", "sweep", "strips");

@@ -2,7 +2,12 @@
 // path names.
 #include "pairwise.h"
 
+#include <cstdlib>
 #include <stdexcept>
+
+#if MIPP_AVX512
+#include <immintrin.h>
+#endif
 
 namespace mipp {
 
@@ -312,9 +317,60 @@ MIPP_CLONES int64_t window_passes(const double* key, int64_t w, double x, double
 MIPP_CLONES int64_t window_passes(const float* key, int64_t w, float x, float r, bool strict) {
   return window_passes_impl(key, w, x, r, strict);
 }
-MIPP_CLONES void group_rows(const double* packed, int64_t dim, const double* qv, int64_t j0, int64_t j1, double* out,
-                            int64_t ld) {
+
+namespace {
+
+MIPP_CLONES void group_rows_vec(const double* packed, int64_t dim, const double* qv, int64_t j0, int64_t j1,
+                                double* out, int64_t ld) {
   group_rows_impl(packed, dim, qv, j0, j1, out, ld);
+}
+
+#if MIPP_AVX512
+// float64 on AVX-512DQ: a block of kLane = 8 candidates is one register, and all kRows = 8 query rows' accumulators
+// stay in registers across the columns. Per pair-column a subtraction (the query's value broadcast from memory) and
+// one vrangepd with imm 0b1011 (imm[1:0] = 11: the operand of larger magnitude; imm[3:2] = 10: sign bit cleared),
+// which is max(acc, |d|) for acc >= 0: the reference's fabs and max in one exact selection. Two instructions where
+// the AVX2 loop issues three on half the width: 4.6 -> 8.8 pair-columns a cycle in a harness at 128 columns on an
+// AVX-512 Xeon (and-not and max on 512 bits: 6.7).
+__attribute__((target("avx512f,avx512dq"))) void group_rows_avx512(const double* packed, int64_t dim, const double* qv,
+                                                                   int64_t j0, int64_t j1, double* out, int64_t ld) {
+  static_assert(kLane == 8 && kRows == 8, "one 8-double register per block and query row");
+  for (int64_t jb = j0 / kLane; jb < j1 / kLane; ++jb) {
+    const double* blk = packed + jb * dim * kLane;
+    __m512d acc[kRows];
+    for (int q = 0; q < kRows; ++q) acc[q] = _mm512_setzero_pd();
+    for (int64_t c = 0; c < dim; ++c) {
+      const __m512d x = _mm512_loadu_pd(blk + c * kLane);
+#pragma GCC unroll 8
+      for (int q = 0; q < kRows; ++q)
+        acc[q] = _mm512_range_pd(acc[q], _mm512_sub_pd(x, _mm512_set1_pd(qv[c * kRows + q])), 0b1011);
+    }
+    for (int q = 0; q < kRows; ++q) _mm512_storeu_pd(out + q * ld + jb * kLane, acc[q]);
+  }
+}
+
+}  // namespace
+
+// Read once: whether this CPU has AVX-512DQ and MIPP_NO_AVX512 is unset or "0" (tests compare the two loops' bits).
+bool avx512_distances() {
+  static const bool yes = [] {
+    __builtin_cpu_init();
+    const char* off = std::getenv("MIPP_NO_AVX512");
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && !(off && *off && *off != '0');
+  }();
+  return yes;
+}
+#else
+}  // namespace
+
+bool avx512_distances() { return false; }
+#endif
+
+void group_rows(const double* packed, int64_t dim, const double* qv, int64_t j0, int64_t j1, double* out, int64_t ld) {
+#if MIPP_AVX512
+  if (avx512_distances()) return group_rows_avx512(packed, dim, qv, j0, j1, out, ld);
+#endif
+  group_rows_vec(packed, dim, qv, j0, j1, out, ld);
 }
 MIPP_CLONES void group_rows(const float* packed, int64_t dim, const float* qv, int64_t j0, int64_t j1, float* out,
                             int64_t ld) {

@@ -7,6 +7,10 @@ The specification itself is checked against the independent oracle in test_refer
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -292,6 +296,42 @@ def test_estimators_equal_the_separate_ops(algorithm):
         nx = ops.count_within([x], radii[..., 0].contiguous(), False)
         ny = ops.count_within([y], radii[..., 1].contiguous(), False)
     assert torch.equal(got, torch.stack([nx, ny], dim=-1))
+
+
+_BRUTE_IN_A_CHILD = """
+import sys, torch
+from mipp import _C, _ext
+groups = torch.load(sys.argv[1])
+with _ext.force_path("brute"):
+    out = [torch.ops.mipp.ksg_counts(groups, 3, [0b01, 0b10], a) for a in (1, 2)]
+    out.append(torch.ops.mipp.knn_distance(groups, 3))
+torch.save((_C.build_info()["avx512_distances"], out), sys.argv[2])
+"""
+
+
+@needs_ext
+@pytest.mark.parametrize("kind", ["rounded", "duplicates", "offset", "heavy", "zeros"])
+def test_the_avx512_and_avx2_distance_loops_give_the_same_bits(kind, tmp_path):
+    """The brute force's float64 group distances run a hand-written AVX-512DQ loop where the CPU has one
+    (vrangepd: max(acc, |d|) in one selection) and the AVX2 / baseline clones elsewhere; MIPP_NO_AVX512=1
+    turns the former off. A child process with it off gives the same eps and counts, bit for bit, on ties,
+    duplicates, rounding differences, heavy tails and +0 / -0 (on a CPU without AVX-512 both run the clones)."""
+    groups = _groups(kind, (11, 6), (2, 1), 203, torch.float64, seed=13)
+    torch.save(groups, tmp_path / "groups.pt")
+    env = {**os.environ, "MIPP_NO_AVX512": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run(
+        [sys.executable, "-c", _BRUTE_IN_A_CHILD, str(tmp_path / "groups.pt"), str(tmp_path / "out.pt")],
+        env=env, check=True,
+    )  # fmt: skip
+    child_avx512, child = torch.load(tmp_path / "out.pt")
+    assert child_avx512 is False
+    with _ext.force_path("brute"):
+        here = [ops.ksg_counts(groups, 3, MI, a) for a in (1, 2)]
+        here.append(ops.knn_distance(groups, 3))
+    for got, want in zip(here[:2], child[:2]):
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert torch.equal(here[2], child[2])
+    assert torch.equal(here[0][0], reference.ksg_counts(groups, 3, MI, 1)[0])
 
 
 # ---------------------------------------------------------------------------------------------------
