@@ -134,7 +134,7 @@ Counter<T> make_counter(Columns<T>& cols, const MarginalColumns<T>& m) {
     return c;
   }
   const int64_t kx = m.keys[0], ky = m.keys[1];
-  c.st = build_strips(src, n, kCountStripsK, kx, ky, cols.sorted(m.columns[kx]), cols.sorted(m.columns[ky]), true);
+  c.st = build_strips(src, n, kCountStripsK, kx, ky, cols.sorted(m.columns[kx]), cols.sorted(m.columns[ky]));
   return c;
 }
 
@@ -200,7 +200,7 @@ MIPP_INLINE int64_t count_at(const Counter<T>& c, int64_t p, T r, bool strict, T
     lo = from - gallop(ys, yq, from - 1, from - st.begin(t), -1, in);
     for (int64_t j0 = lo; j0 < hi; j0 += kSpan) {
       const int64_t len = std::min(kSpan, hi - j0);
-      row_distance(st.rows.data(), st.n, st.dim, p, j0, len, dist);
+      row_distance(st.rows.data(), st.ld, st.dim, p, j0, len, dist);
       count_rows(&row, 1, 0, 1, len, p - j0, &r, strict, &cnt);
     }
   });
@@ -395,14 +395,12 @@ void ksg_strips(const Problems<T>& ps, int k, const std::vector<std::vector<int6
         if (algorithm != 2) continue;
         T* rad = radii.data() + p * ng;  // the largest group distances within the joint eps (every tie included)
         std::fill(rad, rad + ng, T(0));
-        const T* q = s.rows.data() + p * s.dim;
         strips_scan(
             s, p, [e](T gap) { return gap <= e; },
             [&](int64_t j, T) {
-              const T* r = s.rows.data() + j * s.dim;
-              if (!(row_distance(q, r, 0, s.dim) <= e) || j == p) return;
+              if (!(strips_distance(s, p, j, 0, s.dim) <= e) || j == p) return;
               for (int64_t g = 0; g < ng; ++g) {
-                const T dg = row_distance(q, r, g ? group_end[g - 1] : 0, group_end[g]);
+                const T dg = strips_distance(s, p, j, g ? group_end[g - 1] : 0, group_end[g]);
                 rad[g] = rad[g] < dg ? dg : rad[g];
               }
             });

@@ -193,6 +193,41 @@ MIPP_INLINE void row_distance_impl(const T* cols, int64_t n, int64_t dim, int64_
   }
 }
 
+template <class T>
+MIPP_INLINE bool block_distance_impl(const T* cols, int64_t ld, int64_t dim, int64_t p, int64_t j0, int64_t len, T bound,
+                                     T* dst) {
+  using V = typename Vec<T>::V;
+  using U = typename Vec<T>::U;
+  using I = typename Vec<T>::I;
+  constexpr int kWidth = 32 / sizeof(T);
+  constexpr int kVecs = kVisitBlock / kWidth;
+  V acc[kVecs] = {};
+  for (int64_t c = 0; c < dim; ++c) {
+    const U* x = reinterpret_cast<const U*>(cols + c * ld + j0);
+    const T xq = cols[c * ld + p];
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecs; ++v) {
+      V d = x[v] - xq;
+      d = (V)((I)d & Vec<T>::kAbs);
+      acc[v] = acc[v] < d ? d : acc[v];
+    }
+  }
+  using E = typename std::remove_reference<decltype(I{}[0])>::type;
+  I lane = {};
+  for (int l = 0; l < kWidth; ++l) lane[l] = static_cast<E>(l);
+  const I self = I{} + static_cast<E>(p - j0), end = I{} + static_cast<E>(len);
+  I below = {};
+#pragma GCC unroll 4
+  for (int v = 0; v < kVecs; ++v) {
+    *reinterpret_cast<U*>(dst + v * kWidth) = acc[v];
+    const I at = lane + static_cast<E>(v * kWidth);
+    below |= (I)(acc[v] < bound) & (I)(at < end) & (I)(at != self);
+  }
+  bool any = false;
+  for (int l = 0; l < kWidth; ++l) any |= below[l] != 0;
+  return any;
+}
+
 // Order-preserving unsigned images of the keys (-0 mapped to +0 first: they compare equal).
 MIPP_INLINE uint64_t radix_key(double v) {
   v = v + 0.0;
@@ -411,6 +446,15 @@ MIPP_CLONES void row_distance(const double* cols, int64_t n, int64_t dim, int64_
 MIPP_CLONES void row_distance(const float* cols, int64_t n, int64_t dim, int64_t p, int64_t j0, int64_t jn,
                               float* dst) {
   row_distance_impl(cols, n, dim, p, j0, jn, dst);
+}
+
+MIPP_CLONES bool block_distance(const double* cols, int64_t ld, int64_t dim, int64_t p, int64_t j0, int64_t len,
+                                double bound, double* dst) {
+  return block_distance_impl(cols, ld, dim, p, j0, len, bound, dst);
+}
+MIPP_CLONES bool block_distance(const float* cols, int64_t ld, int64_t dim, int64_t p, int64_t j0, int64_t len,
+                                float bound, float* dst) {
+  return block_distance_impl(cols, ld, dim, p, j0, len, bound, dst);
 }
 
 std::vector<int64_t> sorted_order(const double* key, int64_t n) { return sorted_order_impl(key, n); }

@@ -243,6 +243,16 @@ void radius_rows(const float* const* rows, int64_t ng, int64_t ld, int qn, int64
 void row_distance(const double* cols, int64_t n, int64_t dim, int64_t p, int64_t j0, int64_t jn, double* dst);
 void row_distance(const float* cols, int64_t n, int64_t dim, int64_t p, int64_t j0, int64_t jn, float* dst);
 
+// A block of kVisitBlock consecutive candidates at once (the strips' k-NN visits): dst[j] = max_c |cols[c * ld + j0 +
+// j] - cols[c * ld + p]| for all j < kVisitBlock, in registers across the columns (the caller pads each column by
+// kVisitBlock, so the block may run past the last sample); returns whether any j < len other than p - j0 has
+// dst[j] < bound.
+constexpr int64_t kVisitBlock = 16;
+bool block_distance(const double* cols, int64_t ld, int64_t dim, int64_t p, int64_t j0, int64_t len, double bound,
+                    double* dst);
+bool block_distance(const float* cols, int64_t ld, int64_t dim, int64_t p, int64_t j0, int64_t len, float bound,
+                    float* dst);
+
 // ---------------------------------------------------------------------------------------------------
 // Sorted sweep: one problem's joint columns, samples reordered by one column (the "key").
 //

@@ -29,8 +29,9 @@ namespace mipp {
 template <class T>
 struct Strips {
   int64_t n = 0, dim = 0, size = 1;  // samples, joint columns, samples per strip (the last may be shorter)
-  std::vector<T> rows;               // samples in strip order, y ascending within each strip: n x dim packed
-                                     // (dim x n, one column after another, where built column_major)
+  int64_t ld = 0;                    // the rows' column stride: n and kVisitBlock of padding
+  std::vector<T> rows;               // samples in strip order, y ascending within each strip: dim x ld, one
+                                     // column after another
   std::vector<T> xs, ys;             // the two key columns in that order
   std::vector<int64_t> index;        // original sample index of each position
   std::vector<T> xmin, xmax;         // key range of each strip
@@ -40,11 +41,11 @@ struct Strips {
 };
 
 // Strips over the joint columns src (N samples each, at least 2) keyed by columns kx and ky, whose sorted
-// orders (sorted_order) are by_x and by_y; rows packed for one candidate at a time (the k-NN's visits), or
-// column-major for runs of candidates (the counts' vectorised row_distance).
+// orders (sorted_order) are by_x and by_y; the rows column-major, so that a run of consecutive candidates is
+// compared with a query vectorised (row_distance: the k-NN's blocks of visits, the counts' runs).
 template <class T>
 Strips<T> build_strips(const std::vector<const T*>& src, int64_t n, int64_t k, int64_t kx_col, int64_t ky_col,
-                       const std::vector<int64_t>& by_x, const std::vector<int64_t>& by_y, bool column_major = false) {
+                       const std::vector<int64_t>& by_x, const std::vector<int64_t>& by_y) {
   const T* kx = src[kx_col];
   const T* ky = src[ky_col];
   Strips<T> s;
@@ -65,12 +66,13 @@ Strips<T> build_strips(const std::vector<const T*>& src, int64_t n, int64_t k, i
   for (int64_t t = 0; t < m; ++t) next[t] = s.begin(t);
   s.index.resize(n);
   for (const int64_t i : by_y) s.index[next[strip_of[i]]++] = i;
-  s.rows.resize(static_cast<size_t>(n * s.dim));
+  s.ld = n + kVisitBlock;
+  s.rows.assign(static_cast<size_t>(s.ld * s.dim), T(0));
   s.xs.resize(n);
   s.ys.resize(n);
   for (int64_t p = 0; p < n; ++p) {
     const int64_t i = s.index[p];
-    for (int64_t c = 0; c < s.dim; ++c) s.rows[column_major ? c * n + p : p * s.dim + c] = src[c][i];
+    for (int64_t c = 0; c < s.dim; ++c) s.rows[c * s.ld + p] = src[c][i];
     s.xs[p] = kx[i];
     s.ys[p] = ky[i];
   }
@@ -133,12 +135,12 @@ MIPP_INLINE void strips_scan(const Strips<T>& s, int64_t p, Open open, Visit vis
   });
 }
 
-// The max-norm distance between two packed rows over the columns [c0, c1).
+// The max-norm distance over the columns [c0, c1) between the samples at positions p and j.
 template <class T>
-MIPP_INLINE T row_distance(const T* q, const T* r, int64_t c0, int64_t c1) {
+MIPP_INLINE T strips_distance(const Strips<T>& s, int64_t p, int64_t j, int64_t c0, int64_t c1) {
   T d = 0;
   for (int64_t c = c0; c < c1; ++c) {
-    const T dc = std::fabs(r[c] - q[c]);
+    const T dc = std::fabs(s.rows[c * s.ld + j] - s.rows[c * s.ld + p]);
     d = d < dc ? dc : d;
   }
   return d;
@@ -148,45 +150,77 @@ MIPP_INLINE T row_distance(const T* q, const T* r, int64_t c0, int64_t c1) {
 // branch (k minima and maxima, a no-op for a distance not below the k-th): whether a candidate enters is then a
 // coin toss the branch predictor loses (1+1 at N = 2,000: 7 of a query's 14 visits enter), and a miss costs
 // more than the k steps. With more columns a query visits many more samples than enter (N = 5,000: 3 columns
-// 81 visits for 12 entries, 8 columns 1,054 for 20), the branch is predicted, and the insertion stays branchy;
-// so it does beyond this k, where its shift is shorter than k.
+// 81 visits for 12 entries, 8 columns 1,054 for 20), the branch is predicted, and the visits run in blocks
+// (kVisitBlock); beyond this k the insertion is the branchy shift, shorter than k.
 constexpr int kBranchlessK = 8;
+
+// With more than two columns a query's visits run in blocks of kVisitBlock consecutive positions of a strip
+// (block_distance, vectorised over the column-major rows), up to the first whose y-gap fails the bound when the
+// block starts; only a block with a distance below the bound is looked at one candidate at a time. Visiting a
+// sample the tightened bound would have skipped changes nothing: the k best are the k smallest of what was
+// visited, in any order, as long as every sample below the final bound is among them.
+
+// d into the ascending k best, the largest dropped (d is below it).
+template <class T>
+MIPP_INLINE void insert_best(T* best, int k, T d) {
+  int t = k - 1;
+  while (t > 0 && best[t - 1] > d) {
+    best[t] = best[t - 1];
+    --t;
+  }
+  best[t] = d;
+}
 
 // The k smallest joint distances (ascending in best[0..k), which the caller fills with +inf) from the sample
 // at position p to the others. With two joint columns (the key columns) the distance is max(fl|x_j - x_q|, dy):
-// the scan's own dy is reused and the packed rows are not read.
+// the scan's own dy is reused and the rows are not read.
 template <class T>
 MIPP_INLINE void strips_knn(const Strips<T>& s, int64_t p, int k, T* best) {
-  const T* q = s.rows.data() + p * s.dim;
   const T xq = s.xs[p];
-  const bool two = s.dim == 2, branchless = two && k <= kBranchlessK;
+  const bool branchless = k <= kBranchlessK;
   const T inf = std::numeric_limits<T>::infinity();
-  strips_scan(
-      s, p, [&](T gap) { return gap < best[k - 1]; },
-      [&](int64_t j, T dy) {
-        T d;
-        if (two) {
-          const T dx = std::fabs(s.xs[j] - xq);
-          d = dx < dy ? dy : dx;
-        } else {
-          d = row_distance(q, s.rows.data() + j * s.dim, 0, s.dim);
+  const auto open = [&](T gap) { return gap < best[k - 1]; };
+  if (s.dim == 2) {
+    strips_scan(s, p, open, [&](int64_t j, T dy) {
+      const T dx = std::fabs(s.xs[j] - xq);
+      T d = dx < dy ? dy : dx;
+      if (branchless) {  // best[t] = min(best[t], max(best[t - 1], d)): the sorted k best with d inserted
+        d = j == p ? inf : d;
+        for (int t = k - 1; t > 0; --t) {
+          const T m = best[t - 1] < d ? d : best[t - 1];
+          best[t] = m < best[t] ? m : best[t];
         }
-        if (branchless) {  // best[t] = min(best[t], max(best[t - 1], d)): the sorted k best with d inserted
-          d = j == p ? inf : d;
-          for (int t = k - 1; t > 0; --t) {
-            const T m = best[t - 1] < d ? d : best[t - 1];
-            best[t] = m < best[t] ? m : best[t];
-          }
-          best[0] = d < best[0] ? d : best[0];
-        } else if (d < best[k - 1] && j != p) {
-          int t = k - 1;
-          while (t > 0 && best[t - 1] > d) {
-            best[t] = best[t - 1];
-            --t;
-          }
-          best[t] = d;
-        }
-      });
+        best[0] = d < best[0] ? d : best[0];
+      } else if (d < best[k - 1] && j != p) {
+        insert_best(best, k, d);
+      }
+    });
+    return;
+  }
+  const T* ys = s.ys.data();
+  const T yq = ys[p];
+  T dist[kVisitBlock];
+  // the positions from `from` in direction dir (+1 up, -1 down) within [lo, hi), a block at a time
+  const auto run = [&](int64_t from, int dir, int64_t lo, int64_t hi) MIPP_INLINE_LAMBDA {
+    for (int64_t at = from;;) {
+      const int64_t cap = std::min(kVisitBlock, dir > 0 ? hi - at : at - lo);
+      const T bound = best[k - 1];
+      int64_t len = 0;
+      while (len < cap && std::fabs(ys[at + dir * len - (dir < 0)] - yq) < bound) ++len;
+      if (!len) return;
+      const int64_t j0 = dir > 0 ? at : at - len;
+      if (block_distance(s.rows.data(), s.ld, s.dim, p, j0, len, bound, dist)) {
+        for (int64_t j = 0; j < len; ++j)
+          if (dist[j] < best[k - 1] && j0 + j != p) insert_best(best, k, dist[j]);
+      }
+      if (len < cap) return;
+      at += dir * len;
+    }
+  };
+  strips_walk(s, p, open, [&](int64_t t, int64_t from) MIPP_INLINE_LAMBDA {
+    run(from, 1, s.begin(t), s.end(t));
+    run(from, -1, s.begin(t), s.end(t));
+  });
 }
 
 }  // namespace mipp
