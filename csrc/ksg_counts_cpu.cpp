@@ -178,7 +178,7 @@ SharedSorts<T> shared_sorts(const Problems<T>& ps, const std::vector<std::vector
 // computed and counted vectorised, a run at a time (a 1-D window of the sweep held ~40% of the samples for a
 // 4-column marginal at N = 5,000; the runs of the two key columns hold about its square).
 template <class T>
-MIPP_INLINE int64_t count_at(const Counter<T>& c, int64_t p, T r, bool strict, T* dist) {
+MIPP_INLINE int64_t count_at(const Counter<T>& c, int64_t p, T r, bool strict) {
   const auto in = [r, strict](T d) { return inside(d, r, strict); };
   int64_t lo, hi;
   if (c.line) {
@@ -194,15 +194,10 @@ MIPP_INLINE int64_t count_at(const Counter<T>& c, int64_t p, T r, bool strict, T
   const T* ys = st.ys.data();
   const T yq = st.ys[p];
   int64_t cnt = 0;
-  const T* row = dist;
   strips_walk(st, p, in, [&](int64_t t, int64_t from) MIPP_INLINE_LAMBDA {
     hi = from + gallop(ys, yq, from, st.end(t) - from, 1, in);
     lo = from - gallop(ys, yq, from - 1, from - st.begin(t), -1, in);
-    for (int64_t j0 = lo; j0 < hi; j0 += kSpan) {
-      const int64_t len = std::min(kSpan, hi - j0);
-      row_distance(st.rows.data(), st.ld, st.dim, p, j0, len, dist);
-      count_rows(&row, 1, 0, 1, len, p - j0, &r, strict, &cnt);
-    }
+    cnt += run_count(st.rows.data(), st.ld, st.dim, p, lo, hi - lo, r, strict);
   });
   return cnt;
 }
@@ -258,9 +253,8 @@ void count_sorted(const Problems<T>& ps, int64_t b, Columns<T>& cols, const std:
       radius[p] = r;
     }
     parallel_for((n + kBlock - 1) / kBlock, inner, [&](int64_t blk) {
-      std::vector<T> dist(kSpan);
       for (int64_t p = blk * kBlock; p < std::min(n, (blk + 1) * kBlock); ++p)
-        if (ps.is_query(index[p])) count[p] = count_at(c, p, radius[p], algorithm == 1, dist.data());
+        if (ps.is_query(index[p])) count[p] = count_at(c, p, radius[p], algorithm == 1);
     });
     for (int64_t p = 0; p < n; ++p)
       if (ps.is_query(index[p])) *out.at(b, m, index[p] - ps.row0) = count[p];

@@ -228,6 +228,41 @@ MIPP_INLINE bool block_distance_impl(const T* cols, int64_t ld, int64_t dim, int
   return any;
 }
 
+template <class T, bool Strict>
+MIPP_INLINE int64_t run_count_impl(const T* cols, int64_t ld, int64_t dim, int64_t p, int64_t j0, int64_t len, T r) {
+  using V = typename Vec<T>::V;
+  using U = typename Vec<T>::U;
+  using I = typename Vec<T>::I;
+  using E = typename std::remove_reference<decltype(I{}[0])>::type;
+  constexpr int kWidth = 32 / sizeof(T);
+  constexpr int kVecs = kVisitBlock / kWidth;
+  I lane = {};
+  for (int l = 0; l < kWidth; ++l) lane[l] = static_cast<E>(l);
+  I total = {};  // minus the count per lane (a true comparison is -1)
+  for (int64_t b = 0; b < len; b += kVisitBlock) {
+    V acc[kVecs] = {};
+    for (int64_t c = 0; c < dim; ++c) {
+      const U* x = reinterpret_cast<const U*>(cols + c * ld + j0 + b);
+      const T xq = cols[c * ld + p];
+#pragma GCC unroll 4
+      for (int v = 0; v < kVecs; ++v) {
+        V d = x[v] - xq;
+        d = (V)((I)d & Vec<T>::kAbs);
+        acc[v] = acc[v] < d ? d : acc[v];
+      }
+    }
+    const I self = I{} + static_cast<E>(p - j0 - b), end = I{} + static_cast<E>(len - b);
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecs; ++v) {
+      const I at = lane + static_cast<E>(v * kWidth);
+      total += (Strict ? (I)(acc[v] < r) : (I)(acc[v] <= r)) & (I)(at < end) & (I)(at != self);
+    }
+  }
+  int64_t count = 0;
+  for (int l = 0; l < kWidth; ++l) count -= total[l];
+  return count;
+}
+
 // Order-preserving unsigned images of the keys (-0 mapped to +0 first: they compare equal).
 MIPP_INLINE uint64_t radix_key(double v) {
   v = v + 0.0;
@@ -455,6 +490,17 @@ MIPP_CLONES bool block_distance(const double* cols, int64_t ld, int64_t dim, int
 MIPP_CLONES bool block_distance(const float* cols, int64_t ld, int64_t dim, int64_t p, int64_t j0, int64_t len,
                                 float bound, float* dst) {
   return block_distance_impl(cols, ld, dim, p, j0, len, bound, dst);
+}
+
+MIPP_CLONES int64_t run_count(const double* cols, int64_t ld, int64_t dim, int64_t p, int64_t j0, int64_t len,
+                              double r, bool strict) {
+  return strict ? run_count_impl<double, true>(cols, ld, dim, p, j0, len, r)
+                : run_count_impl<double, false>(cols, ld, dim, p, j0, len, r);
+}
+MIPP_CLONES int64_t run_count(const float* cols, int64_t ld, int64_t dim, int64_t p, int64_t j0, int64_t len, float r,
+                              bool strict) {
+  return strict ? run_count_impl<float, true>(cols, ld, dim, p, j0, len, r)
+                : run_count_impl<float, false>(cols, ld, dim, p, j0, len, r);
 }
 
 std::vector<int64_t> sorted_order(const double* key, int64_t n) { return sorted_order_impl(key, n); }

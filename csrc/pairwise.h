@@ -252,6 +252,11 @@ bool block_distance(const double* cols, int64_t ld, int64_t dim, int64_t p, int6
                     double* dst);
 bool block_distance(const float* cols, int64_t ld, int64_t dim, int64_t p, int64_t j0, int64_t len, float bound,
                     float* dst);
+// #{j in [j0, j0 + len), j != p : inside(max_c |cols[c * ld + j] - cols[c * ld + p]|, r, strict)}: a run of
+// consecutive candidates counted kVisitBlock at a time in registers (the columns padded as for block_distance).
+int64_t run_count(const double* cols, int64_t ld, int64_t dim, int64_t p, int64_t j0, int64_t len, double r,
+                  bool strict);
+int64_t run_count(const float* cols, int64_t ld, int64_t dim, int64_t p, int64_t j0, int64_t len, float r, bool strict);
 
 // ---------------------------------------------------------------------------------------------------
 // Sorted sweep: one problem's joint columns, samples reordered by one column (the "key").
