@@ -413,15 +413,15 @@ void ksg_strips(const Problems<T>& ps, int k, const std::vector<std::vector<int6
 
 // The cheaper path by a cost model in ns per query, fitted by least squares on this engine (one thread, k = 3,
 // float64, dependent Gaussian data; MI 1+1 .. 6+6, CMI 1+1+1 and 2+2+2, N = 300 - 10,000: benchmarks/
-// bench_ksg_paths.py --fit, whose CSV records each path's time and the pick's regret). Refitted after the strips'
-// branch-free k-NN and counts (an AVX-512 Xeon): on the fitting run the previous constants lost up to 2.08x (3+3
-// at N = 300 on the strips), these up to 1.30x (geometric mean regret 1.053 -> 1.020); on a second run (the CSV,
-// whose times moved by up to 1.8x from the first on this noisy machine) both up to 1.97x, mean 1.070 -> 1.050;
-// on the run before (an AMD EPYC, the code before) both up to 1.68x, mean 1.035 -> 1.026. With D joint columns,
+// bench_ksg_paths.py --fit, whose CSV records each path's time and the pick's regret). Refitted after the brute
+// force's AVX-512 distance loop and the strips' blocked k-NN visits and run counts (an AVX-512 Xeon): on the
+// fitting run the previous constants lost up to 1.32x, these up to 1.15x (geometric mean regret 1.022 -> 1.011);
+// on a second run (times moved by up to 1.5x between the two on this noisy machine) both up to 1.66x (2+2 at
+// N = 300: 0.46 ms strips, 0.27 ms brute, 0.40 ms in the first run), mean 1.031 -> 1.022. With D joint columns,
 // G groups, W marginals of several columns (S columns in all) and L of one:
-//   brute   n (0.088 D + 0.872 + 0.056 W + 1.555 (G - 2)) + 796 + 3 L: linear, the pair-columns, the k-NN
+//   brute   n (0.202 D + 0.368 + 0.368 W + 1.767 (G - 2)) + 789 + 551 L: linear, the pair-columns, the k-NN
 //           selection and the wide counts per pair, and per query the item's set-up and the one-column counts;
-//   strips  exp(6.021 - 0.3304 D + 0.0144 ln n + 0.0584 D ln n + 0.2063 S - 0.0006 S ln n): log-linear, the
+//   strips  exp(6.843 - 0.1955 D - 0.0626 ln n + 0.0398 D ln n + 0.0487 S + 0.0166 S ln n): log-linear, the
 //           neighbourhood a query visits grows with n the faster the more columns it has.
 Path choose(int64_t n, int64_t joint_dim, int64_t groups, const std::vector<int64_t>& marginal_dims) {
   if (joint_dim > kSweepMaxDim) return Path::Brute;
@@ -433,9 +433,9 @@ Path choose(int64_t n, int64_t joint_dim, int64_t groups, const std::vector<int6
     wide_columns += m > 1 ? static_cast<double>(m) : 0.0;
   }
   const double brute =
-      nn * (0.088 * d + 0.872 + 0.056 * wide + 1.555 * static_cast<double>(groups - 2)) + 796 + 3 * lines;
-  const double strips = std::exp(6.021 - 0.3304 * d + 0.0144 * ln + 0.0584 * d * ln + 0.2063 * wide_columns -
-                                 0.0006 * wide_columns * ln);
+      nn * (0.202 * d + 0.368 + 0.368 * wide + 1.767 * static_cast<double>(groups - 2)) + 789 + 551 * lines;
+  const double strips = std::exp(6.843 - 0.1955 * d - 0.0626 * ln + 0.0398 * d * ln + 0.0487 * wide_columns +
+                                 0.0166 * wide_columns * ln);
   return strips < brute ? Path::Strips : Path::Brute;
 }
 
