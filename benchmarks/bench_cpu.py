@@ -26,9 +26,11 @@ Peers (all cores where they have a knob; every one computes KSG-1 with the max-n
                  marginals (NPEET's form), workers=-1.
   torch-brute    torch.cdist(p=inf) tiles of rows + kthvalue for eps and the strict marginal counts from the
                  same tiles: the brute force of a GPU-style implementation, on the CPU's cores.
-Beside every row: the ALU floor of the brute force, 2 N^2 (dx + dy) pair-dimensions (the joint k-NN and the
-two marginal counts) at 5.3 float64 pair-dimensions per cycle per core (AVX2: sub, and-not, max), all cores
-at the clock /proc/cpuinfo reports.
+Beside every row: the ALU floor of the brute force, N^2 (dx + dy) pair-dimensions (mipp's kernel computes each
+pair's group distances once, for the joint k-NN and the marginal counts alike) at the rate of its float64 distance
+loop: 8 pair-dimensions per cycle per core with AVX-512DQ (sub and vrangepd on two 512-bit ports), 16 / 3 with
+AVX2 (sub, and-not, max on four 256-bit pipes, as on an AMD EPYC; Intel's three ports give 4), all cores at the
+clock /proc/cpuinfo reports.
 """
 
 from __future__ import annotations
@@ -58,7 +60,9 @@ SHAPES = [(2000, 1, 1), (20000, 1, 1), (5000, 4, 4), (10000, 8, 8), (5000, 32, 3
 QUICK_SHAPES = [(2000, 1, 1), (2000, 4, 4), (1000, 32, 32)]
 SLOW_S = 20.0  # a contender slower than this runs once
 TORCH_BRUTE_MAX_PAIRS = 1e9  # beyond this many pair evaluations (minutes) the torch brute force is not run
-PAIR_DIMS_PER_CYCLE = 5.3  # float64 sub + and-not + max per cycle per core, AVX2 (no AVX-512)
+# float64 pair-dimensions per cycle per core of the brute force's distance loop: sub + vrangepd on two 512-bit
+# ports (AVX-512DQ), or sub + and-not + max on four 256-bit pipes (AVX2)
+PAIR_DIMS_PER_CYCLE = 8.0 if _ext._C is not None and _ext._C.build_info().get("avx512_distances") else 16 / 3
 PEERS = ["sklearn", "sklearn-api", "ennemi", "infomeasure", "ckdtree", "torch-brute"]
 # Largest difference from mipp's value that a peer may show: the exact KSG peers 1e-9; ennemi 1e-4 (its own
 # series for psi and radii eps - 1e-12 instead of the strict < eps: it agrees to ~1e-6 on 1+1, 3e-5 on MNIST).
@@ -196,7 +200,7 @@ def clock_hz() -> float:
 
 
 def alu_floor_s(n: int, dims: int) -> float:
-    return 2.0 * n * n * dims / (PAIR_DIMS_PER_CYCLE * clock_hz() * (os.cpu_count() or 1))
+    return float(n) * n * dims / (PAIR_DIMS_PER_CYCLE * clock_hz() * (os.cpu_count() or 1))
 
 
 def environment() -> dict:
@@ -224,6 +228,7 @@ def environment() -> dict:
         **versions,
         "mipp": mipp.__version__,
         "cpu_backend": mipp.build_info()["cpu_backend"],
+        "pair_dims_per_cycle": round(PAIR_DIMS_PER_CYCLE, 2),
         "commit": cmd("git", "rev-parse", "HEAD"),
         "dirty": bool(cmd("git", "status", "--porcelain", "--", "csrc", "python/mipp", "mipp_kernels")),
         "k": K,
