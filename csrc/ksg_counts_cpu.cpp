@@ -389,15 +389,26 @@ void ksg_strips(const Problems<T>& ps, int k, const std::vector<std::vector<int6
         if (algorithm != 2) continue;
         T* rad = radii.data() + p * ng;  // the largest group distances within the joint eps (every tie included)
         std::fill(rad, rad + ng, T(0));
-        strips_scan(
-            s, p, [e](T gap) { return gap <= e; },
-            [&](int64_t j, T) {
-              if (!(strips_distance(s, p, j, 0, s.dim) <= e) || j == p) return;
-              for (int64_t g = 0; g < ng; ++g) {
-                const T dg = strips_distance(s, p, j, g ? group_end[g - 1] : 0, group_end[g]);
-                rad[g] = rad[g] < dg ? dg : rad[g];
-              }
-            });
+        const auto within = [&](int64_t j) {  // the group distances of a neighbour within eps into the radii
+          for (int64_t g = 0; g < ng; ++g) {
+            const T dg = strips_distance(s, p, j, g ? group_end[g - 1] : 0, group_end[g]);
+            rad[g] = rad[g] < dg ? dg : rad[g];
+          }
+        };
+        const auto open = [e](T gap) { return gap <= e; };
+        if (s.dim == 2) {
+          strips_scan(s, p, open, [&](int64_t j, T) {
+            if (strips_distance(s, p, j, 0, s.dim) <= e && j != p) within(j);
+          });
+        } else {  // d <= e is d < the next double up
+          const T above = std::nextafter(e, std::numeric_limits<T>::infinity());
+          strips_blocks(
+              s, p, open, [above] { return above; },
+              [&](int64_t j0, int64_t len, const T* dist) {
+                for (int64_t j = 0; j < len; ++j)
+                  if (dist[j] <= e && j0 + j != p) within(j0 + j);
+              });
+        }
       }
     });
     std::vector<T> radii_by_sample(algorithm == 2 ? ps.rows() * ng : 0);

@@ -151,14 +151,40 @@ MIPP_INLINE T strips_distance(const Strips<T>& s, int64_t p, int64_t j, int64_t 
 // coin toss the branch predictor loses (1+1 at N = 2,000: 7 of a query's 14 visits enter), and a miss costs
 // more than the k steps. With more columns a query visits many more samples than enter (N = 5,000: 3 columns
 // 81 visits for 12 entries, 8 columns 1,054 for 20), the branch is predicted, and the visits run in blocks
-// (kVisitBlock); beyond this k the insertion is the branchy shift, shorter than k.
+// (strips_blocks); beyond this k the insertion is the branchy shift, shorter than k.
 constexpr int kBranchlessK = 8;
 
-// With more than two columns a query's visits run in blocks of kVisitBlock consecutive positions of a strip
-// (block_distance, vectorised over the column-major rows), up to the first whose y-gap fails the bound when the
-// block starts; only a block with a distance below the bound is looked at one candidate at a time. Visiting a
-// sample the tightened bound would have skipped changes nothing: the k best are the k smallest of what was
-// visited, in any order, as long as every sample below the final bound is among them.
+// Visits the positions of strips s that may lie within the bound of the query at position p, a block at a time:
+// in each strip strips_walk reaches, from the query's y outwards, blocks of up to kVisitBlock consecutive
+// positions, each up to the first whose y-gap fails open() when the block starts; their joint distances are
+// computed in registers over the column-major rows (block_distance), and hit(j0, len, dist) sees a block only
+// when one of them, p excluded, is below below(). Used with more than two columns, where a query visits many
+// more samples than pass (8 columns at N = 5,000: 1,054 visits for a k-NN's 20 entries). Visiting a sample a
+// tightened bound would have skipped changes nothing: the k best are the k smallest of what was visited, in any
+// order, as long as every sample below the final bound is among them.
+template <class T, class Open, class Below, class Hit>
+MIPP_INLINE void strips_blocks(const Strips<T>& s, int64_t p, Open open, Below below, Hit hit) {
+  const T* ys = s.ys.data();
+  const T yq = ys[p];
+  T dist[kVisitBlock];
+  // the positions from `from` in direction dir (+1 up, -1 down) within [lo, hi), a block at a time
+  const auto run = [&](int64_t from, int dir, int64_t lo, int64_t hi) MIPP_INLINE_LAMBDA {
+    for (int64_t at = from;;) {
+      const int64_t cap = std::min(kVisitBlock, dir > 0 ? hi - at : at - lo);
+      int64_t len = 0;
+      while (len < cap && open(std::fabs(ys[at + dir * len - (dir < 0)] - yq))) ++len;
+      if (!len) return;
+      const int64_t j0 = dir > 0 ? at : at - len;
+      if (block_distance(s.rows.data(), s.ld, s.dim, p, j0, len, below(), dist)) hit(j0, len, dist);
+      if (len < cap) return;
+      at += dir * len;
+    }
+  };
+  strips_walk(s, p, open, [&](int64_t t, int64_t from) MIPP_INLINE_LAMBDA {
+    run(from, 1, s.begin(t), s.end(t));
+    run(from, -1, s.begin(t), s.end(t));
+  });
+}
 
 // d into the ascending k best, the largest dropped (d is below it).
 template <class T>
@@ -197,30 +223,12 @@ MIPP_INLINE void strips_knn(const Strips<T>& s, int64_t p, int k, T* best) {
     });
     return;
   }
-  const T* ys = s.ys.data();
-  const T yq = ys[p];
-  T dist[kVisitBlock];
-  // the positions from `from` in direction dir (+1 up, -1 down) within [lo, hi), a block at a time
-  const auto run = [&](int64_t from, int dir, int64_t lo, int64_t hi) MIPP_INLINE_LAMBDA {
-    for (int64_t at = from;;) {
-      const int64_t cap = std::min(kVisitBlock, dir > 0 ? hi - at : at - lo);
-      const T bound = best[k - 1];
-      int64_t len = 0;
-      while (len < cap && std::fabs(ys[at + dir * len - (dir < 0)] - yq) < bound) ++len;
-      if (!len) return;
-      const int64_t j0 = dir > 0 ? at : at - len;
-      if (block_distance(s.rows.data(), s.ld, s.dim, p, j0, len, bound, dist)) {
+  strips_blocks(
+      s, p, open, [&] { return best[k - 1]; },
+      [&](int64_t j0, int64_t len, const T* dist) {
         for (int64_t j = 0; j < len; ++j)
           if (dist[j] < best[k - 1] && j0 + j != p) insert_best(best, k, dist[j]);
-      }
-      if (len < cap) return;
-      at += dir * len;
-    }
-  };
-  strips_walk(s, p, open, [&](int64_t t, int64_t from) MIPP_INLINE_LAMBDA {
-    run(from, 1, s.begin(t), s.end(t));
-    run(from, -1, s.begin(t), s.end(t));
-  });
+      });
 }
 
 }  // namespace mipp
