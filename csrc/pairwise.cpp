@@ -193,56 +193,21 @@ MIPP_INLINE void row_distance_impl(const T* cols, int64_t n, int64_t dim, int64_
   }
 }
 
+// kVisitBlock consecutive candidates from j0 against the sample at p (column-major, column stride ld): their
+// max-norm distances in registers (acc), and each lane's position in the block (lane).
 template <class T>
-MIPP_INLINE bool block_distance_impl(const T* cols, int64_t ld, int64_t dim, int64_t p, int64_t j0, int64_t len, T bound,
-                                     T* dst) {
+struct Block16 {
   using V = typename Vec<T>::V;
   using U = typename Vec<T>::U;
   using I = typename Vec<T>::I;
-  constexpr int kWidth = 32 / sizeof(T);
-  constexpr int kVecs = kVisitBlock / kWidth;
+  using E = typename std::remove_reference<decltype(I{}[0])>::type;
+  static constexpr int kWidth = 32 / sizeof(T);
+  static constexpr int kVecs = kVisitBlock / kWidth;
   V acc[kVecs] = {};
-  for (int64_t c = 0; c < dim; ++c) {
-    const U* x = reinterpret_cast<const U*>(cols + c * ld + j0);
-    const T xq = cols[c * ld + p];
-#pragma GCC unroll 4
-    for (int v = 0; v < kVecs; ++v) {
-      V d = x[v] - xq;
-      d = (V)((I)d & Vec<T>::kAbs);
-      acc[v] = acc[v] < d ? d : acc[v];
-    }
-  }
-  using E = typename std::remove_reference<decltype(I{}[0])>::type;
-  I lane = {};
-  for (int l = 0; l < kWidth; ++l) lane[l] = static_cast<E>(l);
-  const I self = I{} + static_cast<E>(p - j0), end = I{} + static_cast<E>(len);
-  I below = {};
-#pragma GCC unroll 4
-  for (int v = 0; v < kVecs; ++v) {
-    *reinterpret_cast<U*>(dst + v * kWidth) = acc[v];
-    const I at = lane + static_cast<E>(v * kWidth);
-    below |= (I)(acc[v] < bound) & (I)(at < end) & (I)(at != self);
-  }
-  bool any = false;
-  for (int l = 0; l < kWidth; ++l) any |= below[l] != 0;
-  return any;
-}
-
-template <class T, bool Strict>
-MIPP_INLINE int64_t run_count_impl(const T* cols, int64_t ld, int64_t dim, int64_t p, int64_t j0, int64_t len, T r) {
-  using V = typename Vec<T>::V;
-  using U = typename Vec<T>::U;
-  using I = typename Vec<T>::I;
-  using E = typename std::remove_reference<decltype(I{}[0])>::type;
-  constexpr int kWidth = 32 / sizeof(T);
-  constexpr int kVecs = kVisitBlock / kWidth;
-  I lane = {};
-  for (int l = 0; l < kWidth; ++l) lane[l] = static_cast<E>(l);
-  I total = {};  // minus the count per lane (a true comparison is -1)
-  for (int64_t b = 0; b < len; b += kVisitBlock) {
-    V acc[kVecs] = {};
+  I lane[kVecs];
+  MIPP_INLINE Block16(const T* cols, int64_t ld, int64_t dim, int64_t p, int64_t j0) {
     for (int64_t c = 0; c < dim; ++c) {
-      const U* x = reinterpret_cast<const U*>(cols + c * ld + j0 + b);
+      const U* x = reinterpret_cast<const U*>(cols + c * ld + j0);
       const T xq = cols[c * ld + p];
 #pragma GCC unroll 4
       for (int v = 0; v < kVecs; ++v) {
@@ -251,15 +216,45 @@ MIPP_INLINE int64_t run_count_impl(const T* cols, int64_t ld, int64_t dim, int64
         acc[v] = acc[v] < d ? d : acc[v];
       }
     }
-    const I self = I{} + static_cast<E>(p - j0 - b), end = I{} + static_cast<E>(len - b);
+    for (int v = 0; v < kVecs; ++v)
+      for (int l = 0; l < kWidth; ++l) lane[v][l] = static_cast<E>(v * kWidth + l);
+  }
+  // the lanes below len other than `self` (a position in the block), as comparison masks
+  MIPP_INLINE I counted(int v, int64_t len, int64_t self) const {
+    return (I)(lane[v] < static_cast<E>(len)) & (I)(lane[v] != static_cast<E>(self));
+  }
+};
+
+template <class T>
+MIPP_INLINE bool block_distance_impl(const T* cols, int64_t ld, int64_t dim, int64_t p, int64_t j0, int64_t len, T bound,
+                                     T* dst) {
+  using B = Block16<T>;
+  const B blk(cols, ld, dim, p, j0);
+  typename B::I below = {};
 #pragma GCC unroll 4
-    for (int v = 0; v < kVecs; ++v) {
-      const I at = lane + static_cast<E>(v * kWidth);
-      total += (Strict ? (I)(acc[v] < r) : (I)(acc[v] <= r)) & (I)(at < end) & (I)(at != self);
+  for (int v = 0; v < B::kVecs; ++v) {
+    *reinterpret_cast<typename B::U*>(dst + v * B::kWidth) = blk.acc[v];
+    below |= (typename B::I)(blk.acc[v] < bound) & blk.counted(v, len, p - j0);
+  }
+  bool any = false;
+  for (int l = 0; l < B::kWidth; ++l) any |= below[l] != 0;
+  return any;
+}
+
+template <class T, bool Strict>
+MIPP_INLINE int64_t run_count_impl(const T* cols, int64_t ld, int64_t dim, int64_t p, int64_t j0, int64_t len, T r) {
+  using B = Block16<T>;
+  typename B::I total = {};  // minus the count per lane (a true comparison is -1)
+  for (int64_t b = 0; b < len; b += kVisitBlock) {
+    const B blk(cols, ld, dim, p, j0 + b);
+#pragma GCC unroll 4
+    for (int v = 0; v < B::kVecs; ++v) {
+      const typename B::I in = Strict ? (typename B::I)(blk.acc[v] < r) : (typename B::I)(blk.acc[v] <= r);
+      total += in & blk.counted(v, len - b, p - j0 - b);
     }
   }
   int64_t count = 0;
-  for (int l = 0; l < kWidth; ++l) count -= total[l];
+  for (int l = 0; l < B::kWidth; ++l) count -= total[l];
   return count;
 }
 
@@ -419,8 +414,11 @@ __attribute__((target("avx512f,avx512dq"))) void group_rows_avx512(const double*
   }
 }
 
+#endif
+
 }  // namespace
 
+#if MIPP_AVX512
 // Read once: whether this CPU has AVX-512DQ and MIPP_NO_AVX512 is unset or "0" (tests compare the two loops' bits).
 bool avx512_distances() {
   static const bool yes = [] {
@@ -431,8 +429,6 @@ bool avx512_distances() {
   return yes;
 }
 #else
-}  // namespace
-
 bool avx512_distances() { return false; }
 #endif
 
