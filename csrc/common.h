@@ -13,8 +13,8 @@
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define MIPP_CLONES __attribute__((target_clones("avx2", "default")))
 #define MIPP_CLONES_ISA "avx2,default (ifunc)"
-// The brute force's float64 distance loop has a hand-written AVX-512DQ version beside the clones (pairwise.cpp),
-// picked at run time where the CPU has it.
+// The brute force's float64 loops (the distances, the k-NN test, the counts) have AVX-512 versions beside the
+// clones (pairwise.cpp), picked at run time where the CPU has it.
 #define MIPP_AVX512 1
 #else
 #define MIPP_AVX512 0

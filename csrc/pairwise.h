@@ -125,8 +125,8 @@ inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 // out[q * ld + j] = max_c |x[j, c] - qv[c * kRows + q]| for q < kRows, j in [j0, j1) (multiples of kLane);
 // packed: one problem's group in blocks (see above), qv: the query rows' values, column by column.
 void group_rows(const double* packed, int64_t dim, const double* qv, int64_t j0, int64_t j1, double* out, int64_t ld);
-// Whether the float64 group_rows runs its AVX-512DQ loop: built for x86-64 with GCC, the CPU has AVX-512F and DQ,
-// and the environment variable MIPP_NO_AVX512 is unset or "0" (read once).
+// Whether the float64 group_rows, knn_rows and count_rows run their AVX-512 versions: built for x86-64 with GCC, the
+// CPU has AVX-512F and DQ, and the environment variable MIPP_NO_AVX512 is unset or "0" (read once).
 bool avx512_distances();
 void group_rows(const float* packed, int64_t dim, const float* qv, int64_t j0, int64_t j1, float* out, int64_t ld);
 

@@ -312,10 +312,11 @@ torch.save((_C.build_info()["avx512_distances"], out), sys.argv[2])
 @needs_ext
 @pytest.mark.parametrize("kind", ["rounded", "duplicates", "offset", "heavy", "zeros"])
 def test_the_avx512_and_avx2_distance_loops_give_the_same_bits(kind, tmp_path):
-    """The brute force's float64 group distances run a hand-written AVX-512DQ loop where the CPU has one
-    (vrangepd: max(acc, |d|) in one selection) and the AVX2 / baseline clones elsewhere; MIPP_NO_AVX512=1
-    turns the former off. A child process with it off gives the same eps and counts, bit for bit, on ties,
-    duplicates, rounding differences, heavy tails and +0 / -0 (on a CPU without AVX-512 both run the clones)."""
+    """The brute force's float64 loops run AVX-512 versions where the CPU has them (the group distances by
+    vrangepd: max(acc, |d|) in one selection; the k-NN test and the counts on 8 doubles at a time) and the AVX2 /
+    baseline clones elsewhere; MIPP_NO_AVX512=1 turns the former off. A child process with it off gives the same
+    eps and counts, bit for bit, on ties, duplicates, rounding differences, heavy tails and +0 / -0 (on a CPU
+    without AVX-512 both run the clones)."""
     groups = _groups(kind, (11, 6), (2, 1), 203, torch.float64, seed=13)
     torch.save(groups, tmp_path / "groups.pt")
     env = {**os.environ, "MIPP_NO_AVX512": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
