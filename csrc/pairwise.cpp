@@ -13,23 +13,19 @@ namespace mipp {
 
 namespace {
 
-// 32-byte vectors (one AVX2 register; two SSE registers in the baseline clone) and the bits of |x|.
+// B-byte vectors of T, the same-width integer lanes a comparison gives, and the bits of |x|. Vec: 32 bytes (one AVX2
+// register; two SSE registers in the baseline clone), the clones' width; the AVX-512 versions of the k-NN test and
+// the counts over the rows take 64.
+template <class T, int B>
+struct Wide {
+  using E = std::conditional_t<sizeof(T) == 8, int64_t, int32_t>;
+  typedef T V __attribute__((vector_size(B)));
+  typedef T U __attribute__((vector_size(B), aligned(sizeof(T)), may_alias));  // an unaligned load / store
+  typedef E I __attribute__((vector_size(B)));
+  static constexpr E kAbs = std::numeric_limits<E>::max();  // every bit but the sign
+};
 template <class T>
-struct Vec;
-template <>
-struct Vec<double> {
-  typedef double V __attribute__((vector_size(32)));
-  typedef double U __attribute__((vector_size(32), aligned(8), may_alias));  // an unaligned load / store
-  typedef int64_t I __attribute__((vector_size(32)));
-  static constexpr int64_t kAbs = 0x7fffffffffffffffLL;
-};
-template <>
-struct Vec<float> {
-  typedef float V __attribute__((vector_size(32)));
-  typedef float U __attribute__((vector_size(32), aligned(4), may_alias));
-  typedef int32_t I __attribute__((vector_size(32)));
-  static constexpr int32_t kAbs = 0x7fffffff;
-};
+using Vec = Wide<T, 32>;
 
 // Register blocking: 4 query rows x kLane candidates of accumulators (8 AVX2 registers for double) across
 // all columns, then one store per pair. fabs is an and-not of the sign bit, max a vmaxpd (`acc < d ? d :
@@ -70,27 +66,7 @@ MIPP_INLINE void group_rows_impl(const T* packed, int64_t dim, const T* qv, int6
   }
 }
 
-template <class T>
-MIPP_INLINE void insert_sorted(T* best, int k, T d) {
-  int p = k - 1;
-  while (p > 0 && best[p - 1] > d) {
-    best[p] = best[p - 1];
-    --p;
-  }
-  best[p] = d;
-}
-
 // The joint distance of candidates [j, j + width) of query row q: the max over the ng groups, as a vector.
-// B-byte vectors of T (the k-NN selection's and the counts' loops over the rows: 32 bytes in the clones, 64 in the
-// AVX-512 versions).
-template <class T, int B>
-struct Wide {
-  using E = std::conditional_t<sizeof(T) == 8, int64_t, int32_t>;
-  typedef T V __attribute__((vector_size(B)));
-  typedef T U __attribute__((vector_size(B), aligned(sizeof(T)), may_alias));
-  typedef E I __attribute__((vector_size(B)));
-};
-
 template <class T, int B = 32>
 MIPP_INLINE typename Wide<T, B>::V joint_vec(const T* const* rows, int64_t ng, int64_t ld, int q, int64_t j) {
   using V = typename Wide<T, B>::V;
@@ -133,7 +109,7 @@ MIPP_INLINE void knn_rows_impl(const T* const* rows, int64_t ng, int64_t ld, int
       for (int64_t j = c0; j < c1; ++j) {
         const T d = joint_at(rows, ng, ld, q, j);
         if (d < worst && j != self) {
-          insert_sorted(bq, k, d);
+          insert_best(bq, k, d);
           worst = bq[k - 1];
         }
       }
@@ -210,7 +186,7 @@ struct Block16 {
   using V = typename Vec<T>::V;
   using U = typename Vec<T>::U;
   using I = typename Vec<T>::I;
-  using E = typename std::remove_reference<decltype(I{}[0])>::type;
+  using E = typename Vec<T>::E;
   static constexpr int kWidth = 32 / sizeof(T);
   static constexpr int kVecs = kVisitBlock / kWidth;
   V acc[kVecs] = {};

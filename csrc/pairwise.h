@@ -82,6 +82,18 @@ MIPP_INLINE bool inside(T d, T r, bool strict) {
   return strict ? d < r : d <= r;
 }
 
+// d into the ascending k best, the largest dropped (d is below it): the k-NN selections of the brute force's rows
+// and of the strips.
+template <class T>
+MIPP_INLINE void insert_best(T* best, int k, T d) {
+  int t = k - 1;
+  while (t > 0 && best[t - 1] > d) {
+    best[t] = best[t - 1];
+    --t;
+  }
+  best[t] = d;
+}
+
 // Joint dimensions up to this take the sorted sweep / strips, higher ones the brute force (the old ops;
 // ksg_counts chooses by its own cost model, see there).
 constexpr int64_t kSweepMaxDim = 8;

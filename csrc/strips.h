@@ -42,7 +42,7 @@ struct Strips {
 
 // Strips over the joint columns src (N samples each, at least 2) keyed by columns kx and ky, whose sorted
 // orders (sorted_order) are by_x and by_y; the rows column-major, so that a run of consecutive candidates is
-// compared with a query vectorised (row_distance: the k-NN's blocks of visits, the counts' runs).
+// compared with a query vectorised (block_distance: the k-NN's blocks of visits; run_count: the counts' runs).
 template <class T>
 Strips<T> build_strips(const std::vector<const T*>& src, int64_t n, int64_t k, int64_t kx_col, int64_t ky_col,
                        const std::vector<int64_t>& by_x, const std::vector<int64_t>& by_y) {
@@ -184,17 +184,6 @@ MIPP_INLINE void strips_blocks(const Strips<T>& s, int64_t p, Open open, Below b
     run(from, 1, s.begin(t), s.end(t));
     run(from, -1, s.begin(t), s.end(t));
   });
-}
-
-// d into the ascending k best, the largest dropped (d is below it).
-template <class T>
-MIPP_INLINE void insert_best(T* best, int k, T d) {
-  int t = k - 1;
-  while (t > 0 && best[t - 1] > d) {
-    best[t] = best[t - 1];
-    --t;
-  }
-  best[t] = d;
 }
 
 // The k smallest joint distances (ascending in best[0..k), which the caller fills with +inf) from the sample
