@@ -61,7 +61,7 @@ MIPP_INLINE void group_rows_impl(const T* packed, int64_t dim, const T* qv, int6
       for (int q = 0; q < kBlockRows; ++q)
 #pragma GCC unroll 2
         for (int v = 0; v < kVecs; ++v)
-          *reinterpret_cast<U*>(out + (q0 + q) * ld + jb * kLane + v * kWidth) = acc[q][v];
+          *reinterpret_cast<U*>(out + (q0 + q) * ld + jb * kLane - j0 + v * kWidth) = acc[q][v];
     }
   }
 }
@@ -404,7 +404,7 @@ __attribute__((target("avx512f,avx512dq"))) void group_rows_avx512(const double*
       for (int q = 0; q < kRows; ++q)
         acc[q] = _mm512_range_pd(acc[q], _mm512_sub_pd(x, _mm512_set1_pd(qv[c * kRows + q])), 0b1011);
     }
-    for (int q = 0; q < kRows; ++q) _mm512_storeu_pd(out + q * ld + jb * kLane, acc[q]);
+    for (int q = 0; q < kRows; ++q) _mm512_storeu_pd(out + q * ld + jb * kLane - j0, acc[q]);
   }
 }
 

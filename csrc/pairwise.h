@@ -120,8 +120,10 @@ Path choose_path(Path requested, int64_t joint_dim, int64_t sweep_max_dim, bool 
 // is kRows query rows (of one problem, or of every problem of the batch when some group is shared); for
 // each group it computes the group distance of those rows to the candidates with the columns innermost:
 // per block, 4 query rows x 8 candidates of accumulators stay in registers across all d columns (sub,
-// and-not, max per pair-column, nothing stored per column), and only the group distance is written, into a
-// row of N per query row and group. A consumer reads the rows in passes over chunks of kSpan candidates
+// and-not, max per pair-column, nothing stored per column), and only the group distance is written: for a
+// consumer of one pass into the chunk's rows (kRows x kSpan per group, in L1), else into a row of N per query
+// row and group (the k-NN alone at 8+8 ran 1.36-1.41x faster on chunk rows than on rows of N, whose written
+// lines go to L2 and back). A consumer reads the rows in passes over chunks of kSpan candidates
 // (small enough for L1, for every problem of the item in turn): the k-NN selection in the first, then, for
 // ksg_counts, the KSG-2 radii and the counts under the radius the first pass found. Rows computed once stay
 // for the later passes (a problem's own groups when the item has one problem, a group shared by the batch
@@ -134,7 +136,7 @@ constexpr int64_t kSpan = 128;    // candidates per consumer chunk (a multiple o
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// out[q * ld + j] = max_c |x[j, c] - qv[c * kRows + q]| for q < kRows, j in [j0, j1) (multiples of kLane);
+// out[q * ld + j - j0] = max_c |x[j, c] - qv[c * kRows + q]| for q < kRows, j in [j0, j1) (multiples of kLane);
 // packed: one problem's group in blocks (see above), qv: the query rows' values, column by column.
 void group_rows(const double* packed, int64_t dim, const double* qv, int64_t j0, int64_t j1, double* out, int64_t ld);
 // Whether the float64 group_rows, knn_rows and count_rows run their AVX-512 versions: built for x86-64 with GCC, the
@@ -190,7 +192,9 @@ void brute_force(const Problems<T>& ps, int threads, const Consumer& proto) {
     c.reserve(slots);
     // uninitialised: every row is written before it is read (glibc serves the repeated size from its heap
     // after the first free, so items do not fault fresh pages in)
-    const std::unique_ptr<T[]> buf(new T[static_cast<size_t>(ng * kRows * n8)]);
+    // one pass: a chunk's rows (L1); several: rows of all n8 candidates, kept for the later passes
+    const int64_t ld = c.passes() == 1 ? kSpan : n8;
+    const std::unique_ptr<T[]> buf(new T[static_cast<size_t>(ng * kRows * ld)]);
     std::vector<T> qv;  // the query rows' values of every (slot, group): slots x ng x (dim x kRows)
     std::vector<int64_t> qv_at(slots * ng);
     for (int64_t s = 0; s < slots; ++s)
@@ -210,17 +214,17 @@ void brute_force(const Problems<T>& ps, int threads, const Consumer& proto) {
           const int64_t b = b_first + s;
           for (int64_t g = 0; g < ng; ++g) {
             const auto& grp = ps.groups[g];
-            T* out = buf.get() + g * kRows * n8;
-            chunk[g] = out + j0;
+            T* out = buf.get() + g * kRows * ld + (ld == kSpan ? 0 : j0);
+            chunk[g] = out;
             // computed in pass 0 and kept, except a problem's own groups in a shared item (one chunk at a time)
             const bool kept = grp.batch == 1 || slots == 1;
             const bool compute = kept ? pass == 0 && (s == 0 || grp.batch != 1) : c.needs(pass, g);
             if (!compute) continue;
             const int64_t b_g = grp.batch == 1 ? 0 : b;
             const int64_t at = qv_at[(grp.batch == 1 ? 0 : s) * ng + g];
-            group_rows(packed[g][b_g].data(), grp.dim, qv.data() + at, j0, j1, out, n8);
+            group_rows(packed[g][b_g].data(), grp.dim, qv.data() + at, j0, j1, out, ld);
           }
-          c.chunk(pass, s, b, i0, qn, j0, std::min(n, j1) - j0, chunk.data(), n8);
+          c.chunk(pass, s, b, i0, qn, j0, std::min(n, j1) - j0, chunk.data(), ld);
         }
       }
       for (int64_t s = 0; s < slots; ++s) c.end(pass, s, b_first + s, i0, qn);

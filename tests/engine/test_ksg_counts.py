@@ -159,6 +159,29 @@ def test_wide_marginals_count_across_many_strips(dtype, kind, algorithm):
 
 
 @needs_ext
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("algorithm", [1, 2])
+def test_constant_and_tied_groups_in_wide_marginals(dtype, algorithm):
+    """The brute force's counts of marginals of several columns (from its rows) where whole chunks of candidates
+    lie at distance 0 or at the k-th distance: a constant group (a dead unit) and groups of few values, in MI
+    and CMI marginals, with a group of the batch shared, at k = 3 and k = 40 (eps 0 in the tied group)."""
+    n = 1000
+    gen = torch.Generator().manual_seed(17)
+    const = torch.full((1, n, 2), 0.25, dtype=torch.float64)
+    tied = torch.randint(0, 3, (1, n, 2), generator=gen).double()
+    cont = torch.randn(3, n, 3, generator=gen, dtype=torch.float64)
+    for groups, masks in (([const, tied], MI), ([tied, cont], MI), ([const, cont, tied], CMI)):
+        groups = [g.to(dtype) for g in groups]
+        for k in (3, 40):
+            want = reference.ksg_counts(groups, k, masks, algorithm)
+            got = _run(groups, k, masks, algorithm, "brute")
+            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), (k, masks)
+    # the data holds what it is meant to test: marginals whose every distance is 0, and k-th distances tied
+    assert (reference.knn_distance([const], 1) == 0).all()
+    assert (reference.knn_distance([tied], 40) == 0).all()
+
+
+@needs_ext
 @pytest.mark.parametrize("algorithm", [1, 2])
 def test_duplicates_give_zero_eps_and_count_the_copies(algorithm):
     """Samples 0..2 are one point: its k = 1 and 2 distances are 0; algorithm 1 counts < 0 (nothing), algorithm 2
