@@ -54,9 +54,9 @@ def test_gaussian_score_and_downdates_equal_brute_force_least_squares():
         A = torch.cat([X[:, kept], torch.ones(len(X), 1, dtype=X.dtype)], 1)
         refit = torch.linalg.lstsq(A, Z).solution[:-1].T
         torch.testing.assert_close(st.W[:, st.live], refit, rtol=1e-8, atol=1e-8)
-        assert float(st.W[:, ~st.live].abs().max()) < 1e-10 and float(st.P[~st.live].abs().max()) < 1e-10
+        assert float(st.W[:, ~st.live].abs().max()) < 1e-10 and float(st.precision[~st.live].abs().max()) < 1e-10
         st_fresh = LSState(dense_block(X, W), torch.tensor([c not in kept for c in range(12)]), ridge=0.0)
-        torch.testing.assert_close(st.P[st.live][:, st.live], st_fresh.P, rtol=1e-8, atol=1e-8)
+        torch.testing.assert_close(st.precision[st.live][:, st.live], st_fresh.precision, rtol=1e-8, atol=1e-8)
 
 
 def test_group_score_is_the_logdet_of_the_removed_block():
@@ -85,8 +85,9 @@ def test_group_score_is_the_logdet_of_the_removed_block():
 
 
 def test_group_scores_stay_exact_through_removals_and_compactions():
-    """Multi-column nodes' scores read each node's W^T W block, downdated with W at every removal: through 36
-    removals (a compaction after 32) they equal those of a state built afresh on the kept nodes. Nodes own
+    """Multi-column nodes' scores read each node's W^T W block and P block, downdated at every removal (P's own
+    downdates deferred to the compaction): through 36 removals (a compaction after 32) they and the precision
+    equal those of a state built afresh on the kept nodes. Nodes own
     interleaved columns, and one has a constant column (dropped: a node of two columns beside nodes of three)."""
     g = torch.Generator().manual_seed(2)
     n_nodes = 40
@@ -114,6 +115,8 @@ def test_group_scores_stay_exact_through_removals_and_compactions():
             torch.testing.assert_close(
                 gaussian_scores([st], kept), gaussian_scores([fresh], kept), rtol=1e-8, atol=1e-10
             )
+            # the precision with its deferred downdates (applied at the compaction) is the fresh one
+            torch.testing.assert_close(st.precision[st.live][:, st.live], fresh.precision, rtol=1e-8, atol=1e-10)
 
 
 def test_ksg_statistic_matches_the_gaussian_channel():

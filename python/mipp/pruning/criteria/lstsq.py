@@ -108,9 +108,16 @@ class Block:
 
 class LSState:
     """One block's least-squares state. P (precision), W (re-fitted weights) and X (centred rows) keep the
-    columns present at the last rebuild; a removal updates them in place, and the update itself zeroes the
-    removed columns' rows and columns of P and columns of W (P_gg - P_gg P_gg^-1 P_gg = 0), so nothing is
-    reallocated until the next rebuild."""
+    columns present at the last rebuild or compaction; a removal updates W in place, and the update itself
+    zeroes the removed columns of W (and, in P, P_gg - P_gg P_gg^-1 P_gg = 0), so nothing is reallocated
+    until the next compaction.
+
+    P's downdates are deferred: the precision is P - A B with the removals' factors (A_t = P_g,:^T P_gg^-1,
+    B_t = P_g,:) stacked as columns of A and rows of B, applied by one product at the next compaction (every
+    COMPACT removals). What a step reads of P is current all the same: the removed node's rows
+    (:meth:`prec_rows`, P_g,: - A_g B), and every node's diagonal block, kept current by the removals as the
+    Gram blocks of W are. One rank-|g| update of P per removal streamed all of P through memory (F^2 entries
+    read and written for 2 |g| F^2 flops); COMPACT of them as one product run at the arithmetic's speed."""
 
     def __init__(self, block: Block, drop: torch.Tensor, ridge: float, rows: bool = True):
         # rows: keep the centred sample rows and their leverages (what a test on the residuals needs)
@@ -147,19 +154,54 @@ class LSState:
             self.X = self.centred_all[:, S]
             self.h = 1.0 / b.n_rows + ((self.X @ self.P) * self.X).sum(1) / b.n_rows
         self.wn = (self.W * self.W).sum(0)  # squared column norms of W, kept current by the removals
+        self._clear_pending()
+        self.pdiag = self.P.diagonal().clone()  # P's diagonal, current (the scores of one-column nodes)
         if self.node_cols.shape[1] > 1:
             # W_h^T W_h of every node h over its columns (slots of node_cols; absent ones 0), kept current by the
             # removals as wn is: the scores of multi-column nodes read them instead of gathering W's q x |h|
-            # columns of every node at every step (a 512-channel conv layer's scores: 2.4M entries a step)
+            # columns of every node at every step (a 512-channel conv layer's scores: 2.4M entries a step);
+            # likewise P's diagonal block of every node
             Wn = self._node_view(self.W)
             self.gram = torch.einsum("qnw,qnv->nwv", Wn, Wn)
+            pos = self.where[self.node_cols]
+            inside = (pos >= 0)[:, :, None] & (pos >= 0)[:, None, :]
+            self.pblock = self.P[pos.clamp_min(0)[:, :, None], pos.clamp_min(0)[:, None, :]] * inside
         self.removed_since = 0
         self.rebuilt_size = len(S)
+
+    def _clear_pending(self):
+        width = self.node_cols.shape[1]
+        F = len(self.present)
+        self.A = torch.empty(F, COMPACT * width, dtype=self.P.dtype)  # the deferred factors, r columns / rows used
+        self.B = torch.empty(COMPACT * width, F, dtype=self.P.dtype)
+        self.r = 0
+
+    @property
+    def precision(self) -> torch.Tensor:
+        """The current precision matrix of the columns present at the last compaction (F, F): P minus the
+        deferred downdates (the removed columns' rows and columns 0 to rounding)."""
+        r = self.r
+        return self.P - self.A[:, :r] @ self.B[:r] if r else self.P
+
+    def prec_rows(self, g: torch.Tensor) -> torch.Tensor:
+        """The current precision matrix's rows g (|g|, F): P_g,: minus the deferred downdates."""
+        r = self.r
+        return self.P[g] - self.A[g, :r] @ self.B[:r] if r else self.P[g]
+
+    def prec_block(self, g: torch.Tensor) -> torch.Tensor:
+        """The current precision matrix's block (g, g)."""
+        r = self.r
+        Pgg = self.P[g][:, g]
+        return Pgg - self.A[g, :r] @ self.B[:r, g] if r else Pgg
 
     def _compact(self):
         live = self.live
         self.present = self.present[live]
-        self.P, self.W, self.wn = self.P[live][:, live], self.W[:, live], self.wn[live]
+        P = self.P[live][:, live]
+        if self.r:  # the deferred downdates, on the live part only
+            P.addmm_(self.A[live, : self.r], self.B[: self.r, live], alpha=-1.0)
+        self.P, self.W, self.wn, self.pdiag = P, self.W[:, live], self.wn[live], self.pdiag[live]
+        self._clear_pending()
         if self.rows:
             self.X = self.X[:, live]
         self.live = torch.ones(len(self.present), dtype=torch.bool)
@@ -192,29 +234,36 @@ class LSState:
 
     def residual(self, g: torch.Tensor):
         """In-sample residuals (N, |g|) of the columns g on the other present columns, and P_gg."""
-        Pgg = self.P[g][:, g]
-        return self.X @ self.P[:, g] @ torch.linalg.inv(Pgg), Pgg
+        Pg = self.prec_rows(g)
+        Pgg = Pg[:, g]
+        return self.X @ Pg.T @ torch.linalg.inv(Pgg), Pgg
 
     def remove(self, g: torch.Tensor, e: torch.Tensor | None = None, Pgg: torch.Tensor | None = None):
         """Remove the columns g (their residuals e and P_gg from :meth:`residual` when the rows are kept)."""
+        Pg = self.prec_rows(g)  # (|g|, F) rows of the removed columns
         if Pgg is None:
-            Pgg = self.P[g][:, g]
+            Pgg = Pg[:, g]
         singular = not self.determined
         inv = Pgg.reciprocal() if len(g) == 1 else torch.linalg.inv(Pgg)
         if self.rows:
             assert e is not None
             self.h -= ((e @ Pgg) * e).sum(1) / self.block.n_rows
-        Pg = self.P[g]  # (|g|, F) rows of the removed columns
         M = self.W[:, g] @ inv
         # ||W_j - M Pg_j||^2 from one product M^T W (a norm recomputed over W costs 20x more per step)
         T, MM = M.T @ self.W, M.T @ M
         self.wn -= 2 * (T * Pg).sum(0) - ((MM @ Pg) * Pg).sum(0)
+        At = Pg.T @ inv  # P's downdate A_t B_t, deferred
+        self.pdiag -= (At * Pg.T).sum(1)
         if self.node_cols.shape[1] > 1:  # the nodes' blocks of (W - M Pg)^T (W - M Pg), likewise
             Tn, Pn = self._node_view(T), self._node_view(Pg)
             cross = torch.einsum("gnw,gnv->nwv", Tn, Pn)
             self.gram -= cross + cross.transpose(1, 2) - torch.einsum("gnw,gh,hnv->nwv", Pn, MM, Pn)
+            self.pblock -= torch.einsum("gnw,gh,hnv->nwv", Pn, inv.reshape(len(g), len(g)), Pn)
         self.W.addmm_(M, Pg, alpha=-1.0)
-        self.P.addmm_(Pg.T @ inv, Pg, alpha=-1.0)
+        r = self.r
+        self.A[:, r : r + len(g)] = At
+        self.B[r : r + len(g)] = Pg
+        self.r = r + len(g)
         self.live[g] = False
         self.where[self.present[g]] = -1
         self.removed_since += 1
@@ -282,13 +331,13 @@ def _scores(states: list[LSState], nodes: list[int], inflate: float) -> torch.Te
             g = rows[present].view(len(sel), size)  # (n, size), in order
             if size == 1:  # a neuron: no matrices
                 c = g[:, 0]
-                snr = st.wn[c] * inflate / (st.P[c, c] * st.sigma2)
+                snr = st.wn[c] * inflate / (st.pdiag[c] * st.sigma2)
                 total[sel] += 0.5 * torch.log1p(snr)
                 continue
-            Pgg = st.P[g[:, :, None], g[:, None, :]]  # (n, size, size)
-            V = torch.linalg.inv(Pgg) * inflate
             slots = torch.nonzero(present)[:, 1].view(len(sel), size)  # the same columns' slots, in order
-            A = st.gram[ids[sel][:, None, None], slots[:, :, None], slots[:, None, :]] / st.sigma2
+            at = (ids[sel][:, None, None], slots[:, :, None], slots[:, None, :])
+            V = torch.linalg.inv(st.pblock[at]) * inflate  # P's (size, size) blocks
+            A = st.gram[at] / st.sigma2
             eye = torch.eye(size, dtype=A.dtype)
             total[sel] += 0.5 * torch.linalg.slogdet(eye + V @ A).logabsdet
     return total
@@ -315,7 +364,7 @@ def _affine(states: list[LSState], i: int, ridge: float) -> tuple[bool, float]:
         g = st.cols(i)
         if not len(g):
             continue
-        var_res += float(torch.linalg.inv(st.P[g][:, g]).diagonal().sum())
+        var_res += float(torch.linalg.inv(st.prec_block(g)).diagonal().sum())
         var_all += float(st.block.cov[st.present[g]][:, st.present[g]].diagonal().sum())
     return var_res <= (AFFINE_TOL**2 + 100 * ridge) * var_all, var_all
 
