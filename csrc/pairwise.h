@@ -122,8 +122,8 @@ Path choose_path(Path requested, int64_t joint_dim, int64_t sweep_max_dim, bool 
 // per block, 4 query rows x 8 candidates of accumulators stay in registers across all d columns (sub,
 // and-not, max per pair-column, nothing stored per column), and only the group distance is written: for a
 // consumer of one pass into the chunk's rows (kRows x kSpan per group, in L1), else into a row of N per query
-// row and group (the k-NN alone at 8+8 ran 1.36-1.41x faster on chunk rows than on rows of N, whose written
-// lines go to L2 and back). A consumer reads the rows in passes over chunks of kSpan candidates
+// row and group (the one-pass ops at 8+8 ran 1.20-1.26x faster on one thread on chunk rows than on rows of N,
+// whose written lines go to L2 and back). A consumer reads the rows in passes over chunks of kSpan candidates
 // (small enough for L1, for every problem of the item in turn): the k-NN selection in the first, then, for
 // ksg_counts, the KSG-2 radii and the counts under the radius the first pass found. Rows computed once stay
 // for the later passes (a problem's own groups when the item has one problem, a group shared by the batch

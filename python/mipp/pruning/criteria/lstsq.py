@@ -258,7 +258,7 @@ class LSState:
             Tn, Pn = self._node_view(T), self._node_view(Pg)
             cross = torch.einsum("gnw,gnv->nwv", Tn, Pn)
             self.gram -= cross + cross.transpose(1, 2) - torch.einsum("gnw,gh,hnv->nwv", Pn, MM, Pn)
-            self.pblock -= torch.einsum("gnw,gh,hnv->nwv", Pn, inv.reshape(len(g), len(g)), Pn)
+            self.pblock -= torch.einsum("gnw,gh,hnv->nwv", Pn, inv, Pn)
         self.W.addmm_(M, Pg, alpha=-1.0)
         r = self.r
         self.A[:, r : r + len(g)] = At
