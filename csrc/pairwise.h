@@ -184,6 +184,9 @@ void brute_force(const Problems<T>& ps, int threads, const Consumer& proto) {
     const auto [g, b] = jobs[t];
     packed[g][b] = pack(ps.groups[g].problem(b, n), n, ps.groups[g].dim);
   });
+  // one pass: a chunk's rows (L1); several: rows of all n8 candidates, kept for the later passes
+  const bool one_pass = proto.passes() == 1;
+  const int64_t ld = one_pass ? kSpan : n8;
   parallel_for(items, threads, [&](int64_t item) {
     const int64_t i0 = ps.row0 + (item % row_blocks) * kRows;
     const int qn = static_cast<int>(std::min<int64_t>(kRows, ps.row1 - i0));
@@ -192,8 +195,6 @@ void brute_force(const Problems<T>& ps, int threads, const Consumer& proto) {
     c.reserve(slots);
     // uninitialised: every row is written before it is read (glibc serves the repeated size from its heap
     // after the first free, so items do not fault fresh pages in)
-    // one pass: a chunk's rows (L1); several: rows of all n8 candidates, kept for the later passes
-    const int64_t ld = c.passes() == 1 ? kSpan : n8;
     const std::unique_ptr<T[]> buf(new T[static_cast<size_t>(ng * kRows * ld)]);
     std::vector<T> qv;  // the query rows' values of every (slot, group): slots x ng x (dim x kRows)
     std::vector<int64_t> qv_at(slots * ng);
@@ -214,7 +215,7 @@ void brute_force(const Problems<T>& ps, int threads, const Consumer& proto) {
           const int64_t b = b_first + s;
           for (int64_t g = 0; g < ng; ++g) {
             const auto& grp = ps.groups[g];
-            T* out = buf.get() + g * kRows * ld + (ld == kSpan ? 0 : j0);
+            T* out = buf.get() + g * kRows * ld + (one_pass ? 0 : j0);
             chunk[g] = out;
             // computed in pass 0 and kept, except a problem's own groups in a shared item (one chunk at a time)
             const bool kept = grp.batch == 1 || slots == 1;

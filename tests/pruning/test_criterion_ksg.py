@@ -47,8 +47,8 @@ def test_gaussian_score_and_downdates_equal_brute_force_least_squares():
             rest = [c for c in kept if c != i]
             brute = lstsq_error(X, Z, rest) - lstsq_error(X, Z, kept)
             assert math.expm1(2 * float(scores[j])) == pytest.approx(brute, rel=1e-8, abs=1e-9)
-        e, Pgg = st.residual(st.cols(victim))
-        st.remove(st.cols(victim), e, Pgg)
+        e, Pg = st.residual(st.cols(victim))
+        st.remove(st.cols(victim), e, Pg)
         kept.remove(victim)
         # the downdated weights are the least-squares re-fit on the kept nodes
         A = torch.cat([X[:, kept], torch.ones(len(X), 1, dtype=X.dtype)], 1)
@@ -103,8 +103,8 @@ def test_group_scores_stay_exact_through_removals_and_compactions():
     kept = list(range(n_nodes))
     for step in range(36):
         victim = kept[(7 * step) % len(kept)]
-        e, Pgg = st.residual(st.cols(victim))
-        st.remove(st.cols(victim), e, Pgg)
+        e, Pg = st.residual(st.cols(victim))
+        st.remove(st.cols(victim), e, Pg)
         kept.remove(victim)
         if step in (0, 30, 31, 32, 35):
             gone = torch.ones(120, dtype=torch.bool)

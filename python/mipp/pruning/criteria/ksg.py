@@ -122,9 +122,9 @@ class KSGCriterion(Criterion):
 
         def test(i, views, affine):
             residuals, weights = [], []
-            for st, g, e, Pgg in views:
+            for st, g, e, Pg in views:
                 # leave-one-out residuals: the leverage of the regression on the other present columns
-                h = st.h - ((e @ Pgg) * e).sum(1) / st.block.n_rows
+                h = st.h - ((e @ Pg[:, g]) * e).sum(1) / st.block.n_rows
                 residuals.append(e / (1.0 - h).clamp_min(1e-6)[:, None])
                 weights.append(st.W[:, g] / math.sqrt(st.sigma2))
             rule, estimate, upper = self._statistic(states, i, residuals, weights, affine, generator)

@@ -233,16 +233,17 @@ class LSState:
         return pos, (pos >= 0).sum(1)
 
     def residual(self, g: torch.Tensor):
-        """In-sample residuals (N, |g|) of the columns g on the other present columns, and P_gg."""
+        """In-sample residuals (N, |g|) of the columns g on the other present columns, and the precision's rows g
+        (|g|, F; :meth:`prec_rows`, which :meth:`remove` takes back rather than computing them again)."""
         Pg = self.prec_rows(g)
-        Pgg = Pg[:, g]
-        return self.X @ Pg.T @ torch.linalg.inv(Pgg), Pgg
+        return self.X @ Pg.T @ torch.linalg.inv(Pg[:, g]), Pg
 
-    def remove(self, g: torch.Tensor, e: torch.Tensor | None = None, Pgg: torch.Tensor | None = None):
-        """Remove the columns g (their residuals e and P_gg from :meth:`residual` when the rows are kept)."""
-        Pg = self.prec_rows(g)  # (|g|, F) rows of the removed columns
-        if Pgg is None:
-            Pgg = Pg[:, g]
+    def remove(self, g: torch.Tensor, e: torch.Tensor | None = None, Pg: torch.Tensor | None = None):
+        """Remove the columns g (their residuals e and the precision's rows g from :meth:`residual` when the rows
+        are kept)."""
+        if Pg is None:
+            Pg = self.prec_rows(g)  # (|g|, F) rows of the removed columns
+        Pgg = Pg[:, g]
         singular = not self.determined
         inv = Pgg.reciprocal() if len(g) == 1 else torch.linalg.inv(Pgg)
         if self.rows:
@@ -397,8 +398,8 @@ def traverse(
     ``test``. Nodes whose every column is constant or read by no consumer are removed untested (rule
     "constant"); then, while more than ``min_keep`` nodes remain, the screen's next node i (:func:`next_node`)
     is decided by ``test(i, views, affine)`` -> (rule, removed, estimate, statistic), with ``views`` the
-    (state, columns g, in-sample residuals e, P_gg) of every consumer that reads it (e and P_gg None where
-    the states keep no rows); a removal downdates the states. Appends one NodeRecord per node to
+    (state, columns g, in-sample residuals e, the precision's rows g) of every consumer that reads it (e and
+    the rows None where the states keep no rows); a removal downdates the states. Appends one NodeRecord per node to
     ``records`` and advances ``bar`` per node. Returns (kept nodes, seconds {"screen", "tests"})."""
     from mipp.pruning.selection import NodeRecord
 
@@ -432,8 +433,8 @@ def traverse(
         t_tests += time.perf_counter() - t1
         if remove:
             alive.discard(i)
-            for st, g, e, Pgg in views:
-                st.remove(g, e, Pgg)
+            for st, g, e, Pg in views:
+                st.remove(g, e, Pg)
         records.append(NodeRecord(i, len(records), rule, remove, score, estimate, statistic))
         if bar is not None:
             bar.update()
