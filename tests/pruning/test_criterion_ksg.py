@@ -119,6 +119,39 @@ def test_group_scores_stay_exact_through_removals_and_compactions():
             torch.testing.assert_close(st.precision[st.live][:, st.live], fresh.precision, rtol=1e-8, atol=1e-10)
 
 
+def test_shared_precision_is_reused_and_never_modified():
+    """States built on one capture share the precision of a consumer's first build (a budget's ranking walk and
+    its final walk): a second state with the same columns starts from the very same matrix, a state with other
+    columns computes (and does not store) its own, and removals, compactions and rebuilds of the first state leave
+    the shared matrix equal to a fresh inverse, so the second state's scores equal an unshared state's."""
+    g = torch.Generator().manual_seed(4)
+    X = torch.randn(400, 30, generator=g, dtype=torch.float64) @ torch.randn(30, 30, generator=g, dtype=torch.float64)
+    W = torch.randn(5, 30, generator=g, dtype=torch.float64)
+    block = dense_block(X, W)
+    block.precisions = {}
+    none = torch.zeros(30, dtype=torch.bool)
+    first = LSState(block, none, ridge=1e-9)
+    shared = first.P
+    assert len(block.precisions) == 1
+    other = LSState(block, torch.arange(30) < 3, ridge=1e-9)  # other columns: its own, not stored
+    assert other.P.shape == (27, 27) and len(block.precisions) == 1
+    fresh_P = spd_inverse(block.cov + 1e-9 * float(block.cov.diagonal().mean()) * torch.eye(30, dtype=torch.float64))
+    for i in range(20):  # compactions every 32 would not come: force both with rebuilds and a compaction
+        e, Pg = first.residual(first.cols(i))
+        first.remove(first.cols(i), e, Pg)
+        if i == 9:
+            first._compact()
+    first._rebuild()
+    assert torch.equal(shared, fresh_P)
+    second = LSState(block, none, ridge=1e-9)
+    unshared = LSState(block, none, ridge=1e-9, shared=False)
+    assert second.P is shared and unshared.P is not shared
+    for st in (second, unshared):
+        st.sigma2 = 0.3
+    kept = list(range(30))
+    assert torch.equal(gaussian_scores([second], kept), gaussian_scores([unshared], kept))
+
+
 def test_ksg_statistic_matches_the_gaussian_channel():
     """For Gaussian nodes the KSG estimate of Delta is the closed form: one node, several SNRs."""
     g = torch.Generator().manual_seed(2)

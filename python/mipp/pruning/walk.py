@@ -49,6 +49,8 @@ class Captured:
     decided: list[str] = field(default_factory=list)  # the prunable groups to decide
     metric: OutputMetric | None = None  # the output channel's metric, when the channel is at the output
     node_columns: dict[tuple[str, str], list[torch.Tensor]] = field(default_factory=dict, repr=False)
+    # per consumer, the precision its decisions start from (criteria.lstsq.Block.precisions)
+    precisions: dict[str, dict] = field(default_factory=dict, repr=False)
 
     @property
     def means(self) -> dict[str, torch.Tensor]:
@@ -147,7 +149,19 @@ class Cuts:
             cols = cap.columns_of(group, c, kk)
             drop = torch.zeros(st.cov.shape[0], dtype=torch.bool)
             drop[channel_columns(torch.tensor(sorted(self.inputs.get(c.name, ())), dtype=torch.long), kk)] = True
-            blocks.append(Block(st.cov, st.mean, st.rows, st.n_rows, w, cols, c.name, cap.metric is not None))
+            blocks.append(
+                Block(
+                    st.cov,
+                    st.mean,
+                    st.rows,
+                    st.n_rows,
+                    w,
+                    cols,
+                    c.name,
+                    cap.metric is not None,
+                    precisions=cap.precisions.setdefault(c.name, {}),
+                )
+            )
             drops.append(drop)
         return Layer(group.name, group.n_nodes, blocks, drops, [c.name for c in group.consumers], cut=cut)
 

@@ -17,6 +17,7 @@ the covariance to stop rounding from accumulating.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import statistics
@@ -72,6 +73,10 @@ class Block:
     # variance of the consumer's output that no linear read-out of the layer explains (select_layer's Y, whose
     # read-out's weights are estimated): noise on the channel that every node's signal competes with
     unexplained: float = 0.0
+    # the precision of the consumer's columns at a state's first build, shared by the states built on one capture
+    # (mipp.pruning.walk.Captured.precisions): a budget's ranking walk and its final walk (and every candidate
+    # of its refinement) start the same consumers from the same columns
+    precisions: dict | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         F = self.cov.shape[0]
@@ -119,9 +124,10 @@ class LSState:
     Gram blocks of W are. One rank-|g| update of P per removal streamed all of P through memory (F^2 entries
     read and written for 2 |g| F^2 flops); COMPACT of them as one product run at the arithmetic's speed."""
 
-    def __init__(self, block: Block, drop: torch.Tensor, ridge: float, rows: bool = True):
-        # rows: keep the centred sample rows and their leverages (what a test on the residuals needs)
-        self.block, self.ridge, self.rows = block, ridge, rows
+    def __init__(self, block: Block, drop: torch.Tensor, ridge: float, rows: bool = True, shared: bool = True):
+        # rows: keep the centred sample rows and their leverages (what a test on the residuals needs); shared:
+        # the first build reads and fills the block's shared precisions (:meth:`_initial_precision`)
+        self.block, self.ridge, self.rows, self.shared = block, ridge, rows, shared
         F = block.cov.shape[0]
         var = block.cov.diagonal()
         scale = float(var.max()) if F else 0.0
@@ -145,9 +151,8 @@ class LSState:
         self.live = torch.ones(len(S), dtype=torch.bool)
         self.where.fill_(-1)
         self.where[S] = torch.arange(len(S))
-        C = b.cov[S][:, S]
-        lam = self.ridge * float(C.diagonal().mean()) if len(S) else 0.0
-        self.P = spd_inverse(C + lam * torch.eye(len(S), dtype=C.dtype)) if len(S) else C
+        first = not hasattr(self, "P")
+        self.P = self._initial_precision(S) if first else self._precision(S)
         # the re-fitted weights on S: W C[:, S] C_SS^-1 (exact for the columns already gone)
         self.W = (b.weight @ b.cov[:, S]) @ self.P if len(S) else b.weight[:, :0]
         if self.rows:
@@ -168,6 +173,28 @@ class LSState:
             self.pblock = self.P[pos.clamp_min(0)[:, :, None], pos.clamp_min(0)[:, None, :]] * inside
         self.removed_since = 0
         self.rebuilt_size = len(S)
+
+    def _precision(self, S: torch.Tensor) -> torch.Tensor:
+        """The (ridged) inverse of the covariance of the columns S."""
+        C = self.block.cov[S][:, S]
+        lam = self.ridge * float(C.diagonal().mean()) if len(S) else 0.0
+        return spd_inverse(C + lam * torch.eye(len(S), dtype=C.dtype)) if len(S) else C
+
+    def _initial_precision(self, S: torch.Tensor) -> torch.Tensor:
+        """The precision at the first build, from the block's shared precisions where they hold it for these
+        columns and ridge. They keep one per consumer, the first asked for: a budget's walks ask for the same one
+        (a 4,608-column inverse, about 0.5 s) and keep no more than the covariance's own size per consumer. Never
+        modified in place: a compaction copies the live part first, a rebuild replaces it."""
+        cache = self.block.precisions if self.shared else None
+        if cache is None:
+            return self._precision(S)
+        key = (self.ridge, S.numpy().tobytes())
+        if key in cache:
+            return cache[key]
+        P = self._precision(S)
+        if not cache:
+            cache[key] = P
+        return P
 
     def _clear_pending(self):
         width = self.node_cols.shape[1]
@@ -449,5 +476,5 @@ def recon_error(layer, removed: list[int], ridge: float = 1e-9) -> float:
         gone = drop.clone()
         for i in removed:
             gone[b.columns[i]] = True
-        states.append(LSState(b, gone, ridge, rows=False))
+        states.append(LSState(b, gone, ridge, rows=False, shared=False))
     return relative_error(states)
