@@ -14,8 +14,10 @@ whitened by G^(1/2), with channel noise ``noise``, put every layer's decisions i
 whole within-layer machinery (closed form, rank-one updates, KSG on the residual, re-fit) stays as it is.
 
 G is estimated without a full Jacobian, by Hutchinson probes: for v ~ N(0, I) over the output, the vector
--Jacobian product u = J^T v (one backward pass) has E[u u^T] = J^T J. ``probes`` of them per batch, all in
-one batched backward pass where the model's operations allow it.
+-Jacobian product u = J^T v (one backward pass) has E[u u^T] = J^T J. ``probes`` of them per batch, one
+backward pass each through the batch's graph: measured 1.2-1.3x faster than one pass batched over the probes
+(``is_grads_batched``, whose batching rules concatenate copies) on a 64-512-channel ResNet-18 and the same
+on MiniLM, and every operation has a plain backward where not every one has a batching rule.
 """
 
 from __future__ import annotations
@@ -155,11 +157,15 @@ def output_metric(
                 n += flat.shape[0]
                 names = list(seen)
                 v = torch.randn((probes, *y.shape), generator=gen, dtype=y.dtype).to(y.device)
-                grads = _vjps(y, [seen[k] for k in names], v)
-                for name, g in zip(names, grads):
-                    rows = _rows(g, modules[name])  # (probes * rows, q)
-                    outer = rows.T @ rows
-                    metrics[name] = outer if name not in metrics else metrics[name] + outer
+                inputs = [seen[k] for k in names]
+                for p, vp in enumerate(v):  # the graph is freed after the last probe
+                    grads = torch.autograd.grad(y, inputs, vp, retain_graph=p < probes - 1, allow_unused=True)
+                    for name, g in zip(names, grads):
+                        if g is None:  # a consumer whose output does not reach the model's output
+                            g = torch.zeros_like(seen[name])
+                        rows = _rows(g, modules[name])  # (rows, q)
+                        outer = rows.T @ rows
+                        metrics[name] = outer if name not in metrics else metrics[name] + outer
     finally:
         for h in handles:
             h.remove()
@@ -172,24 +178,8 @@ def output_metric(
     return OutputMetric({k: v * scale for k, v in metrics.items()}, variance, probes, n, time.perf_counter() - t0)
 
 
-def _vjps(y: torch.Tensor, inputs: list[torch.Tensor], v: torch.Tensor) -> list[torch.Tensor]:
-    """(probes, *z.shape) vector-Jacobian products of y with each input for the probes v, batched over the
-    probes when the model's operations allow it, one probe at a time otherwise."""
-    grads: tuple[torch.Tensor | None, ...]
-    try:
-        grads = torch.autograd.grad(y, inputs, v, retain_graph=True, is_grads_batched=True, allow_unused=True)
-    except RuntimeError:  # an operation without a batching rule
-        per_probe = [torch.autograd.grad(y, inputs, vi, retain_graph=True, allow_unused=True) for vi in v]
-        grads = tuple(_stack([p[j] for p in per_probe]) for j in range(len(inputs)))
-    return [torch.zeros((v.shape[0], *z.shape), dtype=z.dtype) if g is None else g for g, z in zip(grads, inputs)]
-
-
 def _rows(g: torch.Tensor, module: nn.Module) -> torch.Tensor:
-    """Gradients (probes, n, q, *positions) or (probes, n, *tokens, q) as float64 rows (-1, q)."""
+    """Gradients (n, q, *positions) or (n, *tokens, q) as float64 rows (-1, q)."""
     if isinstance(module, nn.modules.conv._ConvNd):
-        g = g.movedim(2, -1)
+        g = g.movedim(1, -1)
     return g.reshape(-1, g.shape[-1]).double()
-
-
-def _stack(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
-    return None if any(p is None for p in parts) else torch.stack([p for p in parts if p is not None])

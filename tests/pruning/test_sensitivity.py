@@ -1,0 +1,64 @@
+"""The output metric (mipp.pruning.sensitivity): the Hutchinson estimate of each consumer's Gauss-Newton metric
+against the exact one from full Jacobians."""
+
+import torch
+from torch import nn
+
+from mipp.pruning.sensitivity import output_metric
+
+
+class Net(nn.Module):
+    """A conv consumer (its rows are pixels) and a Linear consumer, three outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 3, 3, padding=1)
+        self.fc1 = nn.Linear(3 * 5 * 5, 6)
+        self.fc2 = nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.conv2(torch.relu(self.conv1(x))))
+        return self.fc2(torch.tanh(self.fc1(h.flatten(1))))
+
+
+def exact_metric(model: Net, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """G = E_sample[sum_rows J_row^T J_row] / Var(output), J the Jacobian of the output with respect to the
+    consumer's pre-activations, from full Jacobians (torch.func)."""
+    from torch.func import jacrev
+
+    def tail_conv2(z):  # output as a function of conv2's pre-activation (one sample)
+        return model.fc2(torch.tanh(model.fc1(torch.tanh(z).flatten())))
+
+    def tail_fc1(z):
+        return model.fc2(torch.tanh(z))
+
+    with torch.no_grad():
+        var = float(model(x).var(0, unbiased=False).mean())
+        z2 = model.conv2(torch.relu(model.conv1(x)))
+        z1 = model.fc1(torch.tanh(z2).flatten(1))
+    G2 = sum(torch.einsum("oqhw,ophw->qp", J, J) for J in (jacrev(tail_conv2)(z) for z in z2))
+    G1 = sum(J.T @ J for J in (jacrev(tail_fc1)(z) for z in z1))
+    n = len(x)
+    return {"conv2": G2.detach() / (n * var), "fc1": G1.detach() / (n * var)}
+
+
+def test_hutchinson_metric_matches_the_exact_gauss_newton_metric():
+    """With many probes the estimate converges to the exact metric of every consumer (a conv consumer whose rows
+    are its pixels, a Linear one): within 5% in norm at 64 samples x 300 probes (the estimate's relative
+    sampling error is about 1 / sqrt(19,200) per entry), and it is symmetric positive semi-definite."""
+    torch.manual_seed(0)
+    model = Net().double().eval()
+    x = torch.randn(64, 2, 5, 5, dtype=torch.float64)
+    exact = exact_metric(model, x)
+    got = output_metric(model, [x[:40], x[40:]], ["conv2", "fc1"], probes=300, seed=1)
+    assert got.n_samples == 64 and got.probes == 300
+    for name, G in exact.items():
+        est = got.metrics[name]
+        assert est.shape == G.shape
+        assert float((est - G).norm() / G.norm()) < 0.05, name
+        torch.testing.assert_close(est, est.T)
+        assert float(torch.linalg.eigvalsh(est).min()) > -1e-12 * float(est.norm())
+    # and the estimate is not the exact one by construction: a handful of probes is off by more (8-21% measured)
+    few = output_metric(model, [x], ["conv2", "fc1"], probes=1, seed=1)
+    assert max(float((few.metrics[k] - G).norm() / G.norm()) for k, G in exact.items()) > 0.05
