@@ -34,6 +34,16 @@ def environment() -> dict:
     }
 
 
+def read_csv(name: str) -> list[dict]:
+    """The rows of results/``name`` (none when it does not exist yet): what a run that keeps every earlier run
+    appends to."""
+    path = os.path.join(RESULTS, name)
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def write_csv(rows: list[dict], name: str) -> str:
     path = os.path.join(RESULTS, name)
     fields = list(dict.fromkeys(k for r in rows for k in r))

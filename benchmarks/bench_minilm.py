@@ -49,7 +49,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
 sys.path.insert(0, os.path.dirname(__file__))
-from _results import RESULTS, environment, write_csv
+from _results import RESULTS, environment, read_csv, write_csv
 
 from mipp.pruning import MIPP
 from mipp.pruning.budget import MacModel
@@ -526,19 +526,13 @@ def main() -> int:
 
 def merge_rows(args) -> list[dict]:
     """The rows of --out that this run does not redo (other points, or methods not in --methods)."""
-    import csv
-
-    path = os.path.join(RESULTS, args.out)
-    if not os.path.exists(path):
-        return []
     points = {("ffn", str(sp), "") for sp in args.sparsities}
     points |= {("heads+ffn", "", str(round(1 - m, 10))) for m in args.macs_removed}
-    with open(path, newline="") as f:
-        return [
-            r
-            for r in csv.DictReader(f)
-            if not ((r["units"], r["sparsity"], r["macs_target"]) in points and r["method"] in args.methods)
-        ]
+    return [
+        r
+        for r in read_csv(args.out)
+        if not ((r["units"], r["sparsity"], r["macs_target"]) in points and r["method"] in args.methods)
+    ]
 
 
 def plot(rows: list[dict], path: str) -> None:

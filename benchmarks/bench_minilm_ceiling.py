@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import os
 import sys
 import time
@@ -37,7 +36,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
 sys.path.insert(0, os.path.dirname(__file__))
-from _results import RESULTS, environment, write_csv
+from _results import environment, read_csv, write_csv
 from bench_minilm import draw_sentences, embed, encode_batches, fidelity, length_batches, load_minilm
 
 from mipp.pruning.criteria.lstsq import Block, LSState, gaussian_scores
@@ -151,11 +150,7 @@ def main() -> int:
     calib, held = draw_sentences(args.n_calib, args.n_eval, args.seed)
     calib_batches, held_batches = length_batches(tok, calib), encode_batches(tok, held, batch=64)
     dense = embed(model, held_batches)
-    path = os.path.join(RESULTS, args.out)
-    rows: list[dict] = []
-    if os.path.exists(path):  # every run kept
-        with open(path) as f:
-            rows = list(csv.DictReader(f))
+    rows = read_csv(args.out)  # every run kept
     env = environment()
     for sp in args.sparsities:
         keep = round(1536 * (1 - sp))

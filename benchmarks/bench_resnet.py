@@ -17,15 +17,17 @@ pruned model.
 Timing (--timing): the full-width ResNet-18 (64-128-256-512 channels, 3 x 32 x 32 inputs: the digits padded
 to 32 x 32 and repeated over 3 channels, untrained weights: the time does not depend on them) at 50% of its
 nodes and at 50% of its MACs removed, with the KSG criterion (the default) and the screen alone
-(--timing-criteria), with the selection's split (capture, decisions) and the re-fit.
+(--timing-criteria), the residual streams decided too (joint=True) and not (joint=False, a new user's
+``MIPP(sparsity=0.5)``: --timing-joint), with the selection's split (capture, decisions) and the re-fit.
 
-Writes benchmarks/results/resnet.csv (every run), resnet_summary.csv (mean, sd over seeds), resnet.png and
-resnet_timing.csv."""
+Writes benchmarks/results/resnet.csv (every run), resnet_summary.csv (mean, sd over seeds), resnet.png, and
+appends to resnet_timing.csv (its earlier rows, of other commits and machines, are kept)."""
 
 from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import os
 import sys
 import time
@@ -35,7 +37,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
 sys.path.insert(0, os.path.dirname(__file__))
-from _results import RESULTS, environment, summarize, write_csv
+from _results import RESULTS, environment, read_csv, summarize, write_csv
 
 from mipp.experiments.lenet import accuracy, load_digits_data, train
 from mipp.experiments.resnet import ResNet18
@@ -122,10 +124,11 @@ def timing(args, log) -> list[dict]:
     x = F.pad(x_tr, (2, 2, 2, 2)).repeat(1, 3, 1, 1)
     torch.manual_seed(0)
     model = ResNet18(widths=(64, 128, 256, 512)).eval()
-    rows = []
-    for criterion, budget in [(c, b) for c in args.timing_criteria for b in ({"sparsity": 0.5}, {"macs_removed": 0.5})]:
+    rows = read_csv("resnet_timing.csv")
+    budgets = ({"sparsity": 0.5}, {"macs_removed": 0.5})
+    for joint, criterion, budget in itertools.product(args.timing_joint, args.timing_criteria, budgets):
         t0 = time.perf_counter()
-        sel = MIPP(criterion, **budget, n_samples=args.n_samples, joint=True, progress=False).select(model, x)
+        sel = MIPP(criterion, **budget, n_samples=args.n_samples, joint=joint, progress=False).select(model, x)
         total = time.perf_counter() - t0
         t0 = time.perf_counter()
         sel.apply(model, refit=x)
@@ -133,6 +136,7 @@ def timing(args, log) -> list[dict]:
         row = {
             "criterion": criterion,
             "budget": ", ".join(f"{k}={v}" for k, v in budget.items()),
+            "joint": joint,
             "n_samples": len(x),
             "select_seconds": total,
             "capture_seconds": sel.seconds["capture"],
@@ -181,6 +185,13 @@ def main() -> int:
     parser.add_argument("--timing", action="store_true", help="also time the full-width ResNet-18")
     parser.add_argument("--no-accuracy", action="store_true", help="only the timing")
     parser.add_argument("--timing-criteria", nargs="+", default=["screen", "ksg"], choices=["ksg", "screen"])
+    parser.add_argument(
+        "--timing-joint",
+        nargs="+",
+        type=lambda v: {"true": True, "false": False}[v.lower()],
+        default=[True, False],
+        help="joint settings to time: true (streams decided too), false (the default MIPP call)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     env = environment()
