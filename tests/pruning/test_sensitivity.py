@@ -1,6 +1,7 @@
 """The output metric (mipp.pruning.sensitivity): the Hutchinson estimate of each consumer's Gauss-Newton metric
 against the exact one from full Jacobians."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -62,3 +63,32 @@ def test_hutchinson_metric_matches_the_exact_gauss_newton_metric():
     # and the estimate is not the exact one by construction: a handful of probes is off by more (8-21% measured)
     few = output_metric(model, [x], ["conv2", "fc1"], probes=1, seed=1)
     assert max(float((few.metrics[k] - G).norm() / G.norm()) for k, G in exact.items()) > 0.05
+
+
+@pytest.mark.filterwarnings("ignore:11 calibration rows")  # fc1 reads 75 features: the statistics are compared only
+def test_capture_feeds_the_metric_without_changing_either():
+    """The capture's forward passes feed the output metric's probes for the first ``samples`` samples (a batch
+    taken whole runs once with grad; a batch taken in part runs its part again): the consumer statistics and the
+    metric equal those of a capture without the metric and a metric computed on its own (batches of 4, 5 samples:
+    the second batch straddles)."""
+    from mipp.pruning.capture import capture
+    from mipp.pruning.sensitivity import MetricProbes
+
+    torch.manual_seed(0)
+    model = Net().double().eval()
+    x = torch.randn(11, 2, 5, 5, dtype=torch.float64)
+    batches = list(x.split(4))
+    consumers = ["conv2", "fc1"]
+    probes = MetricProbes(model, consumers, probes=3, seed=2, samples=5)
+    stats = capture(model, batches, consumers, seed=1, metric=probes)
+    merged = probes.finish()
+    plain = capture(model, batches, consumers, seed=1)
+    alone = output_metric(model, [x[:4], x[4:5]], consumers, probes=3, seed=2)
+    assert merged.n_samples == 5
+    for name in consumers:
+        for field in ("mean", "cov", "rows"):
+            assert torch.equal(getattr(stats[name], field), getattr(plain[name], field)), (name, field)
+        torch.testing.assert_close(merged.metrics[name], alone.metrics[name], rtol=1e-13, atol=0)
+    # the model is left as it was: no hooks, no gradients
+    assert not any(m._forward_hooks for m in model.modules())
+    assert all(p.grad is None for p in model.parameters())

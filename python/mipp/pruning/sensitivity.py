@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -48,20 +49,6 @@ class OutputChannel:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"OutputChannel.{name} must be an int >= 1, got {v!r}")
-
-
-def first_samples(batches: list, n: int) -> list:
-    """The batches holding the first ``n`` samples (the last one sliced)."""
-    from mipp.pruning.capture import batch_size, slice_batch
-
-    out, seen = [], 0
-    for b in batches:
-        take = min(batch_size(b), n - seen)
-        out.append(b if take == batch_size(b) else slice_batch(b, take))
-        seen += take
-        if seen >= n:
-            break
-    return out
 
 
 def spread_samples(batches: list, n: int) -> list:
@@ -113,6 +100,93 @@ def first_tensor(out) -> torch.Tensor:
     raise TypeError(f"the model's output holds no tensor ({type(out).__name__}); pass output= to select one")
 
 
+class MetricProbes:
+    """The Hutchinson estimate of G accumulated over forward passes (module docstring): :meth:`hooked` makes every
+    consumer's pre-activation a leaf of the pass's graph, :meth:`add` runs the probes' backward passes from the
+    model's output and accumulates; :meth:`finish` gives the :class:`OutputMetric`. ``samples``: how many input
+    samples it takes (None: every sample added), so that the capture's forward passes can feed it
+    (mipp.pruning.capture.capture) instead of a forward pass of its own."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        consumers: list[str],
+        *,
+        probes: int,
+        seed: int = 0,
+        output: Callable | None = None,
+        samples: int | None = None,
+    ):
+        self.modules = dict(model.named_modules())
+        self.consumers, self.probes, self.samples = consumers, probes, samples
+        self.select = output or first_tensor
+        self.gen = torch.Generator().manual_seed(seed)
+        self.metrics: dict[str, torch.Tensor] = {}
+        self.seen: dict[str, torch.Tensor] = {}
+        self.zero = torch.zeros((), requires_grad=True)
+        self.total: torch.Tensor | None = None
+        self.total_sq: torch.Tensor | None = None
+        self.n = 0
+        self.seconds = 0.0
+
+    def wants(self, n: int) -> int:
+        """How many of a batch's ``n`` samples (its first ones) the estimate still takes."""
+        return n if self.samples is None else max(0, min(n, self.samples - self.n))
+
+    @contextmanager
+    def hooked(self):
+        """Forward passes inside record the consumers' pre-activations (run them with grad enabled)."""
+
+        def hook(name):
+            def fn(module, inputs, out):
+                # out + 0 keeps the graph (and the values) and makes the pre-activation require grad even in a
+                # frozen model, so that dy/dz can be asked for every consumer in one backward pass
+                self.seen[name] = out + self.zero.to(out.dtype)
+                return self.seen[name]
+
+            return fn
+
+        self.seen.clear()
+        handles = [self.modules[name].register_forward_hook(hook(name)) for name in self.consumers]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def add(self, out) -> None:
+        """The probes of one forward pass (made inside :meth:`hooked`) whose output is ``out``; frees its graph."""
+        t0 = time.perf_counter()
+        y = self.select(out)
+        flat = y.detach().reshape(y.shape[0], -1).double()
+        self.total = flat.sum(0) if self.total is None else self.total + flat.sum(0)
+        self.total_sq = (flat**2).sum(0) if self.total_sq is None else self.total_sq + (flat**2).sum(0)
+        self.n += flat.shape[0]
+        names = list(self.seen)
+        v = torch.randn((self.probes, *y.shape), generator=self.gen, dtype=y.dtype).to(y.device)
+        inputs = [self.seen[k] for k in names]
+        for p, vp in enumerate(v):  # the graph is freed after the last probe
+            grads = torch.autograd.grad(y, inputs, vp, retain_graph=p < self.probes - 1, allow_unused=True)
+            for name, g in zip(names, grads):
+                if g is None:  # a consumer whose output does not reach the model's output
+                    g = torch.zeros_like(self.seen[name])
+                rows = _rows(g, self.modules[name])  # (rows, q)
+                outer = rows.T @ rows
+                self.metrics[name] = outer if name not in self.metrics else self.metrics[name] + outer
+        self.seen.clear()
+        self.seconds += time.perf_counter() - t0
+
+    def finish(self) -> OutputMetric:
+        assert self.total is not None and self.total_sq is not None
+        mean = self.total / self.n
+        variance = float((self.total_sq / self.n - mean**2).clamp_min(0).mean())
+        if variance <= 0:
+            raise ValueError("the model's output does not vary over the inputs: no output channel can be defined")
+        scale = 1.0 / (self.n * self.probes * variance)
+        metrics = {k: v * scale for k, v in self.metrics.items()}
+        return OutputMetric(metrics, variance, self.probes, self.n, self.seconds)
+
+
 def output_metric(
     model: nn.Module,
     batches: list,
@@ -125,57 +199,14 @@ def output_metric(
     """G for each named consumer module (Linear / Conv) from Hutchinson probes on ``batches`` (eval
     semantics, every module's mode restored, no parameter's .grad touched). ``output``: maps the model's
     output to the tensor the channel is on (default :func:`first_tensor`)."""
-    t0 = time.perf_counter()
-    select = output or first_tensor
-    modules = dict(model.named_modules())
-    gen = torch.Generator().manual_seed(seed)
-    metrics: dict[str, torch.Tensor] = {}
-    seen: dict[str, torch.Tensor] = {}
-    zero = torch.zeros((), requires_grad=True)
-
-    def hook(name):
-        def fn(module, inputs, out):
-            # out + 0 keeps the graph (and the values) and makes the pre-activation require grad even in a
-            # frozen model, so that dy/dz can be asked for every consumer in one backward pass
-            seen[name] = out + zero.to(out.dtype)
-            return seen[name]
-
-        return fn
-
-    handles = [modules[name].register_forward_hook(hook(name)) for name in consumers]
-    total = total_sq = None
-    n = 0
+    acc = MetricProbes(model, consumers, probes=probes, seed=seed, output=output)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    try:
-        with eval_mode(model), torch.enable_grad():
-            for batch in batches:
-                seen.clear()
-                y = select(run_model(model, to_device(batch, device)))
-                flat = y.detach().reshape(y.shape[0], -1).double()
-                total = flat.sum(0) if total is None else total + flat.sum(0)
-                total_sq = (flat**2).sum(0) if total_sq is None else total_sq + (flat**2).sum(0)
-                n += flat.shape[0]
-                names = list(seen)
-                v = torch.randn((probes, *y.shape), generator=gen, dtype=y.dtype).to(y.device)
-                inputs = [seen[k] for k in names]
-                for p, vp in enumerate(v):  # the graph is freed after the last probe
-                    grads = torch.autograd.grad(y, inputs, vp, retain_graph=p < probes - 1, allow_unused=True)
-                    for name, g in zip(names, grads):
-                        if g is None:  # a consumer whose output does not reach the model's output
-                            g = torch.zeros_like(seen[name])
-                        rows = _rows(g, modules[name])  # (rows, q)
-                        outer = rows.T @ rows
-                        metrics[name] = outer if name not in metrics else metrics[name] + outer
-    finally:
-        for h in handles:
-            h.remove()
-    assert total is not None and total_sq is not None
-    mean = total / n
-    variance = float((total_sq / n - mean**2).clamp_min(0).mean())
-    if variance <= 0:
-        raise ValueError("the model's output does not vary over the inputs: no output channel can be defined")
-    scale = 1.0 / (n * probes * variance)
-    return OutputMetric({k: v * scale for k, v in metrics.items()}, variance, probes, n, time.perf_counter() - t0)
+    with eval_mode(model), torch.enable_grad():
+        for batch in batches:
+            with acc.hooked():
+                out = run_model(model, to_device(batch, device))
+            acc.add(out)
+    return acc.finish()
 
 
 def _rows(g: torch.Tensor, module: nn.Module) -> torch.Tensor:

@@ -31,7 +31,7 @@ from mipp.pruning.capture import (
 from mipp.pruning.criteria.base import Layer, LayerDecision
 from mipp.pruning.criteria.lstsq import Block
 from mipp.pruning.selection import LayerResult, Selection
-from mipp.pruning.sensitivity import OutputChannel, OutputMetric, first_samples, output_metric
+from mipp.pruning.sensitivity import MetricProbes, OutputChannel, OutputMetric
 from mipp.pruning.structure import Consumer, Group, Structure, analyse, removed_nodes
 
 
@@ -90,24 +90,20 @@ def capture_model(
     if not decided:  # before any capture: each group's reason (or the units= / groups= that left it out)
         raise structure.nothing_decided(type(model).__name__, decided)
     consumers = sorted({c.name for n in decided for c in structure.groups[n].consumers})
+    probes = None
+    if channel is not None and consumers:  # the output metric, from the capture's own forward passes
+        probes = MetricProbes(
+            model, consumers, probes=channel.probes, seed=seed, output=channel.output, samples=channel.samples
+        )
     with warnings.catch_warnings(record=True) as caught:  # too few samples: the error alone, not the warning too
         warnings.simplefilter("always")
-        stats = capture(model, batches, consumers, seed=seed, progress=progress)
+        stats = capture(model, batches, consumers, seed=seed, progress=progress, metric=probes)
     n = next(iter(stats.values())).rows.shape[0] if stats else 0
     if n < min_samples:
         raise ValueError(f"got {n} samples from inputs; at least {min_samples} are needed (n_samples={n_samples})")
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    metric = None
-    if channel is not None and consumers:
-        metric = output_metric(
-            model,
-            first_samples(batches, channel.samples),
-            consumers,
-            probes=channel.probes,
-            seed=seed,
-            output=channel.output,
-        )
+    metric = probes.finish() if probes is not None else None
     return Captured(model, structure, example, stats, time.perf_counter() - t0, batches, decided, metric)
 
 
