@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from mipp.pruning.sensitivity import output_metric
+from mipp.pruning.sensitivity import MetricProbes
+from mipp.pruning.structure import run_model
 
 
 class Net(nn.Module):
@@ -21,6 +22,16 @@ class Net(nn.Module):
     def forward(self, x):
         h = torch.tanh(self.conv2(torch.relu(self.conv1(x))))
         return self.fc2(torch.tanh(self.fc1(h.flatten(1))))
+
+
+def output_metric(model, batches, consumers, *, probes, seed):
+    """The metric from forward passes of its own over ``batches`` (the capture feeds it from its passes)."""
+    acc = MetricProbes(model, consumers, probes=probes, seed=seed)
+    for batch in batches:
+        with acc.hooked():
+            out = run_model(model, batch)
+        acc.add(out)
+    return acc.finish()
 
 
 def exact_metric(model: Net, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -72,7 +83,6 @@ def test_capture_feeds_the_metric_without_changing_either():
     metric equal those of a capture without the metric and a metric computed on its own (batches of 4, 5 samples:
     the second batch straddles)."""
     from mipp.pruning.capture import capture
-    from mipp.pruning.sensitivity import MetricProbes
 
     torch.manual_seed(0)
     model = Net().double().eval()

@@ -26,17 +26,14 @@ import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from mipp.pruning.sensitivity import MetricProbes
 from mipp.pruning.structure import UnsupportedModelError, eval_mode, run_model
-
-if TYPE_CHECKING:
-    from mipp.pruning.sensitivity import MetricProbes
 
 
 def feature_rows(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
