@@ -125,7 +125,7 @@ def timing(args, log) -> list[dict]:
     torch.manual_seed(0)
     model = ResNet18(widths=(64, 128, 256, 512)).eval()
     rows = read_csv("resnet_timing.csv")
-    env = environment()  # once: the rows written below would make every later row's tree dirty
+    env = environment()  # the tree once: the rows written below would make every later row's tree dirty
     budgets = ({"sparsity": 0.5}, {"macs_removed": 0.5})
     for joint, criterion, budget in itertools.product(args.timing_joint, args.timing_criteria, budgets):
         t0 = time.perf_counter()
@@ -145,7 +145,7 @@ def timing(args, log) -> list[dict]:
             "refit_seconds": refit,
             "node_sparsity": sel.sparsity,
         }
-        rows.append({**row, **env})
+        rows.append({**row, **env, "load1": round(os.getloadavg()[0], 2)})  # the load after each row
         write_csv(rows, "resnet_timing.csv")  # after every row: a run stopped for time keeps what it measured
         log(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
     return rows
