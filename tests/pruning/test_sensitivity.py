@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from mipp.pruning.sensitivity import MetricProbes
-from mipp.pruning.structure import run_model
 
 
 class Net(nn.Module):
@@ -28,9 +27,7 @@ def output_metric(model, batches, consumers, *, probes, seed):
     """The metric from forward passes of its own over ``batches`` (the capture feeds it from its passes)."""
     acc = MetricProbes(model, consumers, probes=probes, seed=seed)
     for batch in batches:
-        with acc.hooked():
-            out = run_model(model, batch)
-        acc.add(out)
+        acc.run(batch)
     return acc.finish()
 
 

@@ -528,18 +528,14 @@ def capture(
                 take = metric.wants(n) if metric is not None else 0
                 if take == n:  # the metric takes it whole: one pass with grad feeds both
                     assert metric is not None
-                    with torch.enable_grad(), metric.hooked():
-                        out = run_model(model, to_device(batch, device))
-                    metric.add(out)
+                    metric.run(to_device(batch, device))
                     continue
                 run_model(model, to_device(batch, device))
                 if take:
                     assert metric is not None
                     current["on"] = False
                     try:
-                        with torch.enable_grad(), metric.hooked():
-                            out = run_model(model, to_device(slice_batch(batch, take), device))
-                        metric.add(out)
+                        metric.run(to_device(slice_batch(batch, take), device))
                     finally:
                         current["on"] = True
     finally:

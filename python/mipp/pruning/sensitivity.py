@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mipp.pruning.structure import run_model
+
 
 @dataclass(frozen=True)
 class OutputChannel:
@@ -99,11 +101,11 @@ def first_tensor(out) -> torch.Tensor:
 
 
 class MetricProbes:
-    """The Hutchinson estimate of G accumulated over forward passes (module docstring): :meth:`hooked` makes every
-    consumer's pre-activation a leaf of the pass's graph, :meth:`add` runs the probes' backward passes from the
-    model's output and accumulates; :meth:`finish` gives the :class:`OutputMetric`. ``samples``: how many input
-    samples it takes (None: every sample added), so that the capture's forward passes can feed it
-    (mipp.pruning.capture.capture) instead of a forward pass of its own."""
+    """The Hutchinson estimate of G accumulated over forward passes (module docstring): :meth:`run` makes every
+    consumer's pre-activation a leaf of a batch's graph and runs the probes' backward passes from the model's
+    output; :meth:`finish` gives the :class:`OutputMetric`. ``samples``: how many input samples it takes (None:
+    every sample run; :meth:`wants`), so that the capture's forward passes feed it (mipp.pruning.capture.capture)
+    instead of forward passes of its own."""
 
     def __init__(
         self,
@@ -115,6 +117,7 @@ class MetricProbes:
         output: Callable | None = None,
         samples: int | None = None,
     ):
+        self.model = model
         self.modules = dict(model.named_modules())
         self.consumers, self.probes, self.samples = consumers, probes, samples
         self.select = output or first_tensor
@@ -132,7 +135,7 @@ class MetricProbes:
         return n if self.samples is None else max(0, min(n, self.samples - self.n))
 
     @contextmanager
-    def hooked(self):
+    def _hooked(self):
         """Forward passes inside record the consumers' pre-activations (run them with grad enabled)."""
 
         def hook(name):
@@ -152,8 +155,15 @@ class MetricProbes:
             for h in handles:
                 h.remove()
 
-    def add(self, out) -> None:
-        """The probes of one forward pass (made inside :meth:`hooked`) whose output is ``out``; frees its graph."""
+    def run(self, batch) -> None:
+        """One forward pass of ``batch`` (on the model's device) with grad enabled, whatever the caller's mode,
+        and its probes."""
+        with torch.enable_grad(), self._hooked():
+            out = run_model(self.model, batch)
+        self._add(out)
+
+    def _add(self, out) -> None:
+        """The probes of one forward pass (made inside :meth:`_hooked`) whose output is ``out``; frees its graph."""
         t0 = time.perf_counter()
         y = self.select(out)
         flat = y.detach().reshape(y.shape[0], -1).double()

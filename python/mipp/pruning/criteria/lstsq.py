@@ -124,6 +124,8 @@ class LSState:
     Gram blocks of W are. One rank-|g| update of P per removal streamed all of P through memory (F^2 entries
     read and written for 2 |g| F^2 flops); COMPACT of them as one product run at the arithmetic's speed."""
 
+    live: torch.Tensor  # (present columns,) bool: not removed since the last rebuild or compaction
+
     def __init__(self, block: Block, drop: torch.Tensor, ridge: float, rows: bool = True, shared: bool = True):
         # rows: keep the centred sample rows and their leverages (what a test on the residuals needs); shared:
         # the first build reads and fills the block's shared precisions (:meth:`_initial_precision`)
@@ -141,17 +143,18 @@ class LSState:
         self.centred_all = block.rows - block.mean
         self.sigma2 = 0.0
         self.removed_since = 0
-        self._rebuild()
+        self._rebuild(first=True)
 
-    def _rebuild(self):
+    def _rebuild(self, first: bool = False):
+        """P, W (and X, h) recomputed from the covariance on the present columns; ``first``: the build in
+        __init__, whose columns are all present and whose precision may be shared (:meth:`_initial_precision`)."""
         b = self.block
-        if hasattr(self, "live"):
+        if not first:
             self.present = self.present[self.live]
         S = self.present
         self.live = torch.ones(len(S), dtype=torch.bool)
         self.where.fill_(-1)
         self.where[S] = torch.arange(len(S))
-        first = not hasattr(self, "P")
         self.P = self._initial_precision(S) if first else self._precision(S)
         # the re-fitted weights on S: W C[:, S] C_SS^-1 (exact for the columns already gone)
         self.W = (b.weight @ b.cov[:, S]) @ self.P if len(S) else b.weight[:, :0]
