@@ -99,3 +99,23 @@ def test_capture_feeds_the_metric_without_changing_either():
     # the model is left as it was: no hooks, no gradients
     assert not any(m._forward_hooks for m in model.modules())
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_root_whitens_by_the_metric_and_is_made_once():
+    """root(c, rows) is A with A^T A = G restricted to rows (rank-deficient G: the null directions left out); the
+    one over all outputs is made once and shared by every walk, equal to the one asked for with every row."""
+    torch.manual_seed(0)
+    model = Net().double().eval()
+    got = output_metric(model, [torch.randn(6, 2, 5, 5, dtype=torch.float64)], ["fc1"], probes=2, seed=0)
+    G = got.metrics["fc1"]  # 6 samples x 2 probes: full rank over the 6 outputs (a rank-2 metric below)
+    A = got.root("fc1")
+    torch.testing.assert_close(A.T @ A, G, rtol=1e-10, atol=1e-12)
+    assert got.root("fc1") is A
+    assert torch.equal(got.root("fc1", torch.arange(G.shape[0])), A)
+    rows = torch.tensor([0, 2, 5])
+    B = got.root("fc1", rows)
+    torch.testing.assert_close(B.T @ B, G[rows][:, rows], rtol=1e-10, atol=1e-12)
+    assert got.root("fc1") is A  # a restricted root is not the one cached
+    v = torch.randn(G.shape[0], 2, dtype=torch.float64)
+    low = type(got)({"fc1": v @ v.T}, 1.0, 2, 6, 0.0)
+    assert low.root("fc1").shape == (2, G.shape[0])

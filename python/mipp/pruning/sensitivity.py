@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -76,16 +76,24 @@ class OutputMetric:
     probes: int
     n_samples: int
     seconds: float
+    # the roots over all outputs, made on first use: every walk of a selection (the ranking, each of a
+    # refinement's candidates, the final one) whitens its unpruned consumers again (MiniLM: 12 eigh a walk)
+    _roots: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def root(self, consumer: str, rows: torch.Tensor | None = None) -> torch.Tensor:
         """A (r x q) with A^T A = G restricted to the outputs ``rows`` (kept outputs; None: all): whitened
-        weights are A @ W."""
+        weights are A @ W. Not to be modified in place (the one over all outputs is shared)."""
+        if rows is None and consumer in self._roots:
+            return self._roots[consumer]
         g = self.metrics[consumer]
         if rows is not None:
             g = g[rows][:, rows]
         vals, vecs = torch.linalg.eigh(g)
         keep = vals > vals.max().clamp_min(0) * 1e-12
-        return vals[keep].sqrt()[:, None] * vecs[:, keep].T
+        out = vals[keep].sqrt()[:, None] * vecs[:, keep].T
+        if rows is None:
+            self._roots[consumer] = out
+        return out
 
 
 def first_tensor(out) -> torch.Tensor:

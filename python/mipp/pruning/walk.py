@@ -141,7 +141,7 @@ class Cuts:
             if gone_rows:
                 w = w[rows]
             if cap.metric is not None:
-                w = cap.metric.root(c.name, rows) @ w
+                w = cap.metric.root(c.name, rows if gone_rows else None) @ w
             cols = cap.columns_of(group, c, kk)
             drop = torch.zeros(st.cov.shape[0], dtype=torch.bool)
             drop[channel_columns(torch.tensor(sorted(self.inputs.get(c.name, ())), dtype=torch.long), kk)] = True
