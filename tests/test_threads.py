@@ -38,6 +38,7 @@ def loaded(monkeypatch):
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 9.0, 9.0))
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(_threads, "other_cores", lambda: 1.0)  # another CPU-bound process
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     yield monkeypatch
@@ -45,22 +46,66 @@ def loaded(monkeypatch):
 
 
 def test_loaded_machine_with_spinning_threads_warns_once(loaded):
-    with pytest.warns(RuntimeWarning, match=r"load 9\.0 on 2 cores.*OMP_WAIT_POLICY=PASSIVE"):
+    with pytest.warns(
+        RuntimeWarning, match=r"load 9\.0 on 2 cores, other processes use 1\.0 cores.*OMP_WAIT_POLICY=PASSIVE"
+    ):
         _threads.advise()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _threads.advise()  # once per process
 
 
-@pytest.mark.parametrize("case", ["passive", "one thread", "idle"])
+def test_without_proc_stat_the_load_alone_decides(loaded):
+    loaded.setattr(_threads, "other_cores", lambda: None)
+    with pytest.warns(RuntimeWarning, match=r"load 9\.0 on 2 cores, torch runs 2"):
+        _threads.advise()
+
+
+@pytest.mark.parametrize("case", ["passive", "one thread", "idle", "own load only"])
 def test_no_warning_when_threads_cannot_spin_against_other_work(loaded, case):
     if case == "passive":
         loaded.setenv("OMP_WAIT_POLICY", "passive")
     elif case == "one thread":
         torch.set_num_threads(1)
-    else:
+    elif case == "idle":
         loaded.setattr(os, "getloadavg", lambda: (1.5, 1.0, 1.0))
+    else:  # the load is this process's own (a job it just ran): nothing else uses the cores
+        loaded.setattr(_threads, "other_cores", lambda: 0.2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _threads.advise()
     assert not _threads._warned
+
+
+def _median_other_cores(runs: int = 3) -> float:
+    return sorted(_threads.other_cores(0.2) for _ in range(runs))[runs // 2]  # type: ignore[type-var]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="other_cores reads Linux's /proc/stat")
+def test_other_cores_sees_other_processes_and_not_this_one():
+    """A CPU-bound subprocess reads as about a core of other work; a CPU-bound thread of this process does not
+    (its time is the process's own). Relative to a reading without either, so that a shared machine's other
+    load cancels."""
+    import threading
+
+    base = _median_other_cores()
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        assert _median_other_cores() - base > 0.5
+    finally:
+        spinner.kill()
+        spinner.wait()
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            pass
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        busy_self = _median_other_cores()
+    finally:
+        stop.set()
+        t.join()
+    assert busy_self - base < 0.5
