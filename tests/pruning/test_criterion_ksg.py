@@ -204,7 +204,8 @@ def test_burden_of_proof_is_on_removing():
 
 
 def test_spd_inverse_takes_cholesky_only_where_it_is_well_conditioned():
-    """A well-conditioned covariance: its Cholesky inverse (the LU's entries to 1e-12); near-duplicate columns
+    """A well-conditioned covariance, whatever its columns' scales: its Cholesky inverse (the LU's entries to
+    1e-12); near-duplicate columns
     held apart by a ridge, or an indefinite matrix: the LU inverse itself, bit for bit."""
     g = torch.Generator().manual_seed(0)
     a = torch.randn(500, 40, generator=g, dtype=torch.float64)
@@ -212,6 +213,12 @@ def test_spd_inverse_takes_cholesky_only_where_it_is_well_conditioned():
     got = spd_inverse(C)
     torch.testing.assert_close(got, torch.linalg.inv(C), rtol=1e-12, atol=1e-12)
     assert not torch.equal(got, torch.linalg.inv(C))  # another factorisation: the path the test means
+    # columns of scales 1e-5 .. 1e5 (nearly dead channels beside live ones): the same conditioning once each
+    # column is divided by its scale, so the Cholesky inverse still, as accurate in those units
+    d = torch.logspace(-5, 5, 40, dtype=torch.float64)
+    scaled = spd_inverse(d[:, None] * C * d[None, :])
+    assert not torch.equal(scaled, torch.linalg.inv(d[:, None] * C * d[None, :]))
+    torch.testing.assert_close(d[:, None] * scaled * d[None, :], torch.linalg.inv(C), rtol=1e-10, atol=1e-10)
     dup = torch.cat([a, a[:, :1]], 1)
     near = dup.T @ dup / 500 + 1e-10 * torch.eye(41, dtype=torch.float64)
     assert torch.equal(spd_inverse(near), torch.linalg.inv(near))
