@@ -260,8 +260,10 @@ class LSState:
         pos = self.where[self.block.columns[node]]
         return pos[pos >= 0]
 
-    def cols_of(self, nodes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(positions (n, width) of the nodes' present columns, -1 where absent or padding; counts (n,))."""
+    def cols_of(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(positions (n, width) of the nodes' present columns, -1 where absent or padding; counts (n,)).
+        ``nodes``: a LongTensor (indexing with a list of a thousand nodes converts it at every call: 1.4 s of a
+        MiniLM ranking's 9,000 steps)."""
         pos = self.where[self.node_cols[nodes]]
         return pos, (pos >= 0).sum(1)
 
@@ -355,7 +357,7 @@ def _scores(states: list[LSState], nodes: list[int], inflate: float) -> torch.Te
     total = torch.zeros(len(nodes), dtype=torch.float64)
     ids = torch.tensor(nodes, dtype=torch.long)
     for st in states:
-        pos, counts = st.cols_of(nodes)
+        pos, counts = st.cols_of(ids)
         for size in counts.unique().tolist():
             if size == 0:
                 continue
