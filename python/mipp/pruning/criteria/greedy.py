@@ -49,23 +49,24 @@ class ScreenCriterion(Criterion):
         n_keep = _count(self.counts, layer) if self.counts is not None else min(min_keep, layer.n_nodes)
         states = states_of(layer, self.ridge, self.noise, rows=False)
         out = LayerDecision(kept=[])
-        alive = list(range(layer.n_nodes))
+        alive = torch.arange(layer.n_nodes)  # a tensor: the scores index by it at every step
         while len(alive) > n_keep:
             scores = gaussian_scores(states, alive)
             j = int(scores.argmin())
             score = float(scores[j])
             if self.counts is None and not score < tolerance:
                 break
-            i = alive.pop(j)
+            i = int(alive[j])
+            alive = torch.cat((alive[:j], alive[j + 1 :]))
             for st in states:
                 g = st.cols(i)
                 if len(g):
                     st.remove(g)
             out.records.append(NodeRecord(i, len(out.records), "screen", True, score, score, score))
         out.records += [
-            NodeRecord(i, len(out.records) + n, "screen", False, *[math.nan] * 3) for n, i in enumerate(alive)
+            NodeRecord(i, len(out.records) + n, "screen", False, *[math.nan] * 3) for n, i in enumerate(alive.tolist())
         ]
-        out.kept = sorted(alive)
+        out.kept = sorted(alive.tolist())
         out.recon_error = relative_error(states)
         return out
 

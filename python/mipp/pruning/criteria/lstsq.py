@@ -116,16 +116,18 @@ class Block:
 
 class LSState:
     """One block's least-squares state. P (precision), W (re-fitted weights) and X (centred rows) keep the
-    columns present at the last rebuild or compaction; a removal updates W in place, and the update itself
-    zeroes the removed columns of W (and, in P, P_gg - P_gg P_gg^-1 P_gg = 0), so nothing is reallocated
-    until the next compaction.
+    columns present at the last rebuild or compaction; a removal's update zeroes the removed columns of W
+    (W_g - W_g P_gg^-1 P_gg = 0, and in P, P_gg - P_gg P_gg^-1 P_gg = 0), so nothing is reallocated until the
+    next compaction.
 
-    P's downdates are deferred: the precision is P - A B with the removals' factors (A_t = P_g,:^T P_gg^-1,
-    B_t = P_g,:) stacked as columns of A and rows of B, applied by one product at the next compaction (every
-    COMPACT removals). What a step reads of P is current all the same: the removed node's rows
-    (:meth:`prec_rows`, P_g,: - A_g B), and every node's diagonal block, kept current by the removals as the
-    Gram blocks of W are. One rank-|g| update of P per removal streamed all of P through memory (F^2 entries
-    read and written for 2 |g| F^2 flops); COMPACT of them as one product run at the arithmetic's speed."""
+    The updates of P and W are deferred: the precision is P - A B and the weights W - MW B with the removals'
+    factors (A_t = P_g,:^T P_gg^-1, MW_t = W_g P_gg^-1, B_t = P_g,:) stacked as columns of A and MW and rows of
+    B, applied by one product each at the next compaction (every COMPACT removals). What a step reads is
+    current all the same: the removed node's rows of P (:meth:`prec_rows`, P_g,: - A_g B) and columns of W
+    (:meth:`weight_cols`), M^T W as M^T W - (M^T MW) B, and every node's diagonal block of P and norm of W,
+    kept current by the removals. One rank-|g| update per removal streamed all of P (F^2 entries read and
+    written for 2 |g| F^2 flops) and all of W (q F, read and written, besides the read of M^T W) through
+    memory; COMPACT of them as one product run at the arithmetic's speed."""
 
     live: torch.Tensor  # (present columns,) bool: not removed since the last rebuild or compaction
 
@@ -207,6 +209,7 @@ class LSState:
         F = len(self.present)
         self.A = torch.empty(F, COMPACT * width, dtype=self.P.dtype)  # the deferred factors, r columns / rows used
         self.B = torch.empty(COMPACT * width, F, dtype=self.P.dtype)
+        self.MW = torch.empty(self.W.shape[0], COMPACT * width, dtype=self.W.dtype)
         self.r = 0
 
     @property
@@ -221,6 +224,18 @@ class LSState:
         r = self.r
         return self.P[g] - self.A[g, :r] @ self.B[:r] if r else self.P[g]
 
+    @property
+    def weights(self) -> torch.Tensor:
+        """The current re-fitted weights of the columns present at the last compaction (q, F): W minus the
+        deferred updates (the removed columns 0 to rounding)."""
+        r = self.r
+        return self.W - self.MW[:, :r] @ self.B[:r] if r else self.W
+
+    def weight_cols(self, g: torch.Tensor) -> torch.Tensor:
+        """The current re-fitted weights' columns g (q, |g|)."""
+        r = self.r
+        return self.W[:, g] - self.MW[:, :r] @ self.B[:r, g] if r else self.W[:, g]
+
     def prec_block(self, g: torch.Tensor) -> torch.Tensor:
         """The current precision matrix's block (g, g)."""
         r = self.r
@@ -231,9 +246,11 @@ class LSState:
         live = self.live
         self.present = self.present[live]
         P = self.P[live][:, live]
-        if self.r:  # the deferred downdates, on the live part only
+        W = self.W[:, live]
+        if self.r:  # the deferred updates, on the live part only
             P.addmm_(self.A[live, : self.r], self.B[: self.r, live], alpha=-1.0)
-        self.P, self.W, self.wn, self.pdiag = P, self.W[:, live], self.wn[live], self.pdiag[live]
+            W.addmm_(self.MW[:, : self.r], self.B[: self.r, live], alpha=-1.0)
+        self.P, self.W, self.wn, self.pdiag = P, W, self.wn[live], self.pdiag[live]
         self._clear_pending()
         if self.rows:
             self.X = self.X[:, live]
@@ -284,9 +301,12 @@ class LSState:
         if self.rows:
             assert e is not None
             self.h -= ((e @ Pgg) * e).sum(1) / self.block.n_rows
-        M = self.W[:, g] @ inv
+        M = self.weight_cols(g) @ inv
         # ||W_j - M Pg_j||^2 from one product M^T W (a norm recomputed over W costs 20x more per step)
+        r = self.r
         T, MM = M.T @ self.W, M.T @ M
+        if r:
+            T.addmm_(M.T @ self.MW[:, :r], self.B[:r], alpha=-1.0)
         self.wn -= 2 * (T * Pg).sum(0) - ((MM @ Pg) * Pg).sum(0)
         At = Pg.T @ inv  # P's downdate A_t B_t, deferred
         self.pdiag -= (At * Pg.T).sum(1)
@@ -295,8 +315,7 @@ class LSState:
             cross = torch.einsum("gnw,gnv->nwv", Tn, Pn)
             self.gram -= cross + cross.transpose(1, 2) - torch.einsum("gnw,gh,hnv->nwv", Pn, MM, Pn)
             self.pblock -= torch.einsum("gnw,gh,hnv->nwv", Pn, inv, Pn)
-        self.W.addmm_(M, Pg, alpha=-1.0)
-        r = self.r
+        self.MW[:, r : r + len(g)] = M
         self.A[:, r : r + len(g)] = At
         self.B[r : r + len(g)] = Pg
         self.r = r + len(g)
@@ -317,7 +336,7 @@ class LSState:
         S = self.present[self.live]
         if not len(S):
             return full
-        W = self.W[:, self.live]
+        W = self.weights[:, self.live]
         kept = float(((W @ b.cov[S][:, S]) * W).sum())
         return max(full - kept, 0.0)
 
@@ -338,9 +357,11 @@ def chi2_upper_factor(dof: int, alpha: float) -> float:
     return dof / q
 
 
-def gaussian_scores(states: list[LSState], nodes: list[int], inflate: float = 1.0) -> torch.Tensor:
+def gaussian_scores(states: list[LSState], nodes: list[int] | torch.Tensor, inflate: float = 1.0) -> torch.Tensor:
     """Closed-form Delta (nats) of each node given the present columns, summed over the consumers;
-    ``inflate`` multiplies the residual covariance (its upper confidence bound)."""
+    ``inflate`` multiplies the residual covariance (its upper confidence bound). ``nodes``: a list or a
+    LongTensor (a greedy loop that keeps its nodes as a tensor skips a list's conversion at every step)."""
+    nodes = nodes if isinstance(nodes, torch.Tensor) else torch.tensor(nodes, dtype=torch.long)
     total = _scores(states, nodes, inflate)
     if not bool(torch.isfinite(total).all()):
         # with fewer samples than features the covariance is singular (the ridge keeps P defined, ~1/ridge):
@@ -353,11 +374,19 @@ def gaussian_scores(states: list[LSState], nodes: list[int], inflate: float = 1.
     return total
 
 
-def _scores(states: list[LSState], nodes: list[int], inflate: float) -> torch.Tensor:
-    total = torch.zeros(len(nodes), dtype=torch.float64)
-    ids = torch.tensor(nodes, dtype=torch.long)
+def _one_column(st: LSState, c: torch.Tensor, inflate: float) -> torch.Tensor:
+    """The closed form of nodes of one present column each (positions ``c``): no matrices."""
+    return 0.5 * torch.log1p(st.wn[c] * inflate / (st.pdiag[c] * st.sigma2))
+
+
+def _scores(states: list[LSState], ids: torch.Tensor, inflate: float) -> torch.Tensor:
+    total = torch.zeros(len(ids), dtype=torch.float64)
     for st in states:
         pos, counts = st.cols_of(ids)
+        if pos.shape[1] == 1:  # every node one column (neurons): no sizes to group by
+            read = torch.nonzero(pos[:, 0] >= 0).flatten()
+            total[read] += _one_column(st, pos[read, 0], inflate)
+            continue
         for size in counts.unique().tolist():
             if size == 0:
                 continue
@@ -365,10 +394,8 @@ def _scores(states: list[LSState], nodes: list[int], inflate: float) -> torch.Te
             rows = pos[sel]
             present = rows >= 0
             g = rows[present].view(len(sel), size)  # (n, size), in order
-            if size == 1:  # a neuron: no matrices
-                c = g[:, 0]
-                snr = st.wn[c] * inflate / (st.pdiag[c] * st.sigma2)
-                total[sel] += 0.5 * torch.log1p(snr)
+            if size == 1:
+                total[sel] += _one_column(st, g[:, 0], inflate)
                 continue
             slots = torch.nonzero(present)[:, 1].view(len(sel), size)  # the same columns' slots, in order
             at = (ids[sel][:, None, None], slots[:, :, None], slots[:, None, :])
