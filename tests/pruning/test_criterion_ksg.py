@@ -53,8 +53,8 @@ def test_gaussian_score_and_downdates_equal_brute_force_least_squares():
         # the downdated weights are the least-squares re-fit on the kept nodes
         A = torch.cat([X[:, kept], torch.ones(len(X), 1, dtype=X.dtype)], 1)
         refit = torch.linalg.lstsq(A, Z).solution[:-1].T
-        torch.testing.assert_close(st.weights[:, st.live], refit, rtol=1e-8, atol=1e-8)
-        assert float(st.weights[:, ~st.live].abs().max()) < 1e-10 and float(st.precision[~st.live].abs().max()) < 1e-10
+        torch.testing.assert_close(st.W[:, st.live], refit, rtol=1e-8, atol=1e-8)
+        assert float(st.W[:, ~st.live].abs().max()) < 1e-10 and float(st.precision[~st.live].abs().max()) < 1e-10
         st_fresh = LSState(dense_block(X, W), torch.tensor([c not in kept for c in range(12)]), ridge=0.0)
         torch.testing.assert_close(st.precision[st.live][:, st.live], st_fresh.precision, rtol=1e-8, atol=1e-8)
 

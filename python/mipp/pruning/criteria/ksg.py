@@ -126,7 +126,7 @@ class KSGCriterion(Criterion):
                 # leave-one-out residuals: the leverage of the regression on the other present columns
                 h = st.h - ((e @ Pg[:, g]) * e).sum(1) / st.block.n_rows
                 residuals.append(e / (1.0 - h).clamp_min(1e-6)[:, None])
-                weights.append(st.weight_cols(g) / math.sqrt(st.sigma2))
+                weights.append(st.W[:, g] / math.sqrt(st.sigma2))
             rule, estimate, upper = self._statistic(states, i, residuals, weights, affine, generator)
             return rule, upper < tolerance, estimate, upper
 

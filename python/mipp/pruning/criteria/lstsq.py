@@ -116,18 +116,16 @@ class Block:
 
 class LSState:
     """One block's least-squares state. P (precision), W (re-fitted weights) and X (centred rows) keep the
-    columns present at the last rebuild or compaction; a removal's update zeroes the removed columns of W
-    (W_g - W_g P_gg^-1 P_gg = 0, and in P, P_gg - P_gg P_gg^-1 P_gg = 0), so nothing is reallocated until the
-    next compaction.
+    columns present at the last rebuild or compaction; a removal updates W in place, and the update itself
+    zeroes the removed columns of W (and, in P, P_gg - P_gg P_gg^-1 P_gg = 0), so nothing is reallocated
+    until the next compaction.
 
-    The updates of P and W are deferred: the precision is P - A B and the weights W - MW B with the removals'
-    factors (A_t = P_g,:^T P_gg^-1, MW_t = W_g P_gg^-1, B_t = P_g,:) stacked as columns of A and MW and rows of
-    B, applied by one product each at the next compaction (every COMPACT removals). What a step reads is
-    current all the same: the removed node's rows of P (:meth:`prec_rows`, P_g,: - A_g B) and columns of W
-    (:meth:`weight_cols`), M^T W as M^T W - (M^T MW) B, and every node's diagonal block of P and norm of W,
-    kept current by the removals. One rank-|g| update per removal streamed all of P (F^2 entries read and
-    written for 2 |g| F^2 flops) and all of W (q F, read and written, besides the read of M^T W) through
-    memory; COMPACT of them as one product run at the arithmetic's speed."""
+    P's downdates are deferred: the precision is P - A B with the removals' factors (A_t = P_g,:^T P_gg^-1,
+    B_t = P_g,:) stacked as columns of A and rows of B, applied by one product at the next compaction (every
+    COMPACT removals). What a step reads of P is current all the same: the removed node's rows
+    (:meth:`prec_rows`, P_g,: - A_g B), and every node's diagonal block, kept current by the removals as the
+    Gram blocks of W are. One rank-|g| update of P per removal streamed all of P through memory (F^2 entries
+    read and written for 2 |g| F^2 flops); COMPACT of them as one product run at the arithmetic's speed."""
 
     live: torch.Tensor  # (present columns,) bool: not removed since the last rebuild or compaction
 
@@ -209,7 +207,6 @@ class LSState:
         F = len(self.present)
         self.A = torch.empty(F, COMPACT * width, dtype=self.P.dtype)  # the deferred factors, r columns / rows used
         self.B = torch.empty(COMPACT * width, F, dtype=self.P.dtype)
-        self.MW = torch.empty(self.W.shape[0], COMPACT * width, dtype=self.W.dtype)
         self.r = 0
 
     @property
@@ -224,18 +221,6 @@ class LSState:
         r = self.r
         return self.P[g] - self.A[g, :r] @ self.B[:r] if r else self.P[g]
 
-    @property
-    def weights(self) -> torch.Tensor:
-        """The current re-fitted weights of the columns present at the last compaction (q, F): W minus the
-        deferred updates (the removed columns 0 to rounding)."""
-        r = self.r
-        return self.W - self.MW[:, :r] @ self.B[:r] if r else self.W
-
-    def weight_cols(self, g: torch.Tensor) -> torch.Tensor:
-        """The current re-fitted weights' columns g (q, |g|)."""
-        r = self.r
-        return self.W[:, g] - self.MW[:, :r] @ self.B[:r, g] if r else self.W[:, g]
-
     def prec_block(self, g: torch.Tensor) -> torch.Tensor:
         """The current precision matrix's block (g, g)."""
         r = self.r
@@ -246,11 +231,9 @@ class LSState:
         live = self.live
         self.present = self.present[live]
         P = self.P[live][:, live]
-        W = self.W[:, live]
-        if self.r:  # the deferred updates, on the live part only
+        if self.r:  # the deferred downdates, on the live part only
             P.addmm_(self.A[live, : self.r], self.B[: self.r, live], alpha=-1.0)
-            W.addmm_(self.MW[:, : self.r], self.B[: self.r, live], alpha=-1.0)
-        self.P, self.W, self.wn, self.pdiag = P, W, self.wn[live], self.pdiag[live]
+        self.P, self.W, self.wn, self.pdiag = P, self.W[:, live], self.wn[live], self.pdiag[live]
         self._clear_pending()
         if self.rows:
             self.X = self.X[:, live]
@@ -301,12 +284,9 @@ class LSState:
         if self.rows:
             assert e is not None
             self.h -= ((e @ Pgg) * e).sum(1) / self.block.n_rows
-        M = self.weight_cols(g) @ inv
+        M = self.W[:, g] @ inv
         # ||W_j - M Pg_j||^2 from one product M^T W (a norm recomputed over W costs 20x more per step)
-        r = self.r
         T, MM = M.T @ self.W, M.T @ M
-        if r:
-            T.addmm_(M.T @ self.MW[:, :r], self.B[:r], alpha=-1.0)
         self.wn -= 2 * (T * Pg).sum(0) - ((MM @ Pg) * Pg).sum(0)
         At = Pg.T @ inv  # P's downdate A_t B_t, deferred
         self.pdiag -= (At * Pg.T).sum(1)
@@ -315,7 +295,8 @@ class LSState:
             cross = torch.einsum("gnw,gnv->nwv", Tn, Pn)
             self.gram -= cross + cross.transpose(1, 2) - torch.einsum("gnw,gh,hnv->nwv", Pn, MM, Pn)
             self.pblock -= torch.einsum("gnw,gh,hnv->nwv", Pn, inv, Pn)
-        self.MW[:, r : r + len(g)] = M
+        self.W.addmm_(M, Pg, alpha=-1.0)
+        r = self.r
         self.A[:, r : r + len(g)] = At
         self.B[r : r + len(g)] = Pg
         self.r = r + len(g)
@@ -336,7 +317,7 @@ class LSState:
         S = self.present[self.live]
         if not len(S):
             return full
-        W = self.weights[:, self.live]
+        W = self.W[:, self.live]
         kept = float(((W @ b.cov[S][:, S]) * W).sum())
         return max(full - kept, 0.0)
 
