@@ -163,12 +163,17 @@ def refit_moments(model: nn.Module, original: nn.Module, plan, stats: dict, ridg
         b = om.bias.detach().double().cpu() if om.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
         if kept_out is not None:
             w, b = w[kept_out], b[kept_out]
-        # second moments of [x, 1] over the rows; the target is z = W x + b
-        full = torch.cat([st.cov + torch.outer(st.mean, st.mean), st.mean[:, None]], 1)
-        full = torch.cat([full, torch.cat([st.mean, torch.ones(1, dtype=torch.float64)])[None]], 0)
-        cols = torch.cat([_columns(om, kept_in), torch.tensor([len(st.mean)])])
-        cross = full[cols] @ torch.cat([w, b[:, None]], 1).T
-        _solve_into(mods, name, full[cols][:, cols], cross, ridge, False, None, None, {})
+        # second moments of [x, 1] over the rows, the kept columns' rows of them only (the whole (F + 1)^2 matrix
+        # was built at every candidate of a refinement); the target is z = W x + b
+        k = _columns(om, kept_in)
+        one = torch.ones(1, dtype=torch.float64)
+        mk = st.mean[k]
+        rows = torch.cat([st.cov[k] + torch.outer(mk, st.mean), mk[:, None]], 1)
+        rows = torch.cat([rows, torch.cat([st.mean, one])[None]], 0)
+        cross = rows @ torch.cat([w, b[:, None]], 1).T
+        _solve_into(
+            mods, name, rows[:, torch.cat([k, torch.tensor([len(st.mean)])])], cross, ridge, False, None, None, {}
+        )
 
 
 class _Stop(Exception):
