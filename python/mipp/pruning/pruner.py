@@ -478,7 +478,7 @@ def _plain(channel: OutputChannel) -> dict:
 def _prefix(layer: Layer, result: LayerResult, gone: list[int], judged: bool = False) -> LayerDecision:
     """The decision that removes ``gone``, the first nodes of a ranked (fully removed) group's order;
     ``judged``: a candidate of the refinement, which reads only the kept nodes (no records, no reconstruction
-    error: their cost over a MiniLM's 12 groups was a tenth of a candidate's)."""
+    error: about 0.1 s of a MiniLM candidate's 1.5 s)."""
     removed = set(gone)
     kept = [i for i in range(result.n_before) if i not in removed]
     if judged:
