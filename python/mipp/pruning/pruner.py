@@ -366,10 +366,6 @@ class MIPP:
         macs = MacModel(cap.model, cap.example, cap.structure) if self.budget.macs_removed is not None else None
         removed = allocate(curves, n_nodes, self.budget, self.min_keep, macs)
         state = gen.get_state()  # every decision at given counts draws from the same generator state
-        orders = {
-            g: [r.node for r in sorted((r for r in res.records if r.removed), key=lambda r: r.step)]
-            for g, res in ranked.items()
-        }
 
         def decide_at(removed: dict[str, int], show: bool, judged: bool = False):
             screen = ScreenCriterion(
@@ -383,7 +379,8 @@ class MIPP:
                 if layer.cut:
                     return screen.decide(layer, tolerance=0.0, min_keep=self.min_keep, generator=at, bar=bar)
                 # nothing decided before changed this group's consumers: its greedy order is the one ranked
-                return _prefix(layer, ranked[layer.name], orders[layer.name][: removed[layer.name]], judged)
+                gone = [node for node, _ in curves[layer.name][: removed[layer.name]]]
+                return _prefix(layer, ranked[layer.name], gone, judged)
 
             return walk(cap, final, show, criterion.nats)
 

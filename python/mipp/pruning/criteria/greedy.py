@@ -63,10 +63,11 @@ class ScreenCriterion(Criterion):
                 if len(g):
                     st.remove(g)
             out.records.append(NodeRecord(i, len(out.records), "screen", True, score, score, score))
+        left = alive.tolist()
         out.records += [
-            NodeRecord(i, len(out.records) + n, "screen", False, *[math.nan] * 3) for n, i in enumerate(alive.tolist())
+            NodeRecord(i, len(out.records) + n, "screen", False, *[math.nan] * 3) for n, i in enumerate(left)
         ]
-        out.kept = sorted(alive.tolist())
+        out.kept = sorted(left)
         out.recon_error = relative_error(states)
         return out
 
