@@ -11,6 +11,9 @@ rank-one updates) and re-fits the down-projection by least squares on every cali
 
 * ``screen``: the neurons chosen on the dense model's activations to reproduce its own FFN output, then the
   sequential re-fit toward the dense LayerNorm input (what ``screen_selection`` + ``apply(refit=...)`` do);
+* ``screen-ln``: the screen's choice on the dense activations in the LayerNorm's view (rows and outputs
+  weighted as in ``sequential-ln`` below), and the same weighted re-fit: the LayerNorm's view without the
+  sequential choice;
 * ``sequential``: chosen on the pruned model's activations (the layers before already pruned and
   re-fitted) to reproduce the stream target z_dense + (stream_dense - stream_pruned), the target the
   re-fit uses, so the choice also corrects the error left upstream;
@@ -41,7 +44,7 @@ from bench_minilm import draw_sentences, embed, encode_batches, fidelity, length
 
 from mipp.pruning.criteria.lstsq import Block, LSState, gaussian_scores
 
-MODES = ("screen", "sequential", "sequential-ln", "sequential-ln-attention")
+MODES = ("screen", "screen-ln", "sequential", "sequential-ln", "sequential-ln-attention")
 RIDGE = 1e-8
 
 
@@ -111,7 +114,7 @@ def refit_linear(linear: nn.Linear, x: torch.Tensor, t: torch.Tensor, w: torch.T
 def prune(model: nn.Module, calib, keep: int, mode: str) -> nn.Module:
     small = copy.deepcopy(model)
     for i, (dense, layer) in enumerate(zip(model.layers, small.layers)):
-        ln = mode.startswith("sequential-ln")
+        ln = mode.endswith("-ln") or mode.startswith("sequential-ln")
         if mode.endswith("attention") and i > 0:
             a = tap(model, calib, {"s": (dense.attn_norm, 0, _same)})["s"]
             p = tap(small, calib, {"x": (layer.attn_out, 0, _same), "z": (layer.attn_out, 1, _same),
@@ -124,7 +127,7 @@ def prune(model: nn.Module, calib, keep: int, mode: str) -> nn.Module:
         w = 1 / d["s"].std(1, keepdim=True) if ln else torch.ones(len(d["s"]), 1, dtype=torch.float64)
         gain = dense.out_norm.weight.double() if ln else torch.ones(d["s"].shape[1], dtype=torch.float64)
         target = d["s"] - (p["s"] - p["z"])  # restores the norm's input: z + the stream's drift
-        if mode == "screen":
+        if mode.startswith("screen"):
             kept = screen(d["h"], d["z"], w, gain, keep)
         else:
             kept = screen(p["h"], target, w, gain, keep)
