@@ -245,9 +245,7 @@ class _Accumulator:
     CHUNK = 4096
     CONV_ROWS = 1 << 16  # receptive-field rows behind one chunk of images (at least one image)
 
-    def __init__(self, seed: int, weighted: bool = False):
-        self.weighted = weighted  # rows come with weights (:meth:`add`); a chunk's last column holds them
-        self.weight = 0.0  # the rows' summed squared weights (their count when unweighted)
+    def __init__(self, seed: int):
         self.gen = torch.Generator().manual_seed(seed)
         self.uniform = torch.empty(0, dtype=torch.float64)
         self.total: torch.Tensor | None = None
@@ -265,14 +263,10 @@ class _Accumulator:
         self.n_samples += n
         return u
 
-    def add(self, rows: torch.Tensor, counts: torch.Tensor | int, weights: torch.Tensor | None = None) -> None:
+    def add(self, rows: torch.Tensor, counts: torch.Tensor | int) -> None:
         """Rows of consecutive input samples; ``counts``: rows per sample (an int when every sample has the
         same number of positions, else a (n,) tensor: a padded batch's valid tokens). A sample with no row
-        (all padding) draws its uniform but keeps no sampled row. ``weights`` (one per row; required exactly
-        when the accumulator is ``weighted``): the moments are those of row r counted w_r^2 times, the
-        sampled rows stay as they are."""
-        if (weights is not None) != self.weighted:
-            raise ValueError("a weighted accumulator takes every row with a weight, an unweighted one none")
+        (all padding) draws its uniform but keeps no sampled row."""
         rows = rows.detach().cpu()
         if isinstance(counts, int):
             n = rows.shape[0] // counts
@@ -285,9 +279,6 @@ class _Accumulator:
         present = counts_t > 0
         pick = (u * counts_t).long().minimum(counts_t - 1) + start
         self.sampled.append(rows[pick[present]].to(torch.float64))
-        if weights is not None:  # [w x, w]: the chunk's products give sum w^2 x x^T, sum w^2 x and sum w^2
-            w = weights.detach().cpu().to(torch.float64)[:, None]
-            rows = torch.cat([rows.to(torch.float64) * w, w], 1)
         self._stream(rows, self.CHUNK, None)
 
     def add_images(self, x: torch.Tensor, geo: ConvGeometry) -> None:
@@ -327,26 +318,20 @@ class _Accumulator:
         self.buffer, self.buffered = [], 0
 
     def _flush(self, chunk: torch.Tensor) -> None:
-        if self.geometry is None and self.weighted:
-            w, xw = chunk[:, -1], chunk[:, :-1]
-            s, o, n, weight = xw.T @ w, gram_matrix(xw), chunk.shape[0], float(w @ w)
-        elif self.geometry is None:
+        if self.geometry is None:
             chunk = chunk.to(torch.float64)
             s, o, n = chunk.sum(0), gram_matrix(chunk), chunk.shape[0]
-            weight = float(n)
         else:
             (s, o), n = conv_moments(chunk, self.geometry), chunk.shape[0] * math.prod(self.geometry.out)
-            weight = float(n)
         self.total = s if self.total is None else self.total + s
         self.outer = o if self.outer is None else self.outer + o
         self.n_rows += n
-        self.weight += weight
 
     def finish(self) -> ConsumerStats:
         self._flush_buffer()
         assert self.total is not None and self.outer is not None
-        mean = self.total / self.weight
-        cov = self.outer / self.weight - torch.outer(mean, mean)
+        mean = self.total / self.n_rows
+        cov = self.outer / self.n_rows - torch.outer(mean, mean)
         return ConsumerStats(self.n_rows, mean, (cov + cov.T) / 2, torch.cat(self.sampled))
 
 
@@ -480,52 +465,6 @@ def check_finite_inputs(batch, index: int) -> None:
             )
 
 
-def stream_norm(model: nn.Module, consumer: nn.Module, batch) -> nn.Module | None:
-    """The LayerNorm whose input is the consumer's output plus a residual stream (post-LN: LN(h + z); pre-LN:
-    the next block's LN of h + z), found by perturbing the output: the first LayerNorm run after the consumer
-    whose input moves by exactly the perturbation. None when there is none (no residual add, or a nonlinear
-    or scaled path in between)."""
-    norms = [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
-    if not norms:
-        return None
-    seen: dict[int, list] = {0: [], 1: []}
-    delta = {}
-
-    def record(trial):
-        def fn(module, inputs, output):
-            seen[trial].append((module, inputs[0].detach().clone()))
-
-        return fn
-
-    def perturb(module, inputs, output):
-        delta["d"] = torch.randn_like(output) * (output.detach().abs().mean() + 1e-6)
-        return output + delta["d"]
-
-    for trial in (0, 1):
-        handles = [n.register_forward_hook(record(trial)) for n in norms]
-        ran = []
-        handles.append(consumer.register_forward_hook(lambda *a: ran.append(len(seen[trial]))))
-        if trial:
-            handles.append(consumer.register_forward_hook(perturb))
-        try:
-            with torch.no_grad():
-                run_model(model, batch)
-        finally:
-            for h in handles:
-                h.remove()
-        start = ran[0] if ran else 0
-        seen[trial] = seen[trial][start:]
-    for (norm, x0), (_, x1) in zip(seen[0], seen[1]):
-        diff = x1 - x0
-        if diff.shape == delta["d"].shape and torch.allclose(
-            diff, delta["d"], rtol=1e-4, atol=1e-5 * float(x0.abs().max())
-        ):
-            return norm
-        if bool((diff != 0).any()):
-            return None  # the perturbation reached a norm some other way first
-    return None
-
-
 def capture(
     model: nn.Module,
     batches: list,
@@ -533,7 +472,6 @@ def capture(
     seed: int = 0,
     progress: bool = False,
     metric: MetricProbes | None = None,
-    norms: dict[str, nn.Module] | None = None,
 ) -> dict[str, ConsumerStats]:
     """Run ``model`` (eval semantics, every module's mode restored) on the batches and return the feature
     statistics of each named consumer module. Padding tokens (a Mapping batch's ``attention_mask``) are
@@ -543,27 +481,15 @@ def capture(
     ``metric``: the output metric's probes, fed by the same forward passes for the samples it takes (a batch
     they take whole runs with grad enabled; of a batch they take in part, that part runs again on its own):
     one forward pass of those samples instead of two (the metric's took 2 s of a 64-512-channel ResNet-18's
-    selection).
-
-    ``norms``: Linear consumer -> the LayerNorm reading the residual stream its output joins (:func:`stream_norm`).
-    Such a consumer's token rows enter its moments weighted by the norm's view of an error there: a change dz
-    of the stream moves the norm's output by gain * dz / sd (less its mean), sd the token's standard deviation
-    at the norm's input, so row r counts 1 / sd_r^2 times (its mean and covariance are weighted ones). The
-    output metric's Jacobians hold that factor averaged over the rows; weighting the rows lets it follow the
-    tokens (a neuron firing where the stream is large costs less). Its sampled rows stay unweighted."""
+    selection)."""
     if not consumers:
         raise UnsupportedModelError(
             f"MIPP decides no group of {type(model).__name__}, so there is nothing to capture: "
             "mipp.pruning.analyse(model, example) lists every group and why it is left alone"
         )
     modules = dict(model.named_modules())
-    norms = norms or {}
-    acc = {name: _Accumulator(seed, weighted=name in norms) for name in consumers}
+    acc = {name: _Accumulator(seed) for name in consumers}
     current: dict = {"mask": None, "on": True}
-    pending: dict[str, tuple] = {}  # a weighted consumer's rows of this batch, until its norm has run
-    readers: dict[nn.Module, list[str]] = {}
-    for name, norm in norms.items():
-        readers.setdefault(norm, []).append(name)
 
     def hook(name):
         def fn(module, inputs, output):
@@ -581,29 +507,16 @@ def capture(
             geo = image_geometry(module, x)
             if geo is not None:
                 acc[name].add_images(as_images(module, x), geo)
-                return
-            # per-token rows of a padded batch: the valid ones, counted per sample
-            rows = (tokens, mask.sum(1)) if tokens is not x else feature_rows(module, x)
-            if name in norms:
-                pending[name] = rows
+            elif tokens is not x:  # per-token rows of a padded batch: the valid ones, counted per sample
+                acc[name].add(tokens, mask.sum(1))
             else:
-                acc[name].add(*rows)
+                acc[name].add(*feature_rows(module, x))
 
         return fn
-
-    def norm_hook(norm, inputs, output):
-        for name in readers[norm]:
-            if current["on"] and name in pending:
-                rows, counts = pending.pop(name)
-                s = valid_rows(modules[name], inputs[0].detach(), current["mask"])
-                s = s.reshape(-1, s.shape[-1]).to(torch.float64)
-                assert len(s) == len(rows), "the stream's norm reads one row per token of its consumer's output"
-                acc[name].add(rows, counts, torch.rsqrt(s.var(-1, unbiased=False) + norm.eps))
 
     for i, batch in enumerate(batches):
         check_finite_inputs(batch, i)
     handles = [modules[name].register_forward_hook(hook(name)) for name in consumers]
-    handles += [norm.register_forward_hook(norm_hook) for norm in readers]
     try:
         device = _device(model)
         with eval_mode(model), torch.no_grad():
@@ -616,10 +529,8 @@ def capture(
                 if take == n:  # the metric takes it whole: one pass with grad feeds both
                     assert metric is not None
                     metric.run(to_device(batch, device))
-                    _check_norms_ran(pending)
                     continue
                 run_model(model, to_device(batch, device))
-                _check_norms_ran(pending)
                 if take:
                     assert metric is not None
                     current["on"] = False
@@ -633,14 +544,6 @@ def capture(
     stats = {name: a.finish() for name, a in acc.items()}
     _warn_few_samples(stats)
     return stats
-
-
-def _check_norms_ran(pending: dict) -> None:
-    if pending:
-        raise RuntimeError(
-            f"the LayerNorm reading the stream of {', '.join(pending)} did not run after it in this batch, as it "
-            "did when the stream was found: capture cannot weight its rows"
-        )
 
 
 def _warn_few_samples(stats: dict[str, ConsumerStats]) -> None:

@@ -42,7 +42,6 @@ from mipp.pruning.capture import (
     image_geometry,
     kernel_size,
     slice_batch,
-    stream_norm,
     to_device,
     token_mask,
     valid_rows,
@@ -206,6 +205,52 @@ def _forward(model: nn.Module, batch, hooks: dict[nn.Module, Callable], stops: l
             h.remove()
 
 
+def _stream_norm(model: nn.Module, consumer: nn.Module, batch) -> nn.Module | None:
+    """The LayerNorm whose input is the consumer's output plus a residual stream (post-LN: LN(h + z); pre-LN:
+    the next block's LN of h + z), found by perturbing the output: the first LayerNorm run after the consumer
+    whose input moves by exactly the perturbation. None when there is none (no residual add, or a nonlinear
+    or scaled path in between)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
+    if not norms:
+        return None
+    seen: dict[int, list] = {0: [], 1: []}
+    delta = {}
+
+    def record(trial):
+        def fn(module, inputs, output):
+            seen[trial].append((module, inputs[0].detach().clone()))
+
+        return fn
+
+    def perturb(module, inputs, output):
+        delta["d"] = torch.randn_like(output) * (output.detach().abs().mean() + 1e-6)
+        return output + delta["d"]
+
+    for trial in (0, 1):
+        handles = [n.register_forward_hook(record(trial)) for n in norms]
+        ran = []
+        handles.append(consumer.register_forward_hook(lambda *a: ran.append(len(seen[trial]))))
+        if trial:
+            handles.append(consumer.register_forward_hook(perturb))
+        try:
+            with torch.no_grad():
+                run_model(model, batch)
+        finally:
+            for h in handles:
+                h.remove()
+        start = ran[0] if ran else 0
+        seen[trial] = seen[trial][start:]
+    for (norm, x0), (_, x1) in zip(seen[0], seen[1]):
+        diff = x1 - x0
+        if diff.shape == delta["d"].shape and torch.allclose(
+            diff, delta["d"], rtol=1e-4, atol=1e-5 * float(x0.abs().max())
+        ):
+            return norm
+        if bool((diff != 0).any()):
+            return None  # the perturbation reached a norm some other way first
+    return None
+
+
 # The dense model's targets are captured for as many consecutive consumers as fit in this many bytes, in one
 # forward pass per batch (the dense model does not change while the re-fit runs); the pruned model is still
 # run once per consumer, since each consumer reads the ones re-fitted before it. On MiniLM (6 consumers,
@@ -251,7 +296,7 @@ def refit(
     )
     with bar, eval_mode(model), eval_mode(original):
         norms = {
-            n: stream_norm(original, orig_mods[n], probe) if stream and plan[n][2] is None else None for n in planned
+            n: _stream_norm(original, orig_mods[n], probe) if stream and plan[n][2] is None else None for n in planned
         }
         # the dense model's side of each target: the consumer's output, or the input of the norm reading its stream
         taps = {n: (orig_mods[n], 1) if norms[n] is None else (norms[n], 0) for n in planned}

@@ -27,14 +27,12 @@ from mipp.pruning.capture import (
     kernel_size,
     materialise,
     slice_batch,
-    stream_norm,
-    to_device,
 )
 from mipp.pruning.criteria.base import Layer, LayerDecision
 from mipp.pruning.criteria.lstsq import Block
 from mipp.pruning.selection import LayerResult, Selection
 from mipp.pruning.sensitivity import MetricProbes, OutputChannel, OutputMetric
-from mipp.pruning.structure import Consumer, Group, Structure, analyse, eval_mode, removed_nodes
+from mipp.pruning.structure import Consumer, Group, Structure, analyse, removed_nodes
 
 
 @dataclass
@@ -92,15 +90,14 @@ def capture_model(
     if not decided:  # before any capture: each group's reason (or the units= / groups= that left it out)
         raise structure.nothing_decided(type(model).__name__, decided)
     consumers = sorted({c.name for n in decided for c in structure.groups[n].consumers})
-    probes, norms = None, {}
+    probes = None
     if channel is not None and consumers:  # the output metric, from the capture's own forward passes
-        norms = stream_norms(model, consumers, example)
         probes = MetricProbes(
             model, consumers, probes=channel.probes, seed=seed, output=channel.output, samples=channel.samples
         )
     with warnings.catch_warnings(record=True) as caught:  # too few samples: the error alone, not the warning too
         warnings.simplefilter("always")
-        stats = capture(model, batches, consumers, seed=seed, progress=progress, metric=probes, norms=norms)
+        stats = capture(model, batches, consumers, seed=seed, progress=progress, metric=probes)
     n = next(iter(stats.values())).rows.shape[0] if stats else 0
     if n < min_samples:
         raise ValueError(f"got {n} samples from inputs; at least {min_samples} are needed (n_samples={n_samples})")
@@ -108,22 +105,6 @@ def capture_model(
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     metric = probes.finish() if probes is not None else None
     return Captured(model, structure, example, stats, time.perf_counter() - t0, batches, decided, metric)
-
-
-def stream_norms(model: nn.Module, consumers: list[str], example) -> dict[str, nn.Module]:
-    """Each Linear consumer's output that joins a residual stream read by a LayerNorm -> that norm
-    (:func:`mipp.pruning.capture.stream_norm`, in eval mode on two samples): an output channel sees such a
-    consumer's rows in the norm's view (:func:`mipp.pruning.capture.capture`). Measured on all-MiniLM-L6-v2
-    (benchmarks/bench_minilm_ceiling.py, the screen at uniform counts): the norm's view of the choice raised
-    held-out cosine 0.9436 -> 0.9453 at 50% of the FFN neurons removed, 0.8785 -> 0.8813 at 75%."""
-    modules = dict(model.named_modules())
-    linear = [n for n in consumers if isinstance(modules[n], nn.Linear)]
-    if not linear or not any(isinstance(m, nn.LayerNorm) for m in model.modules()):
-        return {}
-    with eval_mode(model):
-        probe = to_device(example, next(model.parameters()).device)
-        found = {n: stream_norm(model, modules[n], probe) for n in linear}
-    return {n: norm for n, norm in found.items() if norm is not None}
 
 
 @dataclass
