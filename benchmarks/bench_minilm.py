@@ -30,7 +30,7 @@ fine-tuning. Metrics on the held-out sentences: mean cosine between pruned and d
 nearest-neighbour retrieval agreement (the dense top-1 neighbour among the held-out sentences found as top-1,
 and the mean overlap of the top-5 lists). Seconds per method: selection (capture, which includes the output
 metric, and decisions for MIPP) and re-fit.
-Writes benchmarks/results/minilm.csv and minilm.png."""
+Writes benchmarks/results/minilm.csv and minilm.png (--out: another CSV, its plot beside it)."""
 
 from __future__ import annotations
 
@@ -520,7 +520,8 @@ def main() -> int:
             rows.append({**row, **env})
             print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
             write_csv(old + rows, args.out)
-    plot(old + rows, os.path.join(RESULTS, "minilm.png"))
+    # the plot beside its CSV: a run into another --out leaves minilm.png as the table's rows drew it
+    plot(old + rows, os.path.join(RESULTS, os.path.splitext(args.out)[0] + ".png"))
     return 0
 
 
