@@ -223,3 +223,19 @@ def test_feature_rows_reproduce_string_padded_convolutions(module):
     want = out.reshape(3, out.shape[1], -1).transpose(1, 2).reshape(-1, out.shape[1])
     assert positions == want.shape[0] // 3
     torch.testing.assert_close(rows @ flat_weight(module).T + module.bias, want, rtol=1e-5, atol=1e-5)
+
+
+def test_all_finite_trusts_a_finite_sum_and_checks_an_overflowing_one():
+    """A finite sum proves every value finite; a sum that overflows (finite values near the dtype's limit) or is
+    NaN (inf - inf) falls back to the elementwise test, which finds NaN and inf wherever they sit."""
+    from mipp.pruning.capture import all_finite
+
+    big = torch.full((4, 3), 3e38, dtype=torch.float32)  # finite, but the sum overflows to inf
+    assert not bool(torch.isfinite(big.sum())) and all_finite(big)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        x = torch.randn(5, 6, dtype=torch.float64)
+        x[3, 4] = bad
+        assert not all_finite(x)
+    both = torch.zeros(3)
+    both[0], both[2] = float("inf"), -float("inf")  # the sum is NaN
+    assert not all_finite(both) and all_finite(torch.zeros(3))
