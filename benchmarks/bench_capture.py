@@ -3,14 +3,14 @@ kh x kw-wide row, the path of strided convolutions, token rows and Linear inputs
 convolution's image path (:func:`mipp.pruning.capture.conv_moments`: one C x C product per pixel shift, 13 for a
 3 x 3 kernel instead of the rows' 81 column-block products), on the inputs of every stride-1 3 x 3 convolution of
 the full-width ResNet-18 (64-128-256-512 channels, 3 x 32 x 32 inputs, untrained: the time does not depend on
-the weights), and of narrow 3 x 3 convolutions on 32 x 32 inputs (8-48 channels: where the rows' one product
-is the faster, which sets IMAGE_MIN_CHANNELS).
+the weights), and of narrow 3 x 3, 5 x 5 and 7 x 7 convolutions (6-48 channels: where the rows' one product is
+the faster, which sets IMAGE_MIN_CHANNELS).
 
     PYTHONPATH=python python benchmarks/bench_capture.py [--samples 128] [--repeats 3] [--selection 500]
 
 Each consumer's input is captured once; both paths then accumulate it through the capture's own accumulator
 (same chunks, same sampled rows), alternating, medians of --repeats; the moments are checked equal first
-(relative max difference). Writes benchmarks/results/capture.csv.
+(relative max difference). Appends to benchmarks/results/capture.csv (every run kept).
 
 --selection N: the whole selection (KSG criterion, 50% of the nodes, streams joint) and re-fit of the full-width
 ResNet-18 on N random images, once the way it was before (every convolution's moments from its rows, the LU
@@ -28,7 +28,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
-from _results import environment, write_csv
+from _results import environment, read_csv, write_csv
 
 from mipp.experiments.resnet import ResNet18
 from mipp.pruning import MIPP
@@ -105,11 +105,13 @@ def main() -> int:
         model(torch.randn(args.samples, 3, 32, 32))
     for h in hooks:
         h.remove()
-    for c in (8, 16, 32, 48):
-        inputs[f"narrow-{c}"] = (torch.nn.Conv2d(c, c, 3, padding=1), torch.randn(args.samples, c, 32, 32))
-    rows, seen = [], set()
+    # narrow convolutions (channels, kernel, padding, input size): where the rows' one product is the faster
+    for c, k, p, size in ((8, 3, 1, 32), (16, 3, 1, 32), (32, 3, 1, 32), (48, 3, 1, 32), (6, 5, 0, 14), (16, 5, 0, 14),
+                          (24, 5, 0, 14), (32, 5, 0, 14), (16, 7, 3, 32), (24, 7, 3, 32), (32, 7, 3, 32)):  # fmt: skip
+        inputs[f"narrow-{c}-k{k}"] = (torch.nn.Conv2d(c, c, k, padding=p), torch.randn(args.samples, c, size, size))
+    rows, seen = read_csv("capture.csv"), set()  # every run kept
     for name, (m, x) in inputs.items():
-        shape = (tuple(x.shape[1:]), m.in_channels)
+        shape = (tuple(x.shape[1:]), m.in_channels, m.kernel_size)
         if shape in seen:  # one consumer per input shape: the others cost the same
             continue
         seen.add(shape)

@@ -151,10 +151,12 @@ def conv_geometry(module: nn.Module, x: torch.Tensor) -> ConvGeometry | None:
     return geo if min(geo.out) >= 1 else None
 
 
-# Input channels from which a convolution's moments come from its images rather than its rows: measured on
-# 3 x 3 convolutions of 3-32 channels the images' 13 narrow products took 0.96-1.4x the time of the rows' one
-# wide product, from 48 channels 0.35-0.52x (benchmarks/results/capture.csv, 256 samples).
-IMAGE_MIN_CHANNELS = 48
+# Input channels from which a convolution's moments come from its images rather than its rows. The images'
+# products are C x C, one per pixel shift and cell, so few channels and wide kernels leave them small and many
+# (5 x 5 at 6 / 16 channels: 6.1x / 1.7x the rows' time, 3 x 3 at 3 channels 1.15x). With the (H, W, n, C)
+# layout, at 32 channels the images took 0.19x (3 x 3), 0.71x (5 x 5, 14 x 14 input) and 0.32x (7 x 7) of the
+# rows' time, at the ResNet-18's 64-512 channels 0.23-0.68x (benchmarks/results/capture.csv, 128 samples).
+IMAGE_MIN_CHANNELS = 32
 
 
 def image_geometry(module: nn.Module, x: torch.Tensor) -> ConvGeometry | None:
