@@ -410,7 +410,8 @@ def _stream_norm(model: nn.Module, consumer: nn.Module, batch) -> nn.Module | No
 
 # The dense model's targets are captured for as many consecutive consumers as fit in this many bytes, in one
 # forward pass per batch (the dense model does not change while the re-fit runs); the pruned model is still
-# run once per consumer, since each consumer reads the ones re-fitted before it. On MiniLM (6 consumers,
+# run once per consumer, since each consumer reads the ones re-fitted before it (from where the consumer before
+# it started: :class:`_Replay`). On MiniLM (6 consumers,
 # 20,000 token rows) every target fits and the re-fit's dense passes fall from 6 to 1.
 TARGET_CACHE_BYTES = 1 << 30
 
