@@ -1,7 +1,10 @@
 """The re-fit replays, in consumer i + 1's pass, the module calls that finished before consumer i started
 (mipp.pruning.refit._Replay). Replaying must be the same as running: the re-fitted weights equal, bit for bit,
 those of passes that run everything, on every zoo architecture and on models whose modules are shared, used
-for an in-place effect, or tie a weight to the consumer; and the early layers do run fewer times."""
+for an in-place effect, change an output or an attribute in place, append to an argument, or tie a weight to
+the consumer; and the early layers do run fewer times."""
+
+import copy
 
 import pytest
 import torch
@@ -45,10 +48,60 @@ class LaterInPlace(nn.Module):
         return self.d(torch.relu(self.c(torch.relu(z)))) + self.e(torch.relu(h))
 
 
+class Stateful(nn.Module):
+    """A layer that stores its output on itself, read by a later module: replaying it would leave the old one."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c, self.d = nn.Linear(6, 24), nn.Linear(24, 20), nn.Linear(20, 16), nn.Linear(16, 3)
+        self.memory = Memory()
+
+    def forward(self, x):
+        h = self.memory(torch.relu(self.a(x)))
+        z = torch.relu(self.c(torch.relu(self.b(h + self.memory.last))))
+        return self.d(z)
+
+
+class Memory(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.seen: list = []  # appended to, read through self.last
+
+    def forward(self, h):
+        self.seen.append((h * 2).detach())  # (a deep copy of the model takes no graph)
+        return h + 1
+
+    @property
+    def last(self):
+        return self.seen[-1]
+
+
+class Logged(nn.Module):
+    """A layer given a list it appends to, read after it: replaying it would leave the list empty."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c, self.d = nn.Linear(6, 24), nn.Linear(24, 20), nn.Linear(20, 16), nn.Linear(16, 3)
+        self.tap = Tap()
+
+    def forward(self, x):
+        log: list = []
+        h = self.tap(torch.relu(self.a(x)), log)
+        return self.d(torch.relu(self.c(torch.relu(self.b(h * log[0])))))
+
+
+class Tap(nn.Module):
+    def forward(self, h, log):
+        log.append(h.detach().abs().mean())
+        return h + 1
+
+
 MODELS = {
     **{name: ZOO[name] for name in ZOO},
     "shared-inplace": (SharedAndInPlace, (6,)),
     "later-inplace": (LaterInPlace, (6,)),
+    "stateful": (Stateful, (6,)),
+    "logged": (Logged, (6,)),
 }
 
 
@@ -64,13 +117,19 @@ def test_replayed_refit_equals_the_refit_that_runs_everything(name, monkeypatch)
     x = torch.randn(N, *shape)
     batches = [x[:40], x[40:70], x[70:]]  # several batches: each keeps its own calls
     sel = MIPP(sparsity=0.5, n_samples=N, progress=False).select(model, batches)
-    replayed = sel.apply(model, refit=batches).state_dict()
-    with monkeypatch.context() as m:
-        _runs_everything(m)
-        full = sel.apply(model, refit=batches).state_dict()
-    assert replayed.keys() == full.keys()
-    for k in full:
-        assert torch.equal(replayed[k], full[k]), (name, k)
+    for how in ("apply", "mask"):  # a pruned copy; masks in place (their hooks rebind the weights at each call)
+        treat = (
+            (lambda: sel.apply(model, refit=batches))
+            if how == "apply"
+            else (lambda: sel.mask(copy.deepcopy(model), refit=batches))
+        )
+        replayed = treat().state_dict()
+        with monkeypatch.context() as m:
+            _runs_everything(m)
+            full = treat().state_dict()
+        assert replayed.keys() == full.keys()
+        for k in full:
+            assert torch.equal(replayed[k], full[k]), (name, how, k)
 
 
 def test_replay_skips_the_layers_before_the_last_consumer(monkeypatch):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 from collections.abc import Callable
 
 import torch
@@ -194,6 +195,8 @@ class _Frame:
         self.counts: dict[nn.Module, int] = {}
         self.children: list[tuple] = []
         self.storages: set[int] = set()  # of the call's input tensors
+        self.state: tuple = _state(module) if module is not None else ()
+        self.changed = False  # the call, or one inside it, changed a module's attributes or buffers
 
 
 class _Replay:
@@ -207,9 +210,12 @@ class _Replay:
     A call is replayed only where that is the same as running it: its output is tensors (or tuples / lists of
     them and Nones) that nothing has modified in place since the call (their version counters, checked when
     kept and again when replayed; nothing is copied), none sharing its inputs' storage (an in-place module's
-    effect on its input would be lost); and nothing is kept where a module run before the consumer shares a
-    parameter with it (its re-fit writes its weights in place). Anything else runs as before; the weights
-    come out bit-identical.
+    effect on its input would be lost), no module inside it rebinding an attribute or writing a buffer (that
+    change would be lost), none given an argument other than tensors, numbers, strings and containers of them
+    (an object it might change, such as a cache); and nothing is kept where a module run before the consumer
+    shares a parameter with it (its re-fit writes its weights in place). Anything else runs as before; the
+    weights come out bit-identical. Not seen: a change to an object a module reaches other than through its
+    arguments, its attributes' bindings and its plain list / dict / set attributes (a global, say).
     On the full-width ResNet-18 the re-fit's forward passes went from every stage before each consumer to
     the block it is in."""
 
@@ -224,9 +230,12 @@ class _Replay:
         self.nbytes.pop(index, None)
         counts: dict[nn.Module, int] = {}
         stack = [_Frame(None, 0)]
+        thread = threading.get_ident()
         seen = {"consumer": False}
 
         def pre(module, args):
+            if threading.get_ident() != thread:  # another thread's model
+                return
             i = counts.get(module, 0)
             counts[module] = i + 1
             for f in stack:
@@ -238,11 +247,17 @@ class _Replay:
             stack[-1].storages = {_storage(t) for t in _tensors(args) or []}
 
         def post(module, args, output):
+            if threading.get_ident() != thread:
+                return
             frame = stack.pop()
             if frame.module is not module:  # a call the stack lost track of: keep nothing from this pass
                 raise _Untracked
+            # a call that changes module state (self.h = ..., a buffer written) would lose that when replayed
+            frame.changed |= _state(module) != frame.state
+            stack[-1].changed |= frame.changed
             tensors = _tensors(output)
-            ok = bool(tensors) and not any(t.is_inference() or _storage(t) in frame.storages for t in tensors or [])
+            ok = not frame.changed and bool(tensors)
+            ok = ok and not any(t.is_inference() or _storage(t) in frame.storages for t in tensors or [])
             versions = _versions(output) if ok else None
             stack[-1].children.append(((module, frame.index), output if ok else None, versions, frame.counts))
 
@@ -252,7 +267,8 @@ class _Replay:
             def fn(*args, **kwargs):
                 top = stack[-1]
                 hit = replay.get((module, top.index)) if top.module is module else None
-                if hit is None or _versions(hit[0]) != hit[1]:  # not kept, or changed in place since: run it
+                # not kept, changed in place since, or given an object it might change (a cache): run it
+                if hit is None or _versions(hit[0]) != hit[1] or not _plain((*args, *kwargs.values())):
                     return (original or type(module).forward.__get__(module))(*args, **kwargs)
                 output, _, inside = hit
                 for m, c in inside.items():  # the calls the skipped call would have made
@@ -330,6 +346,37 @@ def _tensors(x) -> list[torch.Tensor] | None:
 
 def _storage(t: torch.Tensor) -> int:
     return t.untyped_storage().data_ptr()
+
+
+def _state(module: nn.Module) -> tuple:
+    """What a call could change of its module: the objects its attributes and buffers are bound to, the
+    buffers' version counters, and the contents of plain container attributes. A pruned parameter
+    (torch.nn.utils.prune) is left out: its mask's pre-hook rebinds it from ``<name>_orig`` and the mask at
+    every call, the same tensor again."""
+    return (
+        tuple((k, id(v), _contents(v)) for k, v in module.__dict__.items() if f"{k}_orig" not in module._parameters),
+        tuple((k, id(b), b._version if b is not None else 0) for k, b in module._buffers.items()),
+    )
+
+
+def _contents(v) -> tuple:
+    """Enough of a plain list / dict / set attribute to see it appended to or assigned into (a cache or a log a
+    module keeps): its length and what its last item or its values are bound to."""
+    if type(v) is list:
+        return (len(v), id(v[-1]) if v else 0)
+    if type(v) is dict:
+        return (len(v), *map(id, v.values())) if len(v) <= 64 else (len(v),)
+    if type(v) is set:
+        return (len(v),)
+    return ()
+
+
+def _plain(x) -> bool:
+    """An argument a call cannot change outside itself: a tensor (versions are checked), a number, a string,
+    None, or a tuple of them (a list or a dict could be appended to)."""
+    if x is None or isinstance(x, (torch.Tensor, bool, int, float, str, torch.dtype, torch.device)):
+        return True
+    return type(x) is tuple and all(_plain(v) for v in x)
 
 
 def _versions(x) -> list[int]:
