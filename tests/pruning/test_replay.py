@@ -17,12 +17,19 @@ from mipp.pruning import refit as refit_module
 N = 96
 
 
-class SharedAndInPlace(nn.Module):
-    """One ReLU module called after every layer, and an in-place ReLU whose return value is not used."""
+class FourLayers(nn.Module):
+    """Four Linear layers (6 -> 24 -> 20 -> 16 -> 3) that each model below wires in its own way."""
 
     def __init__(self):
         super().__init__()
         self.a, self.b, self.c, self.d = nn.Linear(6, 24), nn.Linear(24, 20), nn.Linear(20, 16), nn.Linear(16, 3)
+
+
+class SharedAndInPlace(FourLayers):
+    """One ReLU module called after every layer, and an in-place ReLU whose return value is not used."""
+
+    def __init__(self):
+        super().__init__()
         self.act = nn.ReLU()
         self.inplace = nn.ReLU(inplace=True)
 
@@ -48,12 +55,11 @@ class LaterInPlace(nn.Module):
         return self.d(torch.relu(self.c(torch.relu(z)))) + self.e(torch.relu(h))
 
 
-class Stateful(nn.Module):
+class Stateful(FourLayers):
     """A layer that stores its output on itself, read by a later module: replaying it would leave the old one."""
 
     def __init__(self):
         super().__init__()
-        self.a, self.b, self.c, self.d = nn.Linear(6, 24), nn.Linear(24, 20), nn.Linear(20, 16), nn.Linear(16, 3)
         self.memory = Memory()
 
     def forward(self, x):
@@ -76,12 +82,11 @@ class Memory(nn.Module):
         return self.seen[-1]
 
 
-class Logged(nn.Module):
+class Logged(FourLayers):
     """A layer given a list it appends to, read after it: replaying it would leave the list empty."""
 
     def __init__(self):
         super().__init__()
-        self.a, self.b, self.c, self.d = nn.Linear(6, 24), nn.Linear(24, 20), nn.Linear(20, 16), nn.Linear(16, 3)
         self.tap = Tap()
 
     def forward(self, x):
