@@ -114,7 +114,7 @@ def refit_linear(linear: nn.Linear, x: torch.Tensor, t: torch.Tensor, w: torch.T
 def prune(model: nn.Module, calib, keep: int, mode: str) -> nn.Module:
     small = copy.deepcopy(model)
     for i, (dense, layer) in enumerate(zip(model.layers, small.layers)):
-        ln = mode.endswith("-ln") or mode.startswith("sequential-ln")
+        ln = "-ln" in mode
         if mode.endswith("attention") and i > 0:
             a = tap(model, calib, {"s": (dense.attn_norm, 0, _same)})["s"]
             p = tap(small, calib, {"x": (layer.attn_out, 0, _same), "z": (layer.attn_out, 1, _same),

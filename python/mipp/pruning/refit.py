@@ -190,11 +190,11 @@ class _Frame:
     """One module call open on the stack of a pass: its call index, the calls of every module inside it, and
     its children that finished, each (key, output, its version counters, the calls inside it)."""
 
-    def __init__(self, module: nn.Module | None, index: int):
+    def __init__(self, module: nn.Module | None, index: int, args=()):
         self.module, self.index = module, index
         self.counts: dict[nn.Module, int] = {}
         self.children: list[tuple] = []
-        self.storages: set[int] = set()  # of the call's input tensors
+        self.storages = {_storage(t) for t in _tensors(args) or []}  # of the call's input tensors
         self.state: tuple = _state(module) if module is not None else ()
         self.changed = False  # the call, or one inside it, changed a module's attributes or buffers
 
@@ -211,11 +211,12 @@ class _Replay:
     them and Nones) that nothing has modified in place since the call (their version counters, checked when
     kept and again when replayed; nothing is copied), none sharing its inputs' storage (an in-place module's
     effect on its input would be lost), no module inside it rebinding an attribute or writing a buffer (that
-    change would be lost), none given an argument other than tensors, numbers, strings and containers of them
-    (an object it might change, such as a cache); and nothing is kept where a module run before the consumer
-    shares a parameter with it (its re-fit writes its weights in place). Anything else runs as before; the
-    weights come out bit-identical. Not seen: a change to an object a module reaches other than through its
-    arguments, its attributes' bindings and its plain list / dict / set attributes (a global, say).
+    change would be lost), none given an argument other than tensors, numbers, strings and tuples of them (a
+    list, a dict or another object it might change, such as a cache); and nothing is kept where a module run
+    before the consumer shares a parameter with it (its re-fit writes its weights in place). Anything else
+    runs as before; the weights come out bit-identical. Not seen: a change to an object a module reaches other
+    than through its arguments, its attributes' bindings and its plain list / dict / set attributes (a global,
+    say).
     On the full-width ResNet-18 the re-fit's forward passes went from every stage before each consumer to
     the block it is in."""
 
@@ -231,7 +232,6 @@ class _Replay:
         counts: dict[nn.Module, int] = {}
         stack = [_Frame(None, 0)]
         thread = threading.get_ident()
-        seen = {"consumer": False}
 
         def pre(module, args):
             if threading.get_ident() != thread:  # another thread's model
@@ -240,11 +240,9 @@ class _Replay:
             counts[module] = i + 1
             for f in stack:
                 f.counts[module] = f.counts.get(module, 0) + 1
-            if module is consumer and not seen["consumer"]:
-                seen["consumer"] = True
+            if module is consumer and i == 0:  # its first call (no kept call holds it: it ran after them)
                 self._keep(index, stack, module, counts)
-            stack.append(_Frame(module, i))
-            stack[-1].storages = {_storage(t) for t in _tensors(args) or []}
+            stack.append(_Frame(module, i, args))
 
         def post(module, args, output):
             if threading.get_ident() != thread:
@@ -255,10 +253,10 @@ class _Replay:
             # a call that changes module state (self.h = ..., a buffer written) would lose that when replayed
             frame.changed |= _state(module) != frame.state
             stack[-1].changed |= frame.changed
-            tensors = _tensors(output)
+            tensors = _tensors(output) or []
             ok = not frame.changed and bool(tensors)
-            ok = ok and not any(t.is_inference() or _storage(t) in frame.storages for t in tensors or [])
-            versions = _versions(output) if ok else None
+            ok = ok and not any(t.is_inference() or _storage(t) in frame.storages for t in tensors)
+            versions = [t._version for t in tensors] if ok else None
             stack[-1].children.append(((module, frame.index), output if ok else None, versions, frame.counts))
 
         def replayed(module):
@@ -315,10 +313,13 @@ class _Replay:
         kept, nbytes = {}, 0
         for f in stack:
             for key, output, versions, inside in f.children:
-                if versions is None or _versions(output) != versions:
-                    continue  # not replayable, or changed in place since: it runs again
+                if versions is None:  # not replayable: it runs again
+                    continue
+                tensors = _tensors(output) or []
+                if [t._version for t in tensors] != versions:  # changed in place since: it runs again
+                    continue
                 kept[key] = (output, versions, dict(inside))
-                nbytes += sum(t.numel() * t.element_size() for t in _tensors(output) or [])
+                nbytes += sum(t.numel() * t.element_size() for t in tensors)
         if nbytes + sum(self.nbytes.values()) <= REPLAY_CACHE_BYTES:
             self.kept[index], self.nbytes[index] = kept, nbytes
 
